@@ -1,0 +1,3 @@
+"""distillery: self-hosted LLM distillation."""
+
+__version__ = "0.1.0"

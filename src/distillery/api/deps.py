@@ -1,0 +1,77 @@
+"""FastAPI dependencies: services from ``app.state`` and API-key auth with scopes."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from distillery.services import Services
+from distillery.errors import AuthenticationError, PermissionDeniedError
+from distillery.security.keys import hash_key
+
+_CACHE_TTL_S = 5.0
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class KeyCache:
+    """Recently checked keys (by hash), so auth costs no database read per request."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, str | None]] = {}
+
+    def scope_of(self, services: Services, secret: str) -> str | None:
+        digest = hash_key(secret)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit is not None and now - hit[0] < _CACHE_TTL_S:
+            return hit[1]
+        if services.settings.api_key and secret == services.settings.api_key:
+            scope: str | None = "admin"
+        else:
+            key = services.keys.authenticate(secret)
+            scope = key.scope if key else None
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now, scope)
+        return scope
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("api-key")
+
+
+def require(scope: str):  # type: ignore[no-untyped-def]
+    """Dependency: when auth is on, the key must have ``scope`` (``admin`` has every scope)."""
+
+    def check(request: Request) -> None:
+        services: Services = request.app.state.services
+        if not services.config.server.auth:
+            return
+        secret = _bearer(request)
+        if not secret:
+            raise AuthenticationError(
+                "You didn't provide an API key. Provide it as 'Authorization: Bearer <key>'."
+            )
+        granted = request.app.state.key_cache.scope_of(services, secret)
+        if granted is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        if granted != "admin" and granted != scope:
+            raise PermissionDeniedError(f"This key's scope '{granted}' does not allow this call.")
+
+    return Depends(check)
+
+
+ADMIN = require("admin")
+INGEST = require("ingest")

@@ -1,0 +1,56 @@
+"""The FastAPI application: routers mirror OpenAI's URL tree; errors in OpenAI's envelope."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from distillery import __version__
+from distillery.api import errors
+from distillery.api.deps import KeyCache
+from distillery.api.routes import ROUTERS
+from distillery.services import Services
+
+
+def build_api(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in services.extras.get("startup", []):
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in services.extras.get("shutdown", []):
+                await hook()
+            await services.aclose()
+
+    app = FastAPI(
+        title="distillery",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.key_cache = KeyCache()
+    errors.install(app)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "database": (services.store.sqlite and "sqlite") or "postgresql",
+        }
+
+    for router in ROUTERS:
+        app.include_router(router)
+    try:
+        from distillery.web.pages import router as web_router
+    except ImportError:
+        web_router = None
+    if web_router is not None:
+        app.include_router(web_router)
+    return app

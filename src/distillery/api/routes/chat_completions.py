@@ -1,0 +1,162 @@
+"""``/v1/chat/completions``: create (the gateway) and the stored-completions endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.responses import Response
+
+from distillery.api.deps import ADMIN, INGEST, ServicesDep
+from distillery.errors import InvalidRequestError, PayloadTooLargeError
+from distillery.wire.chat import validate_metadata
+
+router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
+        ) from exc
+
+
+@router.post("", dependencies=[INGEST])
+async def create_chat_completion(request: Request, services: ServicesDep) -> Response:
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    if isinstance(body, dict) and body.get("stream") is True:
+        stream = await services.capture.stream(body)
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    return _json(await services.capture.create(body))
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            found[key[9:-1]] = value
+    return found
+
+
+@router.get("", dependencies=[ADMIN])
+async def list_chat_completions(
+    request: Request,
+    services: ServicesDep,
+    model: str | None = None,
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "asc",
+) -> Response:
+    page = services.completions.list(
+        model=model,
+        metadata=_metadata_filter(request) or None,
+        after=after,
+        limit=limit,
+        order=order,
+    )
+    data = [c.to_chat_completion() for c in page.data]
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
+    )
+
+
+@router.get("/{completion_id}", dependencies=[ADMIN])
+async def retrieve_chat_completion(completion_id: str, services: ServicesDep) -> Response:
+    return _json(services.completions.get(completion_id).to_chat_completion())
+
+
+@router.post("/{completion_id}", dependencies=[ADMIN])
+async def update_chat_completion(
+    completion_id: str, request: Request, services: ServicesDep
+) -> Response:
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict) or "metadata" not in body:
+        raise InvalidRequestError("Missing required parameter: 'metadata'.", param="metadata")
+    unknown = sorted(set(body) - {"metadata"})
+    if unknown:
+        raise InvalidRequestError(
+            f"Unrecognized request argument supplied: {unknown[0]}. Only 'metadata' can be updated.",
+            param=unknown[0],
+        )
+    metadata = validate_metadata(body["metadata"]) or {}
+    return _json(services.completions.update_metadata(completion_id, metadata).to_chat_completion())
+
+
+@router.delete("/{completion_id}", dependencies=[ADMIN])
+async def delete_chat_completion(completion_id: str, services: ServicesDep) -> Response:
+    services.completions.delete(completion_id)
+    return _json({"id": completion_id, "object": "chat.completion.deleted", "deleted": True})
+
+
+@router.get("/{completion_id}/messages", dependencies=[ADMIN])
+async def list_messages(
+    completion_id: str,
+    services: ServicesDep,
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "asc",
+) -> Response:
+    completion = services.completions.get(completion_id)
+    messages = []
+    for i, message in enumerate(completion.messages):
+        content = message.get("content")
+        parts = content if isinstance(content, list) else None
+        text = content if isinstance(content, str) else None
+        if parts is not None:
+            text = "".join(p.get("text", "") for p in parts if isinstance(p, dict)) or None
+        messages.append(
+            {
+                "id": f"{completion_id}-{i}",
+                "role": message.get("role"),
+                "content": text,
+                "name": message.get("name"),
+                "content_parts": parts,
+                "tool_calls": message.get("tool_calls"),
+                "tool_call_id": message.get("tool_call_id"),
+                "refusal": None,
+                "audio": None,
+                "annotations": None,
+                "function_call": None,
+            }
+        )
+    if order == "desc":
+        messages.reverse()
+    if after is not None:
+        idx = next((i for i, m in enumerate(messages) if m["id"] == after), None)
+        if idx is None:
+            raise InvalidRequestError(f"No message found with id '{after}'.", param="after")
+        messages = messages[idx + 1 :]
+    page = messages[:limit]
+    return _json(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(messages) > limit,
+        }
+    )

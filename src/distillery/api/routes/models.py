@@ -1,0 +1,34 @@
+"""``/v1/models``: the providers' models and the fine-tuned students."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from distillery.api.deps import INGEST, ServicesDep
+from distillery.errors import NotFoundError
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _model_object(model_id: str, owned_by: str, created: int) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+@router.get("", dependencies=[INGEST])
+async def list_models(services: ServicesDep) -> dict[str, object]:
+    data = [_model_object(m.id, m.owned_by, m.created) for m in services.providers.models()]
+    return {"object": "list", "data": data}
+
+
+@router.get("/{model_id:path}", dependencies=[INGEST])
+async def retrieve_model(model_id: str, services: ServicesDep) -> dict[str, object]:
+    for m in services.providers.models():
+        if m.id == model_id:
+            return _model_object(m.id, m.owned_by, m.created)
+    try:
+        provider = services.providers.route(model_id)
+    except NotFoundError:
+        raise NotFoundError(
+            f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+        ) from None
+    return _model_object(model_id, provider.name, 0)

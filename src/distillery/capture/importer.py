@@ -1,0 +1,163 @@
+"""Import and export stored completions as JSONL.
+
+Import accepts, per line, either a chat-completions exchange
+``{"model", "messages", "response"|"completion", "metadata"?}`` (``response`` being a ChatCompletion
+object, or just the assistant's text), or an OpenAI fine-tuning example ``{"messages": [..., assistant]}``
+whose last assistant message becomes the response. Bad lines are reported by number and nothing
+is written unless every line is valid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from distillery import ids
+from distillery.errors import InvalidRequestError
+from distillery.progress import ProgressCallback, ProgressEvent, report
+from distillery.store.completions import CompletionsRepo
+from distillery.store.records import NewCompletion, StoredCompletion
+from distillery.wire.chat import validate_metadata
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    errors: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+
+def _response_from_text(model: str, text: str, created: int) -> dict[str, Any]:
+    return {
+        "id": ids.new_id(ids.CHAT_COMPLETION),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": None,
+    }
+
+
+def parse_line(
+    line: dict[str, Any], *, default_model: str | None, extra_metadata: dict[str, str], now: int
+) -> NewCompletion:
+    messages = line.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    response = line.get("response", line.get("completion"))
+    if response is None:
+        if messages[-1].get("role") != "assistant":
+            raise ValueError("no 'response' and the last message is not an assistant message")
+        response = messages[-1].get("content") or ""
+        messages = messages[:-1]
+    model = line.get("model") or default_model
+    if not isinstance(model, str) or not model:
+        raise ValueError("no 'model' (give one per line or --model)")
+    if isinstance(response, str):
+        response = _response_from_text(model, response, int(line.get("created_at") or now))
+    if not isinstance(response, dict) or "choices" not in response:
+        raise ValueError("'response' must be a ChatCompletion object or a string")
+    metadata = {**(line.get("metadata") or {}), **extra_metadata}
+    validate_metadata(metadata or None)
+    usage = response.get("usage") or {}
+    request = {
+        k: v
+        for k, v in line.items()
+        if k not in ("response", "completion", "metadata", "created_at", "id")
+    }
+    request["messages"] = messages
+    request["model"] = model
+    rid = line.get("id") or response.get("id")
+    return NewCompletion(
+        id=rid if isinstance(rid, str) and rid else ids.new_id(ids.CHAT_COMPLETION),
+        created_at=int(line.get("created_at") or response.get("created") or now),
+        model=model,
+        provider="import",
+        status="completed",
+        stream=False,
+        request=request,
+        response=response,
+        error=None,
+        metadata=metadata or None,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )
+
+
+def import_jsonl(
+    repo: CompletionsRepo,
+    lines: Iterable[bytes | str],
+    *,
+    default_model: str | None = None,
+    metadata: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    batch: int = 500,
+) -> ImportReport:
+    report_ = ImportReport()
+    records: list[NewCompletion] = []
+    now = int(time.time())
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("each line must be a JSON object")
+            records.append(
+                parse_line(
+                    line, default_model=default_model, extra_metadata=metadata or {}, now=now
+                )
+            )
+        except (orjson.JSONDecodeError, ValueError, InvalidRequestError) as exc:
+            msg = exc.message if isinstance(exc, InvalidRequestError) else str(exc)
+            report_.errors.append(f"line {number}: {msg}")
+    if report_.errors:
+        return report_
+    seen: set[str] = set()
+    unique: list[NewCompletion] = []
+    for rec in records:
+        if rec.id in seen or repo.exists(rec.id):
+            rec = NewCompletion(**{**rec.__dict__, "id": ids.new_id(ids.CHAT_COMPLETION)})
+        seen.add(rec.id)
+        unique.append(rec)
+    for start in range(0, len(unique), batch):
+        chunk = unique[start : start + batch]
+        repo.insert_many(chunk)
+        report_.imported += len(chunk)
+        report_.ids.extend(r.id for r in chunk)
+        report(progress, ProgressEvent("import", report_.imported, len(unique)))
+    return report_
+
+
+def export_lines(
+    completions: Iterable[StoredCompletion], *, fmt: str = "completions"
+) -> Iterator[bytes]:
+    """``completions``: ChatCompletion objects with the request; ``finetune``: training examples."""
+    for c in completions:
+        if fmt == "finetune":
+            choices = (c.response or {}).get("choices") or []
+            if not choices:
+                continue
+            message = dict(choices[0].get("message") or {})
+            assistant = {
+                k: v
+                for k, v in message.items()
+                if k in ("role", "content", "tool_calls") and v is not None
+            }
+            line: dict[str, Any] = {"messages": [*c.messages, assistant]}
+            if c.request.get("tools"):
+                line["tools"] = c.request["tools"]
+        else:
+            line = {**c.to_chat_completion(), "request": c.request}
+        yield orjson.dumps(line) + b"\n"

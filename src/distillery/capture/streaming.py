@@ -1,0 +1,134 @@
+"""Assemble one ChatCompletion from streamed ``chat.completion.chunk`` SSE events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class StreamAccumulator:
+    """Feed raw SSE bytes as they pass through; ``completion()`` gives the assembled object."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.id: str | None = None
+        self.model: str | None = None
+        self.created: int | None = None
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.done = False
+        self._choices: dict[int, dict[str, Any]] = {}
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            idx = self._find_boundary()
+            if idx is None:
+                return
+            event, sep_len = idx
+            raw = self._buffer[:event]
+            self._buffer = self._buffer[event + sep_len :]
+            self._event(raw)
+
+    def _find_boundary(self) -> tuple[int, int] | None:
+        positions = [(self._buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n")]
+        found = [(p, n) for p, n in positions if p >= 0]
+        return min(found) if found else None
+
+    def _event(self, raw: bytes) -> None:
+        payload = b"".join(
+            line[5:].lstrip() for line in raw.splitlines() if line.startswith(b"data:")
+        )
+        if not payload:
+            return
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk and "choices" not in chunk:
+            err = chunk["error"]
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+            return
+        self._chunk(chunk)
+
+    def _chunk(self, chunk: dict[str, Any]) -> None:
+        self.id = self.id or chunk.get("id")
+        self.model = self.model or chunk.get("model")
+        self.created = self.created or chunk.get("created")
+        self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
+        self.service_tier = chunk.get("service_tier") or self.service_tier
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            index = int(choice.get("index", 0))
+            acc = self._choices.setdefault(
+                index,
+                {
+                    "index": index,
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": {},
+                    "refusal": None,
+                    "finish_reason": None,
+                    "logprobs": None,
+                },
+            )
+            delta = choice.get("delta") or {}
+            if delta.get("role"):
+                acc["role"] = delta["role"]
+            if delta.get("content") is not None:
+                acc["content"] = (acc["content"] or "") + delta["content"]
+            if delta.get("refusal") is not None:
+                acc["refusal"] = (acc["refusal"] or "") + delta["refusal"]
+            for call in delta.get("tool_calls") or []:
+                slot = acc["tool_calls"].setdefault(
+                    int(call.get("index", 0)),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if call.get("id"):
+                    slot["id"] = call["id"]
+                fn = call.get("function") or {}
+                slot["function"]["name"] += fn.get("name") or ""
+                slot["function"]["arguments"] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                acc["finish_reason"] = choice["finish_reason"]
+            if choice.get("logprobs"):
+                lp = acc["logprobs"] or {"content": []}
+                lp["content"].extend(choice["logprobs"].get("content") or [])
+                acc["logprobs"] = lp
+
+    def completion(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self._choices):
+            acc = self._choices[index]
+            message: dict[str, Any] = {"role": acc["role"], "content": acc["content"]}
+            if acc["refusal"] is not None:
+                message["refusal"] = acc["refusal"]
+            if acc["tool_calls"]:
+                message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "finish_reason": acc["finish_reason"],
+                    "logprobs": acc["logprobs"],
+                }
+            )
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage,
+            "system_fingerprint": self.system_fingerprint,
+            "service_tier": self.service_tier,
+        }

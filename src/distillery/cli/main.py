@@ -1,0 +1,96 @@
+"""``distillery <noun> <verb>``: the command line, a thin edge over the core."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distillery import __version__
+from distillery.cli import completions, keys
+from distillery.cli.context import services
+from distillery.cli.output import fail, print_json, table
+from distillery.errors import DistilleryError
+
+app = typer.Typer(
+    name="distillery",
+    help="Self-hosted LLM distillation: capture, evaluate, annotate, distill, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(completions.app, name="completions")
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+models_app = typer.Typer(help="Models served through the gateway.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "warning",
+) -> None:
+    """Run the gateway, the API, the dashboard and the job worker."""
+    import uvicorn
+
+    from distillery.app import create_app
+
+    svc = services()
+    logging.basicConfig(level=log_level.upper())
+    bind_host = host or svc.config.server.host
+    bind_port = port or svc.config.server.port
+    uvicorn.run(
+        create_app(svc),
+        host=bind_host,
+        port=bind_port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    try:
+        svc = services()
+    except DistilleryError as exc:
+        raise fail(exc) from exc
+    typer.echo(f"database at revision {svc.store.current_revision()}")
+
+
+@models_app.command("list")
+def models_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List base and fine-tuned models."""
+    svc = services()
+    data = [{"id": m.id, "owned_by": m.owned_by} for m in svc.providers.models()]
+    if json_out:
+        print_json(data)
+    else:
+        table("models", ["id", "provider"], [[m["id"], m["owned_by"]] for m in data])
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        app()
+    except DistilleryError as exc:
+        raise SystemExit(fail(exc).exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+__all__ = ["Path", "app", "main"]

@@ -1,0 +1,53 @@
+"""The Provider seam.
+
+A provider turns an OpenAI chat-completions request body into a response. It works on plain JSON
+dicts and raw SSE bytes rather than typed objects so that the gateway forwards what it received and
+passes streamed chunks through byte for byte. Remote HTTP APIs (``openai``, ``azure``) and the
+in-process student (``local``, in ``distillery.serving``) implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    owned_by: str
+    created: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Serves chat completions for the models it lists."""
+
+    name: str
+    kind: str
+
+    def models(self) -> list[ModelInfo]:
+        """The models this provider serves now."""
+        ...
+
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` is served here (fine-tuned ids may be resolved lazily)."""
+        ...
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Non-streaming completion: the ChatCompletion JSON object.
+
+        Raises a ``DistilleryError`` subclass (mapped to the OpenAI error envelope) on failure.
+        """
+        ...
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Streaming completion: raw SSE bytes (``data: {...}\\n\\n`` events, ``data: [DONE]``).
+
+        Errors before the first byte raise; errors mid-stream end the iterator with an error event.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

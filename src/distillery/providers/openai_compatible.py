@@ -1,0 +1,169 @@
+"""Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, another distillery),
+and Azure OpenAI, which speaks the same wire format at a different URL with an ``api-key`` header.
+
+Requests go out over one pooled keep-alive ``httpx.AsyncClient`` per provider. Streaming yields
+the upstream's bytes as they arrive, unchanged. Failures map to OpenAI-style errors: timeout 504,
+connection failure 502, upstream 4xx passed through with its message, upstream 5xx 502.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from distillery.errors import (
+    DistilleryError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from distillery.providers.base import ModelInfo
+from distillery.settings import ProviderConfig
+
+_DEFAULT_TIMEOUT_S = 600.0
+
+
+class OpenAICompatibleProvider:
+    kind = "openai"
+
+    def __init__(
+        self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
+    ) -> None:
+        self.name = name
+        self.config = config
+        timeout = config.timeout_s or timeout_s or _DEFAULT_TIMEOUT_S
+        headers = {"content-type": "application/json", **config.headers}
+        key = config.api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+            keepalive_expiry=60,
+        )
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), limits=limits
+        )
+        self._models = list(config.models)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo(id=m, owned_by=self.name) for m in self._models]
+
+    def serves(self, model: str) -> bool:
+        return model in self._models
+
+    def url(self, model: str) -> str:
+        assert self.config.base_url is not None
+        return self.config.base_url.rstrip("/") + "/chat/completions"
+
+    def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body["model"]
+        payload = orjson.dumps(self.upstream_body(body))
+        try:
+            response = await self._client.post(self.url(model), content=payload)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"provider {self.name!r} is unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise _status_error(self.name, response.status_code, response.content)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"provider {self.name!r} returned invalid JSON") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"provider {self.name!r} returned a non-object response")
+        return data
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        model = body["model"]
+        payload = orjson.dumps(self.upstream_body(body))
+        request = self._client.build_request("POST", self.url(model), content=payload)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"provider {self.name!r} is unreachable: {exc!r}") from exc
+        try:
+            if response.status_code >= 400:
+                content = await response.aread()
+                raise _status_error(self.name, response.status_code, content)
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeoutError(f"provider {self.name!r} timed out mid-stream") from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"provider {self.name!r} failed mid-stream: {exc!r}") from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class AzureOpenAIProvider(OpenAICompatibleProvider):
+    """Azure OpenAI: ``{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=``."""
+
+    kind = "azure"
+
+    def __init__(
+        self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
+    ) -> None:
+        super().__init__(name, config, timeout_s=timeout_s)
+        self._client.headers.pop("authorization", None)
+        key = config.api_key()
+        if key:
+            self._client.headers["api-key"] = key
+        self._models = list(dict.fromkeys([*config.models, *config.deployments]))
+
+    def url(self, model: str) -> str:
+        assert self.config.endpoint is not None
+        deployment = self.config.deployments.get(model, model)
+        version = self.config.api_version or "2024-10-21"
+        return (
+            f"{self.config.endpoint.rstrip('/')}/openai/deployments/{deployment}"
+            f"/chat/completions?api-version={version}"
+        )
+
+    def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        # The deployment in the URL selects the model; Azure ignores ``model`` in the body.
+        return body
+
+
+def _status_error(provider: str, status: int, content: bytes) -> DistilleryError:
+    message = f"provider {provider!r} answered HTTP {status}"
+    err_type: str | None = None
+    param: str | None = None
+    code: str | None = None
+    try:
+        data = orjson.loads(content)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            err_type = err.get("type")
+            param = err.get("param")
+            code = None if err.get("code") is None else str(err.get("code"))
+        elif isinstance(err, str):
+            message = err
+    except orjson.JSONDecodeError:
+        text = content[:500].decode("utf-8", "replace").strip()
+        if text:
+            message = f"{message}: {text}"
+    if status >= 500:
+        return UpstreamError(message)
+    if status == 404 and code == "model_not_found":
+        return NotFoundError(message, code=code)
+    return UpstreamStatusError(message, status=status, type=err_type, param=param, code=code)

@@ -1,0 +1,93 @@
+"""Provider registry: builds providers from configuration and routes a model name to one.
+
+Built-in kinds register through the same call a plugin would use (``register_kind``). The local
+kind lives in ``distillery.serving`` and is registered by the composition root (``app.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from distillery.errors import ConfigError, NotFoundError
+from distillery.providers.base import ModelInfo, Provider
+from distillery.providers.openai_compatible import AzureOpenAIProvider, OpenAICompatibleProvider
+from distillery.settings import ProviderConfig
+
+ProviderFactory = Callable[[str, ProviderConfig], Provider]
+
+_KINDS: dict[str, ProviderFactory] = {}
+
+
+def register_kind(kind: str, factory: ProviderFactory) -> None:
+    _KINDS[kind] = factory
+
+
+register_kind("openai", OpenAICompatibleProvider)
+register_kind("azure", AzureOpenAIProvider)
+
+
+class ProviderRegistry:
+    """The configured providers; ``route(model)`` finds the one that serves a model."""
+
+    def __init__(self, providers: dict[str, Provider] | None = None) -> None:
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self._routes: dict[str, Provider] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        configs: dict[str, ProviderConfig],
+        *,
+        factories: dict[str, ProviderFactory] | None = None,
+    ) -> ProviderRegistry:
+        kinds = {**_KINDS, **(factories or {})}
+        built: dict[str, Provider] = {}
+        for name, cfg in configs.items():
+            factory = kinds.get(cfg.kind)
+            if factory is None:
+                raise ConfigError(f"provider {name!r}: unknown kind {cfg.kind!r}")
+            built[name] = factory(name, cfg)
+        return cls(built)
+
+    def add(self, provider: Provider) -> None:
+        self.providers[provider.name] = provider
+        self._routes.clear()
+
+    def route(self, model: str) -> Provider:
+        cached = self._routes.get(model)
+        if cached is not None:
+            return cached
+        for provider in self.providers.values():
+            if provider.serves(model):
+                if not model.startswith("ft:"):
+                    self._routes[model] = provider
+                return provider
+        raise NotFoundError(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+    def models(self) -> list[ModelInfo]:
+        seen: dict[str, ModelInfo] = {}
+        for provider in self.providers.values():
+            for info in provider.models():
+                seen.setdefault(info.id, info)
+        return list(seen.values())
+
+    def get(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise NotFoundError(f"no provider named {name!r}") from None
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"name": p.name, "kind": p.kind, "models": [m.id for m in p.models()]}
+            for p in self.providers.values()
+        ]

@@ -1,0 +1,27 @@
+"""Gateway API keys: random secrets shown once, stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+KEY_PREFIX = "dk-"
+SCOPES = ("admin", "ingest")
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def same_key(key: str, key_hash: str) -> bool:
+    return hmac.compare_digest(hash_key(key), key_hash)
+
+
+def display_prefix(key: str) -> str:
+    """The first characters of a key, safe to show in lists."""
+    return key[: len(KEY_PREFIX) + 4]

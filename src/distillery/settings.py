@@ -1,0 +1,173 @@
+"""Settings (environment) and configuration (``distillery.toml``), declared once.
+
+Environment variables are ``DISTILLERY_*`` only. The TOML file holds providers, prices and server
+options; provider keys are never in the file, only the names of the environment variables that hold
+them (``api_key_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from distillery.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Process settings, read from ``DISTILLERY_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".distillery",
+        description="Folder that holds the SQLite database, files, adapters and job folders.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default SQLite at $DISTILLERY_HOME/distillery.db. "
+        "Use postgresql+psycopg://user:pass@host/db for PostgreSQL.",
+    )
+    config: Path | None = Field(
+        default=None,
+        description="Path of distillery.toml; default ./distillery.toml, else $DISTILLERY_HOME/distillery.toml.",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="A bootstrap admin key accepted in addition to keys created with `keys create`.",
+    )
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'distillery.db'}"
+
+    def config_path(self) -> Path | None:
+        if self.config is not None:
+            return self.config
+        local = Path("distillery.toml")
+        if local.is_file():
+            return local
+        home = self.home / "distillery.toml"
+        return home if home.is_file() else None
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth: bool = Field(
+        default=False,
+        description="Require `Authorization: Bearer <key>` on /v1 (keys from `distillery keys create`).",
+    )
+    workers_in_serve: bool = Field(default=True, description="Run the job worker inside `serve`.")
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    store_by_default: bool = Field(
+        default=False, description="Store every completion even when the request omits `store`."
+    )
+    allow_metadata_without_store: bool = Field(
+        default=False, description="Accept `metadata` without `store: true` (OpenAI rejects it)."
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body.")
+    upstream_timeout_s: float = Field(default=600.0, description="Timeout of one upstream call.")
+
+
+class ProviderConfig(BaseModel):
+    """One ``[providers.NAME]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["openai", "azure", "local"]
+    models: list[str] = Field(default_factory=list)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = None
+    max_connections: int = 200
+    # azure
+    endpoint: str | None = None
+    api_version: str | None = None
+    deployments: dict[str, str] = Field(
+        default_factory=dict, description="model name -> Azure deployment name"
+    )
+    # local
+    paths: dict[str, str] = Field(
+        default_factory=dict, description="model name -> local folder or .gguf file"
+    )
+    device: str | None = None
+    max_batch_size: int = 8
+    max_queue: int = 64
+    adapter_memory_mb: int = 512
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("an `openai` provider needs base_url")
+        if self.kind == "azure" and not self.endpoint:
+            raise ValueError("an `azure` provider needs endpoint")
+        return self
+
+    def api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env)
+
+
+class PriceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: float = 0.0
+    cached_input: float | None = None
+    output: float = 0.0
+    training: float | None = None
+    hourly: float | None = None
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: str | None = Field(default=None, description="cpu, cuda or None for automatic.")
+    threads: int | None = Field(default=None, description="torch threads for a training process.")
+
+
+class Config(BaseModel):
+    """The parsed ``distillery.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=lambda: {
+            "local": ProviderConfig(kind="local", models=["smollm2-135m-instruct"])
+        }
+    )
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    teacher: str | None = Field(default=None, description="Default teacher model name.")
+
+    @model_validator(mode="after")
+    def _embedded_student(self) -> Config:
+        """The embedded student is always served, unless a `local` provider is configured."""
+        if not any(p.kind == "local" for p in self.providers.values()):
+            self.providers.setdefault(
+                "local", ProviderConfig(kind="local", models=["smollm2-135m-instruct"])
+            )
+        return self
+
+    @classmethod
+    def load(cls, path: Path | None) -> Config:
+        if path is None:
+            return cls()
+        try:
+            raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid configuration in {path}: {exc}") from exc

@@ -1,0 +1,236 @@
+"""Stored completions: insert (batched), get, list with metadata filters, update, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Select, Text, and_, cast, delete, exists, func, insert, select
+
+from distillery.errors import NotFoundError
+from distillery.store.base import Store
+from distillery.store.records import NewCompletion, Page, StoredCompletion
+from distillery.store.tables import CompletionMetadataRow, CompletionRow
+
+Order = Literal["asc", "desc"]
+
+
+def _record(row: CompletionRow) -> StoredCompletion:
+    return StoredCompletion(
+        seq=row.seq,
+        id=row.id,
+        created_at=row.created_at,
+        model=row.model,
+        provider=row.provider,
+        status=row.status,
+        stream=row.stream,
+        request=row.request,
+        response=row.response,
+        error=row.error,
+        metadata=dict(row.meta or {}),
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
+        latency_ms=row.latency_ms,
+        cost_usd=row.cost_usd,
+    )
+
+
+class CompletionsRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def insert_many(self, records: Sequence[NewCompletion]) -> None:
+        """Insert a batch in one transaction (the gateway's group commit)."""
+        if not records:
+            return
+        rows = [
+            {
+                "id": rec.id,
+                "created_at": rec.created_at,
+                "model": rec.model,
+                "provider": rec.provider,
+                "status": rec.status,
+                "stream": rec.stream,
+                "request": rec.request,
+                "response": rec.response,
+                "error": rec.error,
+                "meta": rec.metadata,
+                "prompt_tokens": rec.prompt_tokens,
+                "completion_tokens": rec.completion_tokens,
+                "cached_tokens": rec.cached_tokens,
+                "latency_ms": rec.latency_ms,
+                "cost_usd": rec.cost_usd,
+            }
+            for rec in records
+        ]
+        with self.store.write() as session:
+            seqs = session.scalars(
+                insert(CompletionRow).returning(CompletionRow.seq, sort_by_parameter_order=True),
+                rows,
+            ).all()
+            pairs = [
+                {"completion_seq": seq, "key": k, "value": v}
+                for seq, rec in zip(seqs, records, strict=True)
+                for k, v in (rec.metadata or {}).items()
+            ]
+            if pairs:
+                session.execute(insert(CompletionMetadataRow), pairs)
+
+    def exists(self, completion_id: str) -> bool:
+        with self.store.read() as session:
+            return (
+                session.scalar(select(CompletionRow.seq).where(CompletionRow.id == completion_id))
+                is not None
+            )
+
+    def get(self, completion_id: str) -> StoredCompletion:
+        with self.store.read() as session:
+            row = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+            if row is None:
+                raise NotFoundError(
+                    f"No chat completion found with id '{completion_id}'.", param="completion_id"
+                )
+            return _record(row)
+
+    def get_many(self, ids: Sequence[str]) -> list[StoredCompletion]:
+        with self.store.read() as session:
+            rows = session.scalars(select(CompletionRow).where(CompletionRow.id.in_(list(ids))))
+            by_id = {r.id: _record(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _seq_of(self, completion_id: str) -> int:
+        with self.store.read() as session:
+            seq = session.scalar(select(CompletionRow.seq).where(CompletionRow.id == completion_id))
+        if seq is None:
+            raise NotFoundError(
+                f"No chat completion found with id '{completion_id}'.", param="after"
+            )
+        return seq
+
+    def query(
+        self,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        status: str | None = None,
+        search: str | None = None,
+    ) -> Select[CompletionRow]:
+        """A select over completions with the filters applied (no order, no limit)."""
+        pairs = list((metadata or {}).items())
+        if pairs:
+            # Drive the scan from the (key, value, seq) index of the first pair.
+            k0, v0 = pairs[0]
+            stmt = (
+                select(CompletionRow)
+                .join(
+                    CompletionMetadataRow, CompletionMetadataRow.completion_seq == CompletionRow.seq
+                )
+                .where(CompletionMetadataRow.key == k0, CompletionMetadataRow.value == v0)
+            )
+            for k, v in pairs[1:]:
+                m = CompletionMetadataRow.__table__.alias()
+                stmt = stmt.where(
+                    exists().where(
+                        and_(m.c.completion_seq == CompletionRow.seq, m.c.key == k, m.c.value == v)
+                    )
+                )
+        else:
+            stmt = select(CompletionRow)
+        if model is not None:
+            stmt = stmt.where(CompletionRow.model == model)
+        if created_after is not None:
+            stmt = stmt.where(CompletionRow.created_at >= created_after)
+        if created_before is not None:
+            stmt = stmt.where(CompletionRow.created_at <= created_before)
+        if status is not None:
+            stmt = stmt.where(CompletionRow.status == status)
+        if search:
+            like = f"%{search}%"
+            stmt = stmt.where(
+                cast(CompletionRow.request, Text).like(like)
+                | cast(CompletionRow.response, Text).like(like)
+            )
+        return stmt
+
+    def list(
+        self,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        after: str | None = None,
+        limit: int = 20,
+        order: Order = "asc",
+        created_after: int | None = None,
+        created_before: int | None = None,
+        status: str | None = None,
+        search: str | None = None,
+    ) -> Page[StoredCompletion]:
+        stmt = self.query(
+            model=model,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            status=status,
+            search=search,
+        )
+        seq_col = CompletionRow.seq
+        if after is not None:
+            after_seq = self._seq_of(after)
+            stmt = stmt.where(seq_col > after_seq if order == "asc" else seq_col < after_seq)
+        stmt = stmt.order_by(seq_col.asc() if order == "asc" else seq_col.desc()).limit(limit + 1)
+        with self.store.read() as session:
+            rows = list(session.scalars(stmt))
+            records = [_record(r) for r in rows[:limit]]
+        return Page(data=records, has_more=len(rows) > limit)
+
+    def iterate(self, *, batch: int = 500, **filters: Any) -> Any:
+        """All completions matching ``filters`` in ascending order, fetched in batches."""
+        after: str | None = None
+        while True:
+            page = self.list(after=after, limit=batch, order="asc", **filters)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
+
+    def count(self, **filters: Any) -> int:
+        stmt = self.query(**filters).with_only_columns(func.count(CompletionRow.seq))
+        with self.store.read() as session:
+            return int(session.scalar(stmt) or 0)
+
+    def update_metadata(self, completion_id: str, metadata: Mapping[str, str]) -> StoredCompletion:
+        with self.store.write() as session:
+            row = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+            if row is None:
+                raise NotFoundError(
+                    f"No chat completion found with id '{completion_id}'.", param="completion_id"
+                )
+            row.meta = dict(metadata)
+            session.execute(
+                delete(CompletionMetadataRow).where(CompletionMetadataRow.completion_seq == row.seq)
+            )
+            if metadata:
+                session.execute(
+                    insert(CompletionMetadataRow),
+                    [
+                        {"completion_seq": row.seq, "key": k, "value": v}
+                        for k, v in metadata.items()
+                    ],
+                )
+            session.flush()
+            return _record(row)
+
+    def delete(self, completion_id: str) -> None:
+        with self.store.write() as session:
+            seq = session.scalar(select(CompletionRow.seq).where(CompletionRow.id == completion_id))
+            if seq is None:
+                raise NotFoundError(
+                    f"No chat completion found with id '{completion_id}'.", param="completion_id"
+                )
+            session.execute(
+                delete(CompletionMetadataRow).where(CompletionMetadataRow.completion_seq == seq)
+            )
+            session.execute(delete(CompletionRow).where(CompletionRow.seq == seq))

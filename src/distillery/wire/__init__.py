@@ -1,0 +1,1 @@
+"""OpenAI wire formats: pure data, no I/O."""

@@ -1,0 +1,109 @@
+"""Chat Completions wire format: request checks and the shapes we return.
+
+The gateway forwards the client's JSON body, so these helpers validate only what distillery
+itself acts on (``model``, ``messages``, ``stream``, ``store``, ``metadata``) and leave every other
+parameter for the provider to judge, as a proxy must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from distillery.errors import InvalidRequestError
+
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+
+
+def validate_metadata(metadata: Any, *, param: str = "metadata") -> dict[str, str] | None:
+    """OpenAI's metadata rules: at most 16 pairs, keys <= 64 chars, string values <= 512 chars."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidRequestError(f"'{param}' must be an object of string pairs.", param=param)
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise InvalidRequestError(
+            f"Invalid '{param}': too many properties. Expected an object with at most "
+            f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} properties.",
+            param=param,
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidRequestError(f"Invalid '{param}': keys must be strings.", param=param)
+        if len(key) > METADATA_MAX_KEY:
+            raise InvalidRequestError(
+                f"Invalid '{param}': key '{key[:20]}...' is too long. Expected a maximum "
+                f"length of {METADATA_MAX_KEY}, but got {len(key)}.",
+                param=f"{param}.{key}",
+                code="string_above_max_length",
+            )
+        if not isinstance(value, str):
+            raise InvalidRequestError(
+                f"Invalid type for '{param}.{key}': expected a string, but got "
+                f"{type(value).__name__}.",
+                param=f"{param}.{key}",
+                code="invalid_type",
+            )
+        if len(value) > METADATA_MAX_VALUE:
+            raise InvalidRequestError(
+                f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
+                f"length {METADATA_MAX_VALUE}, but got a string with length {len(value)} instead.",
+                param=f"{param}.{key}",
+                code="string_above_max_length",
+            )
+    return dict(metadata)
+
+
+def validate_create_body(body: Any) -> dict[str, Any]:
+    """Check the fields of a create request that distillery acts on."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError(
+            "you must provide a model parameter", param="model", code="missing_required_parameter"
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            "'messages' must be a non-empty array of message objects.", param="messages"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(
+                f"Invalid value for 'messages[{i}]': each message needs a 'role'.",
+                param=f"messages[{i}]",
+            )
+    for flag in ("stream", "store"):
+        if flag in body and body[flag] is not None and not isinstance(body[flag], bool):
+            raise InvalidRequestError(
+                f"Invalid type for '{flag}': expected a boolean.", param=flag, code="invalid_type"
+            )
+    validate_metadata(body.get("metadata"))
+    return body
+
+
+def output_text(completion: Mapping[str, Any]) -> str:
+    """The first choice's text content ('' when absent)."""
+    choices = completion.get("choices") or []
+    if not choices:
+        return ""
+    message = choices[0].get("message") or {}
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
