@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from distillery.services import Services
 from distillery.errors import AuthenticationError, PermissionDeniedError
 from distillery.security.keys import hash_key
+from distillery.services import Services
 
 _CACHE_TTL_S = 5.0
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from distillery import __version__
-from distillery.cli import completions, keys
+from distillery.cli import completions, costs, keys
 from distillery.cli.context import services
 from distillery.cli.output import fail, print_json, table
 from distillery.errors import DistilleryError
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(completions.app, name="completions")
+app.add_typer(costs.app, name="costs")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Models served through the gateway.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

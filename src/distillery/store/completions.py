@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Select, Text, and_, cast, delete, exists, func, insert, select
@@ -234,3 +235,72 @@ class CompletionsRepo:
                 delete(CompletionMetadataRow).where(CompletionMetadataRow.completion_seq == seq)
             )
             session.execute(delete(CompletionRow).where(CompletionRow.seq == seq))
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    """Traffic and spend of one (group, model) over a period."""
+
+    group: str | None
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    first_at: int
+    last_at: int
+
+
+def spend(
+    store: Store,
+    *,
+    group_key: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+) -> list[SpendRow]:
+    """Completed requests, tokens and cost per model (and per value of metadata ``group_key``)."""
+    c = CompletionRow
+    cols = [
+        c.model,
+        func.count(c.seq),
+        func.coalesce(func.sum(c.prompt_tokens), 0),
+        func.coalesce(func.sum(c.completion_tokens), 0),
+        func.coalesce(func.sum(c.cost_usd), 0.0),
+        func.min(c.created_at),
+        func.max(c.created_at),
+    ]
+    stmt: Any
+    if group_key is not None:
+        m = CompletionMetadataRow
+        stmt = (
+            select(m.value, *cols)
+            .select_from(c)
+            .join(m, (m.completion_seq == c.seq) & (m.key == group_key), isouter=True)
+            .group_by(m.value, c.model)
+        )
+    else:
+        stmt = select(*cols).group_by(c.model)
+    stmt = stmt.where(c.status == "completed")
+    if since is not None:
+        stmt = stmt.where(c.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(c.created_at <= until)
+    out: list[SpendRow] = []
+    with store.read() as session:
+        for row in session.execute(stmt):
+            values = tuple(row)
+            group = values[0] if group_key is not None else None
+            rest = values[1:] if group_key is not None else values
+            out.append(
+                SpendRow(
+                    group=group,
+                    model=rest[0],
+                    requests=int(rest[1]),
+                    prompt_tokens=int(rest[2]),
+                    completion_tokens=int(rest[3]),
+                    cost_usd=float(rest[4]),
+                    first_at=int(rest[5]),
+                    last_at=int(rest[6]),
+                )
+            )
+    return out

@@ -5,6 +5,6 @@ Add a router to ``ROUTERS`` to mount it.
 
 from fastapi import APIRouter
 
-from distillery.api.routes import chat_completions, models
+from distillery.api.routes import chat_completions, costs, models
 
-ROUTERS: list[APIRouter] = [chat_completions.router, models.router]
+ROUTERS: list[APIRouter] = [chat_completions.router, models.router, costs.router]

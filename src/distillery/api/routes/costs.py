@@ -1,0 +1,30 @@
+"""``/v1/distillery/costs``: spend per prompt and model, candidates, savings and payback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from distillery.api.deps import ADMIN, ServicesDep
+from distillery.costs.report import costs_report
+
+router = APIRouter(prefix="/v1/distillery/costs", tags=["costs"])
+
+
+@router.get("", dependencies=[ADMIN])
+async def get_costs(
+    services: ServicesDep,
+    group_key: str = Query(default="prompt", max_length=64),
+    since: int | None = None,
+    until: int | None = None,
+    min_examples: int = Query(default=100, ge=1),
+) -> dict[str, Any]:
+    return costs_report(
+        services.store,
+        services.prices,
+        group_key=group_key,
+        since=since,
+        until=until,
+        min_examples=min_examples,
+    )
