@@ -1,0 +1,59 @@
+"""The completions repository on both databases: filters, ordering, search, Japanese text."""
+
+from __future__ import annotations
+
+import pytest
+
+from distillery.errors import NotFoundError
+from distillery.store import Store
+from distillery.store.completions import CompletionsRepo
+from distillery.store.records import NewCompletion
+
+
+def _rec(i: int, **meta: str) -> NewCompletion:
+    text = "有給休暇の申請" if i % 3 == 0 else "reset my password"
+    return NewCompletion(
+        id=f"chatcmpl-s{i:04d}",
+        created_at=1000 + i,
+        model="m1" if i % 2 else "m2",
+        provider="p",
+        status="completed",
+        stream=False,
+        request={"model": "m", "messages": [{"role": "user", "content": text}]},
+        response={"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]},
+        error=None,
+        metadata=meta or None,
+        prompt_tokens=10,
+        completion_tokens=2,
+    )
+
+
+def test_filters_and_search(db_url: str) -> None:
+    store = Store.open(db_url)
+    repo = CompletionsRepo(store)
+    repo.insert_many(
+        [_rec(i, prompt="router" if i < 20 else "other", v=str(i % 4)) for i in range(30)]
+    )
+    assert repo.count() == 30
+    assert repo.count(metadata={"prompt": "router"}) == 20
+    assert repo.count(metadata={"prompt": "router", "v": "1"}) == 5
+    assert repo.count(model="m1", metadata={"prompt": "router"}) == 10
+    assert repo.count(created_after=1025) == 5
+    assert repo.count(created_before=1004) == 5
+    assert repo.count(search="有給") == 10
+    assert repo.count(search="password") == 20
+    page = repo.list(metadata={"prompt": "router"}, order="desc", limit=3)
+    assert [c.id for c in page.data] == ["chatcmpl-s0019", "chatcmpl-s0018", "chatcmpl-s0017"]
+    assert page.has_more
+    assert [c.id for c in repo.iterate(metadata={"v": "3"}, batch=2)] == [
+        f"chatcmpl-s{i:04d}" for i in range(30) if i % 4 == 3
+    ]
+    got = repo.get("chatcmpl-s0003")
+    assert got.messages[0]["content"] == "有給休暇の申請"
+    with pytest.raises(NotFoundError):
+        repo.get("chatcmpl-nope")
+    with pytest.raises(NotFoundError):
+        repo.list(after="chatcmpl-nope")
+    repo.delete("chatcmpl-s0000")
+    assert repo.count(metadata={"prompt": "router"}) == 19
+    store.close()
