@@ -145,7 +145,7 @@ models = ["echo-1"]
 
 
 def test_serve_with_auth_scopes(home: Path, served) -> None:  # type: ignore[no-untyped-def]
-    url, env = served
+    url, _env = served
     admin = json.loads(run(home, "keys", "create", "--scope", "admin", "--json").stdout)["key"]
     ingest = json.loads(run(home, "keys", "create", "--scope", "ingest", "--json").stdout)["key"]
     anon = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)

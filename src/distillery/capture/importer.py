@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from distillery import ids
+from distillery.costs.prices import PriceTable
 from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.store.completions import CompletionsRepo
@@ -50,7 +51,12 @@ def _response_from_text(model: str, text: str, created: int) -> dict[str, Any]:
 
 
 def parse_line(
-    line: dict[str, Any], *, default_model: str | None, extra_metadata: dict[str, str], now: int
+    line: dict[str, Any],
+    *,
+    default_model: str | None,
+    extra_metadata: dict[str, str],
+    now: int,
+    prices: PriceTable | None = None,
 ) -> NewCompletion:
     messages = line.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -92,6 +98,9 @@ def parse_line(
         metadata=metadata or None,
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        cost_usd=prices.cost(model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        if prices is not None
+        else None,
     )
 
 
@@ -101,6 +110,7 @@ def import_jsonl(
     *,
     default_model: str | None = None,
     metadata: dict[str, str] | None = None,
+    prices: PriceTable | None = None,
     progress: ProgressCallback | None = None,
     batch: int = 500,
 ) -> ImportReport:
@@ -116,7 +126,11 @@ def import_jsonl(
                 raise ValueError("each line must be a JSON object")
             records.append(
                 parse_line(
-                    line, default_model=default_model, extra_metadata=metadata or {}, now=now
+                    line,
+                    default_model=default_model,
+                    extra_metadata=metadata or {},
+                    now=now,
+                    prices=prices,
                 )
             )
         except (orjson.JSONDecodeError, ValueError, InvalidRequestError) as exc:

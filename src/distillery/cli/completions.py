@@ -95,11 +95,13 @@ def import_(
     """Import exchanges (or fine-tuning examples) as stored completions."""
     lines = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     with lines, progress_bars(not json_out) as progress:
+        svc = services()
         rep = import_jsonl(
-            services().completions,
+            svc.completions,
             lines,
             default_model=model,
             metadata=_pairs(metadata),
+            prices=svc.prices,
             progress=progress,
         )
     if json_out:
