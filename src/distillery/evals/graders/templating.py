@@ -1,0 +1,68 @@
+"""``{{item.x}}`` / ``{{sample.output_text}}`` templates, as OpenAI's graders use them.
+
+- Only the ``item`` and ``sample`` namespaces exist; any other ``{{...}}`` is left as written.
+- Paths go through mappings by key and through lists by index: ``{{item.messages.0.content}}``,
+  ``{{sample.output_json.category}}``. Whitespace inside the braces is allowed.
+- A missing key (or a ``null``) renders as the empty string; a string renders as itself; any other
+  value as JSON with non-ASCII characters kept (``ensure_ascii=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distillery.evals.graders.base import GradeInput
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(item|sample)((?:\.[^\s{}.]+)*)\s*\}\}")
+_MISSING = object()
+
+
+def lookup(root: Any, path: Sequence[str]) -> Any:
+    """Follow ``path`` through mappings and lists; ``_MISSING`` when any step is absent."""
+    value = root
+    for part in path:
+        if isinstance(value, Mapping):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, Sequence) and not isinstance(value, str | bytes) and part.isdigit():
+            index = int(part)
+            value = value[index] if index < len(value) else _MISSING
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def to_text(value: Any) -> str:
+    if value is None or value is _MISSING:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def resolve(namespace: str, path: Sequence[str], inp: GradeInput) -> Any:
+    root = inp.item if namespace == "item" else inp.sample
+    return lookup(root, path)
+
+
+def render(template: str, inp: GradeInput) -> str:
+    """Fill every ``{{item...}}`` and ``{{sample...}}`` placeholder of ``template`` in one pass."""
+
+    def substitute(match: re.Match[str]) -> str:
+        path = [p for p in match.group(2).split(".") if p]
+        return to_text(resolve(match.group(1), path, inp))
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def fill_slots(template: str, values: Mapping[str, str]) -> str:
+    """Fill ``{name}`` slots of a judge prompt file in one pass.
+
+    Values are inserted verbatim and never re-scanned, so an answer that contains ``{criteria}``
+    cannot inject text into another slot. Unknown slots are left as written.
+    """
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
