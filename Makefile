@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install everything
 
 system-deps: ## Debian packages used by the tests (PostgreSQL, Chromium)
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium chromium-driver >/dev/null; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium || ! test -d /usr/share/fonts/opentype/noto; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium chromium-driver fonts-noto-cjk >/dev/null; \
 	fi
 
 demo: $(STAMP) ## The main job, offline, on the embedded student

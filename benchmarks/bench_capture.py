@@ -43,22 +43,38 @@ def _run_upstream(port: int) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from upstream import app
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", loop="uvloop",
-                http="httptools", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
 
 
 def _run_gateway(port: int, upstream: int, home: str) -> None:
     os.environ["DISTILLERY_HOME"] = home
     cfg = Path(home) / "distillery.toml"
-    cfg.write_text(f'[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:{upstream}/v1"\n'
-                   'models = ["bench"]\n')
+    cfg.write_text(
+        f'[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:{upstream}/v1"\n'
+        'models = ["bench"]\n'
+    )
     os.environ["DISTILLERY_CONFIG"] = str(cfg)
     import uvicorn
 
     from distillery.app import create_app
 
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="error", loop="uvloop",
-                http="httptools", access_log=False)
+    uvicorn.run(
+        create_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
 
 
 def _wait(url: str) -> None:
@@ -119,8 +135,10 @@ def main() -> None:
     up_port, gw_port = _port(), _port()
     home = tempfile.mkdtemp(prefix="bench-capture-")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_run_upstream, args=(up_port,), daemon=True),
-             ctx.Process(target=_run_gateway, args=(gw_port, up_port, home), daemon=True)]
+    procs = [
+        ctx.Process(target=_run_upstream, args=(up_port,), daemon=True),
+        ctx.Process(target=_run_gateway, args=(gw_port, up_port, home), daemon=True),
+    ]
     for p in procs:
         p.start()
     try:
@@ -137,9 +155,15 @@ def main() -> None:
         print("| measure | upstream direct | through gateway (store=true) | added |")
         print("|---|---|---|---|")
         print(f"| p50 latency, non-streaming | {d:.2f} ms | {g:.2f} ms | {g - d:+.2f} ms |")
-        print(f"| p50 time to first chunk, streaming | {ds:.2f} ms | {gs:.2f} ms | {gs - ds:+.2f} ms |")
-        print(f"| throughput, 32 concurrent (load generator on the same 2 cores) | {tput_direct:.0f} req/s | {tput_gw:.0f} req/s | - |")
-        print(f"\nanchor: LiteLLM proxy +7.9 ms p50, 128 req/s per core; cpu count {os.cpu_count()}")
+        print(
+            f"| p50 time to first chunk, streaming | {ds:.2f} ms | {gs:.2f} ms | {gs - ds:+.2f} ms |"
+        )
+        print(
+            f"| throughput, 32 concurrent (load generator on the same 2 cores) | {tput_direct:.0f} req/s | {tput_gw:.0f} req/s | - |"
+        )
+        print(
+            f"\nanchor: LiteLLM proxy +7.9 ms p50, 128 req/s per core; cpu count {os.cpu_count()}"
+        )
     finally:
         for p in procs:
             p.terminate()

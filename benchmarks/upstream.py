@@ -29,10 +29,18 @@ _counter = 0
 
 
 def _chunks(cid: str) -> list[bytes]:
-    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": "bench"}
+    base: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "bench",
+    }
     out = []
     for piece in ['{"reason": ', '"ok", ', '"category": ', '"労務"}']:
-        chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        chunk = {
+            **base,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
         out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
     end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     out.append(b"data: " + orjson.dumps(end) + b"\n\n")
@@ -54,13 +62,23 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     cid = f"chatcmpl-bench{_counter}-{time.monotonic_ns()}"
     stream = b'"stream":true' in body.replace(b" ", b"")
     if stream:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for chunk in _chunks(cid):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
     payload = orjson.dumps({**_ANSWER, "id": cid})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -12,5 +12,11 @@ __all__ = ["Services", "build_services", "create_app"]
 def create_app(services: Services | None = None) -> Any:
     """The ASGI app: API under /v1, dashboard at /, health at /health."""
     from distillery.api.main import build_api
+    from distillery.web.pages import router as web_router
+    from distillery.worker import install as install_worker
 
-    return build_api(services or build_services())
+    services = services or build_services()
+    install_worker(services)  # the job worker runs with the server (server.workers_in_serve)
+    app = build_api(services)
+    app.include_router(web_router)  # after the API: its not-found page catches the rest
+    return app

@@ -7,20 +7,35 @@ local student exists).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
-from distillery.providers.registry import ProviderRegistry, register_kind
+from distillery.providers.registry import ProviderFactory, ProviderRegistry, register_kind
 from distillery.security.redact import RedactingFilter
 from distillery.settings import Config, Settings
 from distillery.store import Store
 from distillery.store.completions import CompletionsRepo
 from distillery.store.keys import KeysRepo
+from distillery.store.models import FineTunedModelsRepo
+
+if TYPE_CHECKING:
+    from distillery.serving.adapters import AdapterRef
+    from distillery.store.models import FineTunedModel
+    from distillery.training.jobs import FineTuningService
+    from distillery.training.registry import TrainingRegistry
+
+if TYPE_CHECKING:
+    from distillery.annotations.service import AnnotationsService
+    from distillery.datasets.service import DatasetsService
+    from distillery.evals.service import EvalsService
+    from distillery.files.service import FilesService
 
 log = logging.getLogger("distillery")
 
@@ -44,6 +59,77 @@ class Services:
     def home(self) -> Path:
         return self.settings.home
 
+    # --- files, annotations, datasets (the data a student learns from) --------------------------
+    @functools.cached_property
+    def files(self) -> FilesService:
+        from distillery.files.service import FilesService
+        from distillery.store.files import FilesRepo
+
+        return FilesService(
+            FilesRepo(self.store), self.home / "files", self.config.files, home=self.home
+        )
+
+    @functools.cached_property
+    def annotations(self) -> AnnotationsService:
+        from distillery.annotations.service import AnnotationsService
+        from distillery.store.annotations import AnnotationsRepo
+
+        return AnnotationsService(AnnotationsRepo(self.store), self.completions)
+
+    @functools.cached_property
+    def datasets(self) -> DatasetsService:
+        from distillery.datasets.service import DatasetsService
+        from distillery.store.datasets import DatasetsRepo
+
+        return DatasetsService(
+            DatasetsRepo(self.store),
+            self.completions,
+            prices=self.prices,
+            config=self.config.files,
+            home=self.home,
+            annotations=self.annotations,
+            files=self.files,
+        )
+
+    def __post_init__(self) -> None:
+        # Eval runs: resume unfinished ones when a server starts, pause them when it stops.
+        self.extras.setdefault("startup", []).append(lambda: self.evals.resume())
+        self.extras.setdefault("shutdown", []).append(lambda: self.evals.shutdown())
+
+    @functools.cached_property
+    def evals(self) -> EvalsService:
+        """The Evals API, eval runs and run comparisons (``distillery.evals.service``)."""
+        from distillery.evals.service import EvalsService
+
+        return EvalsService(
+            store=self.store,
+            completions=self.completions,
+            providers=self.providers,
+            home=self.home,
+            concurrency=self.config.evals.concurrency,
+        )
+
+    # --- fine-tuning (jobs, their worker, fine-tuned models) -------------------------------------
+    @functools.cached_property
+    def fine_tuned_models(self) -> FineTunedModelsRepo:
+        return FineTunedModelsRepo(self.store)
+
+    @functools.cached_property
+    def fine_tuning(self) -> FineTuningService:
+        """Fine-tuning jobs (``distillery.training.jobs``); ``distillery.worker`` runs them."""
+        from distillery.store.jobs import JobsRepo
+        from distillery.training.inputs import ServiceFiles
+        from distillery.training.jobs import FineTuningService
+
+        return FineTuningService(
+            jobs=JobsRepo(self.store),
+            models=self.fine_tuned_models,
+            registry=_training_registry(self.config, self.home),
+            files=ServiceFiles(self.files),
+            home=self.home,
+            on_model=lambda model: _serve_remote_model(self.providers, model),
+        )
+
     async def aclose(self) -> None:
         await self.providers.aclose()
         self.writer.close()
@@ -60,6 +146,62 @@ def _register_local_kind() -> None:
     register_kind("local", LocalProvider)  # type: ignore[arg-type]
 
 
+def _training_registry(config: Config, home: Path) -> TrainingRegistry:
+    """Local providers train with the local LoRA trainer; openai/azure ones through their API."""
+    from distillery.training.local_runs import LocalRunBackend
+    from distillery.training.openai_ft import OpenAITrainingBackend
+    from distillery.training.registry import TrainingRegistry
+
+    defaults = {"device": config.training.device, "threads": config.training.threads}
+    return TrainingRegistry(
+        config.providers,
+        home,
+        factories={
+            "local": lambda _name, _cfg, _home: LocalRunBackend(defaults=defaults),
+            "openai": OpenAITrainingBackend,
+            "azure": OpenAITrainingBackend,
+        },
+    )
+
+
+def _adapter_resolver(store: Store) -> Callable[[str], AdapterRef | None]:
+    """``ft:...`` id -> its LoRA adapter, looked up in ``fine_tuned_models`` (for LocalProvider)."""
+    from distillery.serving.adapters import AdapterRef
+    from distillery.store.models import FineTunedModelsRepo
+
+    models = FineTunedModelsRepo(store)
+    known: dict[str, AdapterRef] = {}  # registered models never change: cache the hits
+
+    def resolve(model_id: str) -> AdapterRef | None:
+        ref = known.get(model_id)
+        if ref is None:
+            found = models.get(model_id)
+            if found is None or found.adapter_path is None:
+                return None
+            ref = AdapterRef(found.id, found.base_model, found.adapter_path, found.created_at)
+            known[model_id] = ref
+        return ref
+
+    return resolve
+
+
+def _serve_remote_model(providers: ProviderRegistry, model: FineTunedModel) -> None:
+    """A model a provider fine-tuned is served through that provider."""
+    provider = providers.providers.get(model.provider)
+    add_model = getattr(provider, "add_model", None)
+    if model.adapter_path is None and add_model is not None:
+        add_model(model.id)
+
+
+def _provider_factories(store: Store) -> dict[str, ProviderFactory]:
+    try:
+        from distillery.serving.local_provider import LocalProvider
+    except ImportError:
+        return {}
+    resolver = _adapter_resolver(store)
+    return {"local": functools.partial(LocalProvider, adapter_resolver=resolver)}  # type: ignore[dict-item]
+
+
 def build_services(settings: Settings | None = None, config: Config | None = None) -> Services:
     settings = settings or Settings()
     config = config or Config.load(settings.config_path())
@@ -74,7 +216,9 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
     except ImportError as exc:  # local serving unavailable: serve the remote providers only
         log.warning("local models unavailable (%s); serving remote providers only", exc)
         provider_configs = {n: p for n, p in provider_configs.items() if p.kind != "local"}
-    providers = ProviderRegistry.from_config(provider_configs)
+    providers = ProviderRegistry.from_config(provider_configs, factories=_provider_factories(store))
+    for model in FineTunedModelsRepo(store).list():
+        _serve_remote_model(providers, model)
     prices = PriceTable(config.prices)
     writer = CompletionWriter(completions.insert_many)
     capture = CaptureService(

@@ -135,6 +135,30 @@ class TrainingConfig(BaseModel):
     threads: int | None = Field(default=None, description="torch threads for a training process.")
 
 
+class FilesConfig(BaseModel):
+    """``[files]``: uploads (``/v1/files``) and the fine-tuning JSONL checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_file_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Largest upload; larger ones get a 413."
+    )
+    max_line_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Longest JSONL line accepted (one example)."
+    )
+    max_tokens_per_example: int = Field(
+        default=65_536, gt=0, description="Token limit of one training example (warned beyond)."
+    )
+
+
+class EvalsConfig(BaseModel):
+    """``[evals]``: eval runs (``/v1/evals``, ``distillery evals run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(
+        default=8, ge=1, le=256, description="Items of one run generated and graded at once."
+    )
+
+
 class Config(BaseModel):
     """The parsed ``distillery.toml``."""
 
@@ -148,6 +172,8 @@ class Config(BaseModel):
     )
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
     teacher: str | None = Field(default=None, description="Default teacher model name.")
 
     @model_validator(mode="after")

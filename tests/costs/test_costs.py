@@ -18,9 +18,19 @@ DAY = 86_400
 
 def _completion(i: int, model: str, prompt: str, t: int, cost: float | None) -> NewCompletion:
     return NewCompletion(
-        id=f"chatcmpl-c{i}", created_at=t, model=model, provider="p", status="completed",
-        stream=False, request={"model": model, "messages": []}, response=None, error=None,
-        metadata={"prompt": prompt}, prompt_tokens=1000, completion_tokens=100, cost_usd=cost,
+        id=f"chatcmpl-c{i}",
+        created_at=t,
+        model=model,
+        provider="p",
+        status="completed",
+        stream=False,
+        request={"model": model, "messages": []},
+        response=None,
+        error=None,
+        metadata={"prompt": prompt},
+        prompt_tokens=1000,
+        completion_tokens=100,
+        cost_usd=cost,
     )
 
 
@@ -42,15 +52,44 @@ def test_report_ranks_prompts_and_computes_payback(db_url: str) -> None:
     rows = []
     # router: 400 teacher requests over 2 days; summarize: 50 requests over 2 days
     for i in range(400):
-        rows.append(_completion(i, "gpt-4o", "router", t0 + i * (2 * DAY // 400), prices.cost("gpt-4o", 1000, 100)))
+        rows.append(
+            _completion(
+                i, "gpt-4o", "router", t0 + i * (2 * DAY // 400), prices.cost("gpt-4o", 1000, 100)
+            )
+        )
     for i in range(50):
-        rows.append(_completion(1000 + i, "gpt-4o", "summarize", t0 + i * (2 * DAY // 50), prices.cost("gpt-4o", 1000, 100)))
+        rows.append(
+            _completion(
+                1000 + i,
+                "gpt-4o",
+                "summarize",
+                t0 + i * (2 * DAY // 50),
+                prices.cost("gpt-4o", 1000, 100),
+            )
+        )
     for i in range(100):
-        rows.append(_completion(2000 + i, "ft:smollm2-135m-instruct:router:abc", "router", t0 + 2 * DAY - 100 + i, 0.0))
+        rows.append(
+            _completion(
+                2000 + i,
+                "ft:smollm2-135m-instruct:router:abc",
+                "router",
+                t0 + 2 * DAY - 100 + i,
+                0.0,
+            )
+        )
     repo.insert_many(rows)
     with store.write() as s:
-        s.add(FineTunedModelRow(id="ft:smollm2-135m-instruct:router:abc", created_at=t0, base_model="smollm2-135m-instruct",
-                                provider="local", adapter_path="/x", job_id=None, meta={"training_cost_usd": 1.5}))
+        s.add(
+            FineTunedModelRow(
+                id="ft:smollm2-135m-instruct:router:abc",
+                created_at=t0,
+                base_model="smollm2-135m-instruct",
+                provider="local",
+                adapter_path="/x",
+                job_id=None,
+                meta={"training_cost_usd": 1.5},
+            )
+        )
     report = costs_report(store, prices, min_examples=100)
     by_prompt = report["by_prompt"]
     assert (by_prompt[0]["prompt"], by_prompt[0]["model"]) == ("router", "gpt-4o")
@@ -70,8 +109,12 @@ def test_report_ranks_prompts_and_computes_payback(db_url: str) -> None:
 
 def test_costs_endpoint(gateway, client) -> None:  # type: ignore[no-untyped-def]
     for _ in range(3):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello there"}],
-                                       store=True, metadata={"prompt": "greet"})
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hello there"}],
+            store=True,
+            metadata={"prompt": "greet"},
+        )
     r = httpx.get(gateway.url + "/v1/distillery/costs", params={"min_examples": 2})
     assert r.status_code == 200
     data = r.json()

@@ -5,7 +5,10 @@ It speaks the real wire format. Behaviour is chosen by the model name:
 - ``json-*``: answers a JSON object ``{"answer": "<last user message>"}``;
 - ``fail-400`` / ``fail-401`` / ``fail-404`` / ``fail-500``: upstream errors;
 - ``slow-<ms>``: sleeps before answering (timeouts);
+- ``judge-<label>``: a model grader's JSON verdict with that label (``judge-garbage``: no label);
 anything else behaves like ``echo``. Requests received are kept in ``FakeOpenAI.requests``.
+Files and fine-tuning jobs (``FakeFineTuning``): a job moves validating_files -> queued ->
+running -> succeeded over successive retrievals (``fail-*`` base models fail while running).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ class FakeOpenAI:
         self.headers: list[dict[str, str]] = []
         self.counter = 0
         self.reuse_id: str | None = None
+        self.ft = FakeFineTuning()
         self.app = self._build()
+        self.ft.install(self.app)
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -50,7 +55,18 @@ class FakeOpenAI:
         text = _last_user(body)
         if model.startswith("json-"):
             return orjson.dumps({"answer": text}).decode()
+        if model.startswith("judge-"):
+            return self.judge_answer(model)
         return f"echo: {text}"
+
+    def judge_answer(self, model: str) -> str:
+        """``judge-<label>``: a model grader's verdict ``{"reasoning", "label", "score"}`` with
+        that label (score 1.0); ``judge-garbage`` answers prose that names no label."""
+        label = model.removeprefix("judge-")
+        if label == "garbage":
+            return "I cannot decide."
+        verdict = {"reasoning": f"scripted verdict {label}", "label": label, "score": 1.0}
+        return orjson.dumps(verdict).decode()
 
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -175,3 +191,246 @@ class FakeOpenAI:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class FakeFineTuning:
+    """``/v1/files`` and ``/v1/fine_tuning/jobs`` (also under Azure's ``/openai/``)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.checkpoints: dict[str, list[dict[str, Any]]] = {}
+        self.polls: dict[str, int] = {}
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.counter = 0
+
+    def _id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}fake{self.counter:08d}"
+
+    def _event(self, job_id: str, message: str, data: dict[str, Any] | None = None) -> None:
+        self.events[job_id].append(
+            {
+                "id": self._id("ftevent-"),
+                "object": "fine_tuning.job.event",
+                "created_at": int(time.time()),
+                "level": "info",
+                "message": message,
+                "type": "metrics" if data else "message",
+                "data": data,
+            }
+        )
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        """One retrieval: the job moves one step along its life."""
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return
+        n = self.polls[job["id"]] = self.polls.get(job["id"], 0) + 1
+        jid = job["id"]
+        if n == 1:
+            job["status"] = "queued"
+            self._event(jid, "Files validated, moving job to queued state")
+        elif n == 2:
+            job["status"] = "running"
+            job["estimated_finish"] = int(time.time()) + 60
+            self._event(jid, "Fine-tuning job started")
+            if job["model"].startswith("fail-"):
+                job["status"] = "failed"
+                job["error"] = {"code": "scripted", "message": "scripted failure", "param": None}
+                job["finished_at"] = int(time.time())
+        elif n in (3, 4):
+            for step in (2 * n - 5, 2 * n - 4):
+                loss = 2.0 / step
+                self._event(
+                    jid,
+                    f"Step {step}/4: training loss={loss:.3f}",
+                    {
+                        "step": step,
+                        "total_steps": 4,
+                        "train_loss": loss,
+                        "train_mean_token_accuracy": 0.5 + step / 10,
+                    },
+                )
+            step = 2 * n - 4
+            self.checkpoints[jid].insert(
+                0,
+                {
+                    "id": self._id("ftckpt-"),
+                    "object": "fine_tuning.job.checkpoint",
+                    "created_at": int(time.time()),
+                    "fine_tuned_model_checkpoint": f"{job['_model']}:ckpt-step-{step}",
+                    "fine_tuning_job_id": jid,
+                    "step_number": step,
+                    "metrics": {
+                        "step": step,
+                        "train_loss": 2.0 / step,
+                        "valid_loss": 2.5 / step,
+                        "valid_mean_token_accuracy": 0.6,
+                    },
+                },
+            )
+        else:
+            job.update(
+                status="succeeded",
+                fine_tuned_model=job["_model"],
+                finished_at=int(time.time()),
+                trained_tokens=1234,
+                estimated_finish=None,
+                hyperparameters={"n_epochs": 2, "batch_size": 1, "learning_rate_multiplier": 1.8},
+            )
+            self._event(jid, f"New fine-tuned model created: {job['_model']}")
+            self._event(jid, "The job has successfully completed")
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+        after = request.query_params.get("after")
+        limit = int(request.query_params.get("limit", 20))
+        if after:
+            idx = next((i for i, x in enumerate(items) if x["id"] == after), len(items))
+            items = items[idx + 1 :]
+        page = items[:limit]
+        return {"object": "list", "data": page, "has_more": len(items) > limit}
+
+    @staticmethod
+    def _public(job: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def install(self, app: FastAPI) -> None:
+        def json(data: Any, status: int = 200) -> Response:
+            return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+        def not_found(what: str) -> Response:
+            return json(
+                {
+                    "error": {
+                        "message": f"No such {what}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                404,
+            )
+
+        def record(request: Request) -> None:
+            self.calls.append((request.method, request.url.path, dict(request.headers)))
+
+        @app.post("/v1/files")
+        @app.post("/openai/files")
+        async def upload(request: Request) -> Response:
+            record(request)
+            form = await request.form()
+            upload = form["file"]
+            content = await upload.read()  # type: ignore[union-attr]
+            fid = self._id("file-")
+            self.files[fid] = {
+                "id": fid,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": int(time.time()),
+                "filename": upload.filename,  # type: ignore[union-attr]
+                "purpose": form["purpose"],
+                "status": "processed",
+                "_content": content,
+            }
+            return json(self._public(self.files[fid]))
+
+        @app.post("/v1/fine_tuning/jobs")
+        @app.post("/openai/fine_tuning/jobs")
+        async def create_job(request: Request) -> Response:
+            record(request)
+            body = orjson.loads(await request.body())
+            if body.get("training_file") not in self.files:
+                return json(
+                    {
+                        "error": {
+                            "message": "invalid training_file",
+                            "param": "training_file",
+                            "type": "invalid_request_error",
+                            "code": None,
+                        }
+                    },
+                    400,
+                )
+            jid = self._id("ftjob-")
+            method = body.get("method") or {"type": "supervised", "supervised": {}}
+            hyper = (method.get(method["type"]) or {}).get("hyperparameters") or {}
+            self.jobs[jid] = {
+                "id": jid,
+                "object": "fine_tuning.job",
+                "created_at": int(time.time()),
+                "error": None,
+                "fine_tuned_model": None,
+                "finished_at": None,
+                "hyperparameters": hyper,
+                "model": body["model"],
+                "organization_id": "org-fake",
+                "result_files": [],
+                "seed": body.get("seed", 7),
+                "status": "validating_files",
+                "trained_tokens": None,
+                "training_file": body["training_file"],
+                "validation_file": body.get("validation_file"),
+                "estimated_finish": None,
+                "integrations": [],
+                "metadata": body.get("metadata"),
+                "method": method,
+                "_model": f"ft:{body['model']}:org-fake:{body.get('suffix') or ''}:{jid[-8:]}",
+            }
+            self.events[jid] = []
+            self.checkpoints[jid] = []
+            self._event(jid, "Validating training file")
+            return json(self._public(self.jobs[jid]))
+
+        @app.get("/v1/fine_tuning/jobs")
+        @app.get("/openai/fine_tuning/jobs")
+        async def list_jobs(request: Request) -> Response:
+            record(request)
+            wanted = {
+                k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[")
+            }
+            jobs = [
+                self._public(j)
+                for j in reversed(self.jobs.values())
+                if all((j.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+            ]
+            return json(self._page(jobs, request))
+
+        @app.get("/v1/fine_tuning/jobs/{job_id}")
+        @app.get("/openai/fine_tuning/jobs/{job_id}")
+        async def retrieve_job(job_id: str, request: Request) -> Response:
+            record(request)
+            job = self.jobs.get(job_id)
+            if job is None:
+                return not_found("job")
+            self._advance(job)
+            return json(self._public(job))
+
+        @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+        @app.post("/openai/fine_tuning/jobs/{job_id}/cancel")
+        async def cancel_job(job_id: str, request: Request) -> Response:
+            record(request)
+            job = self.jobs.get(job_id)
+            if job is None:
+                return not_found("job")
+            if job["status"] not in ("succeeded", "failed", "cancelled"):
+                job.update(status="cancelled", finished_at=int(time.time()))
+                self._event(job_id, "Job cancelled")
+            return json(self._public(job))
+
+        @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+        @app.get("/openai/fine_tuning/jobs/{job_id}/events")
+        async def job_events(job_id: str, request: Request) -> Response:
+            record(request)
+            if job_id not in self.jobs:
+                return not_found("job")
+            return json(self._page(list(reversed(self.events[job_id])), request))
+
+        @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+        @app.get("/openai/fine_tuning/jobs/{job_id}/checkpoints")
+        async def job_checkpoints(job_id: str, request: Request) -> Response:
+            record(request)
+            if job_id not in self.jobs:
+                return not_found("job")
+            return json(self._page(self.checkpoints[job_id], request))

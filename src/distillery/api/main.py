@@ -47,10 +47,4 @@ def build_api(services: Services) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
-    try:
-        from distillery.web.pages import router as web_router
-    except ImportError:
-        web_router = None
-    if web_router is not None:
-        app.include_router(web_router)
     return app

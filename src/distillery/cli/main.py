@@ -10,8 +10,10 @@ from typing import Annotated
 import typer
 
 from distillery import __version__
-from distillery.cli import completions, costs, keys
+from distillery.cli import annotations as annotations_cli
+from distillery.cli import completions, costs, datasets, evals, jobs, keys
 from distillery.cli.context import services
+from distillery.cli.demo import demo as demo_command
 from distillery.cli.output import fail, print_json, table
 from distillery.errors import DistilleryError
 
@@ -23,11 +25,19 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(completions.app, name="completions")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(annotations_cli.app, name="annotations")
 app.add_typer(costs.app, name="costs")
+app.add_typer(jobs.app, name="jobs")
+app.command("worker")(jobs.worker)
+app.add_typer(evals.app, name="evals")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Models served through the gateway.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+
+
+app.command(name="demo")(demo_command)
 
 
 @app.command()
@@ -78,6 +88,12 @@ def models_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> No
     """List base and fine-tuned models."""
     svc = services()
     data = [{"id": m.id, "owned_by": m.owned_by} for m in svc.providers.models()]
+    listed = {m["id"] for m in data}
+    data += [
+        {"id": m.id, "owned_by": m.provider}
+        for m in svc.fine_tuned_models.list()
+        if m.id not in listed
+    ]
     if json_out:
         print_json(data)
     else:

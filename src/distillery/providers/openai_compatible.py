@@ -58,6 +58,11 @@ class OpenAICompatibleProvider:
     def serves(self, model: str) -> bool:
         return model in self._models
 
+    def add_model(self, model_id: str) -> None:
+        """Serve ``model_id`` too (a model this provider fine-tuned for us)."""
+        if model_id not in self._models:
+            self._models.append(model_id)
+
     def url(self, model: str) -> str:
         assert self.config.base_url is not None
         return self.config.base_url.rstrip("/") + "/chat/completions"

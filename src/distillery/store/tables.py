@@ -144,6 +144,7 @@ class AnnotationItemRow(Base):
     __table_args__ = (
         UniqueConstraint("queue_id", "completion_id"),
         Index("ix_annotation_items_queue_status_priority", "queue_id", "status", "priority"),
+        Index("ix_annotation_items_completion_id", "completion_id"),  # corrections by completion
     )
 
 
@@ -239,6 +240,8 @@ class FineTuningJobRow(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # what the worker needs beyond the OpenAI object: provider, backend handle, extras, restarts
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     __table_args__ = (Index("ix_fine_tuning_jobs_status", "status", "seq"),)
 
 

@@ -5,6 +5,26 @@ Add a router to ``ROUTERS`` to mount it.
 
 from fastapi import APIRouter
 
-from distillery.api.routes import chat_completions, costs, models
+from distillery.api.routes import (
+    annotations,
+    chat_completions,
+    costs,
+    datasets,
+    eval_comparisons,
+    evals,
+    files,
+    fine_tuning,
+    models,
+)
 
-ROUTERS: list[APIRouter] = [chat_completions.router, models.router, costs.router]
+ROUTERS: list[APIRouter] = [
+    chat_completions.router,
+    models.router,
+    files.router,
+    fine_tuning.router,
+    datasets.router,
+    annotations.router,
+    costs.router,
+    evals.router,
+    eval_comparisons.router,
+]

@@ -17,6 +17,12 @@ def _model_object(model_id: str, owned_by: str, created: int) -> dict[str, objec
 @router.get("", dependencies=[INGEST])
 async def list_models(services: ServicesDep) -> dict[str, object]:
     data = [_model_object(m.id, m.owned_by, m.created) for m in services.providers.models()]
+    listed = {m["id"] for m in data}
+    data += [  # fine-tuned models (LoRA students and provider fine-tunes) from the store
+        _model_object(m.id, m.provider, m.created_at)
+        for m in services.fine_tuned_models.list()
+        if m.id not in listed
+    ]
     return {"object": "list", "data": data}
 
 
@@ -25,6 +31,9 @@ async def retrieve_model(model_id: str, services: ServicesDep) -> dict[str, obje
     for m in services.providers.models():
         if m.id == model_id:
             return _model_object(m.id, m.owned_by, m.created)
+    tuned = services.fine_tuned_models.get(model_id)
+    if tuned is not None:
+        return _model_object(tuned.id, tuned.provider, tuned.created_at)
     try:
         provider = services.providers.route(model_id)
     except NotFoundError:

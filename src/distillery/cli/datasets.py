@@ -1,0 +1,248 @@
+"""``distillery datasets create|list|show|export|import``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from distillery.cli.context import services
+from distillery.cli.output import err_console, print_json, progress_bars, table
+from distillery.datasets.service import DatasetsService
+
+app = typer.Typer(help="Versioned training datasets.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+VersionOpt = Annotated[
+    int | None, typer.Option("--version", "-v", help="Version (default latest).")
+]
+SplitRatios = Annotated[
+    str | None,
+    typer.Option(help="Ratios, e.g. train=0.8,validation=0.1,test=0.1 (must sum to 1)."),
+]
+DedupeOpt = Annotated[str, typer.Option(help="exact, near (embeddings) or none.")]
+
+
+def pairs(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def ratios(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"expected split=ratio, got {part!r}") from exc
+    return out
+
+
+def timestamp(text: str | None) -> int | None:
+    """Unix seconds or an ISO 8601 date/time."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.fromisoformat(text).timestamp())
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected Unix seconds or an ISO date, got {text!r}") from exc
+
+
+def _print_version(view: dict[str, Any]) -> None:
+    stats = view["stats"]
+    typer.echo(f"{view['dataset_id']} version {view['version']} ({view['id']})")
+    rows = [
+        [s, v["examples"], v["tokens"], v["corrected"]]
+        for s, v in stats.get("splits", {}).items()
+        if v["examples"]
+    ]
+    table("splits", ["split", "examples", "tokens", "corrected"], rows)
+    dup = stats.get("duplicates", {})
+    typer.echo(
+        f"selected {stats.get('selected')}  examples {stats.get('examples')}  "
+        f"duplicates {dup.get('found', 0)} ({dup.get('mode')}, removed {dup.get('removed', 0)})  "
+        f"invalid {stats.get('invalid', 0)}  tokenizer {stats.get('tokenizer')}"
+    )
+    cost = stats.get("training_cost") or {}
+    usd = cost.get("usd")
+    typer.echo(
+        f"training: {cost.get('billed_tokens')} billed tokens over {cost.get('epochs')} epoch(s)"
+        + (f" = ${usd:.4f} at {cost.get('model')} prices" if usd is not None else "")
+    )
+    for warning in stats.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Argument(help="Dataset name (a new version if it exists).")],
+    model: Annotated[str | None, typer.Option(help="Completions of this model.")] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", "-m", help="key=value filter (repeatable).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (Unix s or ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Created at or before (Unix s or ISO).")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Completion id (repeatable).")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Accepted items of this queue.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    split: SplitRatios = None,
+    dedupe: DedupeOpt = "exact",
+    near_threshold: Annotated[float, typer.Option(help="Cosine for near-duplicates.")] = 0.95,
+    keep_duplicates: Annotated[
+        bool, typer.Option(help="Keep duplicates (on their original's side of the split).")
+    ] = False,
+    prompt_version_key: Annotated[str, typer.Option(help="Metadata key of prompt versions.")] = (
+        "prompt_version"
+    ),
+    strict: Annotated[bool, typer.Option(help="Refuse mixed prompt versions.")] = False,
+    training_model: Annotated[
+        str | None, typer.Option(help="Price the training at this model's rate.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs for the estimate.")] = None,
+    description: Annotated[str | None, typer.Option(help="Description.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Snapshot stored completions (with accepted corrections) as a new dataset version."""
+    svc = services()
+    spec = {
+        "source": {
+            "model": model,
+            "metadata": pairs(metadata),
+            "created_after": timestamp(since),
+            "created_before": timestamp(until),
+            "completion_ids": ids or None,
+            "queue_id": queue,
+            "limit": limit,
+        },
+        "split": ratios(split),
+        "dedupe": dedupe,
+        "near_threshold": near_threshold,
+        "keep_duplicates": keep_duplicates,
+        "prompt_version_key": prompt_version_key,
+        "strict": strict,
+        "training_model": training_model,
+        "epochs": epochs,
+    }
+    with progress_bars(not json_out) as progress:
+        version = svc.datasets.create_version(
+            name, spec, description=description, progress=progress
+        )
+    view = DatasetsService.version_view(version)
+    if json_out:
+        print_json(view)
+    else:
+        _print_version(view)
+
+
+@app.command("list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List datasets, newest first."""
+    svc = services().datasets
+    data = [svc.dataset_view(d) for d in svc.list(limit=100).data]
+    if json_out:
+        print_json(data)
+        return
+    table(
+        "datasets",
+        ["id", "name", "latest version", "description"],
+        [[d["id"], d["name"], d["latest_version"], d["description"]] for d in data],
+    )
+
+
+@app.command()
+def show(
+    dataset: Annotated[str, typer.Argument(help="Dataset id or name.")],
+    version: VersionOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a dataset version: splits, tokens, duplicates, cost estimate, warnings."""
+    svc = services().datasets
+    ds = svc.get(dataset)
+    view = svc.dataset_view(ds, svc.get_version(ds.id, version))
+    if json_out:
+        print_json(view)
+        return
+    typer.echo(f"{ds.name} ({ds.id}), {ds.latest_version} version(s)")
+    _print_version(view["version"])
+
+
+@app.command()
+def export(
+    dataset: Annotated[str, typer.Argument(help="Dataset id or name.")],
+    output: Annotated[
+        Path | None, typer.Argument(help="Output JSONL ('-' for stdout); omit with --to-file.")
+    ] = None,
+    version: VersionOpt = None,
+    split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "train",
+    to_file: Annotated[
+        bool, typer.Option("--to-file", help="Upload as a fine-tune file; print its id.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a split as OpenAI fine-tuning JSONL, to a path or as a file id."""
+    svc = services().datasets
+    chosen = None if split == "all" else split
+    if to_file:
+        record = svc.export_to_file(dataset, version=version, split=chosen)
+        if json_out:
+            print_json(record.to_file_object())
+        else:
+            typer.echo(record.id)
+        return
+    if output is None:
+        raise typer.BadParameter("give an OUTPUT path (or '-'), or --to-file")
+    if str(output) == "-":
+        count = svc.export_jsonl(dataset, sys.stdout.buffer, version=version, split=chosen)
+    else:
+        count = svc.export_jsonl(dataset, output, version=version, split=chosen)
+    if json_out and str(output) != "-":
+        print_json({"path": str(output), "examples": count, "split": split})
+    else:
+        err_console.print(f"exported {count} examples ({split})")
+
+
+@app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="Dataset name (a new version if it exists).")],
+    path: Annotated[Path, typer.Argument(help="Fine-tuning JSONL ('-' for stdin).")],
+    split: SplitRatios = None,
+    dedupe: DedupeOpt = "exact",
+    training_model: Annotated[str | None, typer.Option(help="Price the training.")] = None,
+    description: Annotated[str | None, typer.Option(help="Description.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import fine-tuning JSONL as a dataset version (bad lines are reported by number)."""
+    svc = services().datasets
+    spec = {"split": ratios(split), "dedupe": dedupe, "training_model": training_model}
+    stream = sys.stdin.buffer if str(path) == "-" else path.open("rb")
+    with stream, progress_bars(not json_out) as progress:
+        version = svc.import_jsonl(
+            name,
+            stream,
+            spec,
+            description=description,
+            source_name=path.name,
+            progress=progress,
+        )
+    view = DatasetsService.version_view(version)
+    if json_out:
+        print_json(view)
+    else:
+        _print_version(view)

@@ -1,0 +1,65 @@
+"""``distillery demo``: the main job, offline, on the embedded student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distillery.cli.context import services
+from distillery.cli.output import console, err_console, print_json, progress_bars
+
+
+def demo(
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="A configured teacher model (e.g. gpt-4o): collect its outputs live."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=20, help="LoRA epochs.")] = 2,
+    train_limit: Annotated[int | None, typer.Option(help="Use only N train questions.")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Use only N test questions.")] = None,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    requests_per_day: Annotated[float, typer.Option(help="Traffic level for payback.")] = 10_000,
+    report: Annotated[Path | None, typer.Option(help="Where to write the HTML report.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Capture → evaluate → distill → evaluate → report, on the inquiry-routing demo data."""
+    from distillery.demo.report import print_report, write_html
+    from distillery.demo.run import Demo, DemoOptions
+
+    svc = services()
+    options = DemoOptions(
+        teacher=teacher,
+        n_epochs=epochs,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        lora_r=lora_r,
+        requests_per_day=requests_per_day,
+    )
+    say = (lambda m: err_console.print(f"[cyan]•[/cyan] {m}")) if not json_out else (lambda m: None)
+    try:
+        with progress_bars(not json_out) as progress:
+            result = Demo(svc, options, progress=progress, say=say).run()
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]: run the demo again to resume")
+        raise typer.Exit(code=130) from None
+    path = report or svc.settings.home / "reports" / "demo-report.html"
+    write_html(result, path)
+    if json_out:
+        print_json(
+            {
+                "results": [r.__dict__ for r in result.results],
+                "fine_tuned_model": result.fine_tuned_model,
+                "job_id": result.job_id,
+                "trained_tokens": result.trained_tokens,
+                "training_seconds": result.training_seconds,
+                "training_cost_usd": result.training_cost_usd,
+                "teacher_cost_per_1k": result.teacher_cost_per_1k,
+                "student_cost_per_1k": result.student_cost_per_1k,
+                "payback_days": result.payback_days,
+                "html": str(path),
+            }
+        )
+    else:
+        print_report(result, console)

@@ -1,0 +1,596 @@
+"""The main job, end to end, through distillery's own OpenAI-compatible API.
+
+1. start the stack (gateway, API, job worker) on a loopback port;
+2. capture the demo traffic as stored completions with ``prompt``/``prompt_version`` metadata
+   (imported reference outputs, or fresh outputs of a live teacher through the gateway);
+3. evaluate the base student and the reference outputs on the held-out test split;
+4. build a dataset snapshot from the train traffic and export it as a fine-tuning file;
+5. distill the student with LoRA (a fine-tuning job) and evaluate the distilled student;
+6. measure tokens, cost per 1,000 requests, training cost and payback.
+
+Every step is tagged with a fingerprint of its inputs, so a second run reuses what it can, and an
+interrupted run resumes (the fine-tuning job restarts from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from distillery.costs.prices import PriceTable
+from distillery.costs.savings import payback, student_cost_per_1k, training_cost
+from distillery.demo.dataset import LABELS, Inquiry, load_inquiries, messages_for, system_prompt
+from distillery.demo.stack import LocalStack
+from distillery.progress import ProgressCallback, ProgressEvent, report
+from distillery.services import Services
+from distillery.weights import EMBEDDED_MODEL
+
+PROMPT = "inquiry-router"
+TESTING_CRITERIA: list[dict[str, Any]] = [
+    {
+        "type": "string_check",
+        "name": "category",
+        "input": "{{sample.output_json.category}}",
+        "reference": "{{item.metadata.label}}",
+        "operation": "eq",
+    },
+    {"type": "valid_json", "name": "valid_json", "input": "{{sample.output_text}}"},
+    {
+        "type": "json_schema",
+        "name": "schema",
+        "input": "{{sample.output_text}}",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "minLength": 1},
+                "category": {"type": "string", "enum": list(LABELS)},
+            },
+            "required": ["reason", "category"],
+            "additionalProperties": False,
+        },
+    },
+]
+
+
+@dataclass
+class DemoOptions:
+    student: str = EMBEDDED_MODEL
+    teacher: str | None = None  # a configured model: collect fresh teacher outputs live
+    teacher_price_model: str = "gpt-4o"  # what the imported reference outputs are priced as
+    n_epochs: int = 2
+    train_limit: int | None = None  # use only the first N train items (quick runs, tests)
+    test_limit: int | None = None
+    lora_r: int = 16
+    max_tokens: int = 96
+    requests_per_day: float = 10_000.0
+    report_dir: Path | None = None
+
+
+@dataclass
+class RunResult:
+    label: str
+    model: str
+    run_id: str | None
+    accuracy: float
+    valid_json: float
+    schema: float
+    errored: int
+    total: int
+    prompt_tokens_per_request: float
+    completion_tokens_per_request: float
+    seconds_per_request: float | None = None
+    per_lang: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DemoReport:
+    options: DemoOptions
+    teacher_label: str
+    results: list[RunResult]
+    train_examples: int
+    validation_examples: int
+    test_examples: int
+    fine_tuned_model: str
+    job_id: str
+    trained_tokens: int
+    training_seconds: float
+    training_cost_usd: float
+    teacher_cost_per_1k: float
+    student_cost_per_1k: float
+    payback_days: float | None
+    daily_saving: float
+    loss_curve: list[tuple[int, float]]
+    html_path: Path | None = None
+
+    def result(self, label: str) -> RunResult:
+        return next(r for r in self.results if r.label == label)
+
+
+def fingerprint(options: DemoOptions) -> str:
+    """Identifies the inputs of a run: same data, prompt and options → reuse its artifacts."""
+    data = {
+        "prompt": system_prompt(),
+        "items": [i.id for i in load_inquiries()],
+        "student": options.student,
+        "teacher": options.teacher,
+        "n_epochs": options.n_epochs,
+        "train_limit": options.train_limit,
+        "test_limit": options.test_limit,
+        "lora_r": options.lora_r,
+        "max_tokens": options.max_tokens,
+    }
+    raw = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def prompt_version() -> str:
+    return hashlib.sha256(system_prompt().encode()).hexdigest()[:7]
+
+
+class Demo:
+    def __init__(
+        self,
+        services: Services,
+        options: DemoOptions,
+        *,
+        progress: ProgressCallback | None = None,
+        say: Callable[[str], None] = lambda _m: None,
+    ) -> None:
+        self.services = services
+        self.options = options
+        self.progress = progress
+        self.say = say
+        self.fp = fingerprint(options)
+        self.version = prompt_version()
+        train = load_inquiries("train")
+        test = load_inquiries("test")
+        self.train = train[: options.train_limit] if options.train_limit else train
+        self.test = test[: options.test_limit] if options.test_limit else test
+        self.prices: PriceTable = services.prices
+
+    # -- 2. capture ------------------------------------------------------------------------------
+
+    def teacher_model(self) -> str:
+        return self.options.teacher or self.options.teacher_price_model
+
+    def capture(self, client: openai.OpenAI) -> None:
+        meta = {"prompt": PROMPT, "prompt_version": self.version, "demo": self.fp}
+        existing = self.services.completions.count(metadata=meta)
+        items = self.train + self.test
+        if existing >= len(items):
+            self.say(f"traffic: reusing {existing} stored completions")
+            return
+        if self.options.teacher:
+            self._capture_live(client, items, meta)
+        else:
+            self._import_reference(items, meta)
+
+    def _import_reference(self, items: list[Inquiry], meta: dict[str, str]) -> None:
+        from distillery.capture.importer import import_jsonl
+        from distillery.weights import load_tokenizer, resolve_source
+
+        tokenizer = load_tokenizer(resolve_source(self.options.student))
+        lines = []
+        for inquiry in items:
+            messages = messages_for(inquiry)
+            templated: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            prompt_ids = templated if isinstance(templated, list) else templated["input_ids"]
+            output = inquiry.reference_output()
+            completion_tokens = len(tokenizer(output)["input_ids"])
+            response = {
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.teacher_model(),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": output},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt_ids),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": len(prompt_ids) + completion_tokens,
+                },
+            }
+            lines.append(
+                json.dumps(
+                    {
+                        "model": self.teacher_model(),
+                        "messages": messages,
+                        "response": response,
+                        "metadata": {
+                            **meta,
+                            "split": inquiry.split,
+                            "item": inquiry.id,
+                            "lang": inquiry.lang,
+                            "label": inquiry.category,
+                            "source": "reference",
+                        },
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        result = import_jsonl(
+            self.services.completions, lines, prices=self.prices, progress=self.progress
+        )
+        if result.errors:
+            raise RuntimeError("demo data failed to import: " + "; ".join(result.errors[:5]))
+        self.say(f"traffic: imported {result.imported} stored completions (reference outputs)")
+
+    def _capture_live(
+        self, client: openai.OpenAI, items: list[Inquiry], meta: dict[str, str]
+    ) -> None:
+        assert self.options.teacher is not None
+        from concurrent.futures import ThreadPoolExecutor
+
+        done = 0
+
+        def one(inquiry: Inquiry) -> None:
+            client.chat.completions.create(
+                model=self.options.teacher or "",
+                messages=messages_for(inquiry),  # type: ignore[arg-type]
+                store=True,
+                metadata={
+                    **meta,
+                    "split": inquiry.split,
+                    "item": inquiry.id,
+                    "lang": inquiry.lang,
+                    "label": inquiry.category,
+                    "source": "teacher",
+                },
+                temperature=0,
+            )
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in pool.map(one, items):
+                done += 1
+                report(self.progress, ProgressEvent("capture teacher traffic", done, len(items)))
+        self.say(f"traffic: captured {done} completions from {self.options.teacher} live")
+
+    # -- 3. evaluate ---------------------------------------------------------------------------
+
+    def _meta(self, split: str) -> dict[str, str]:
+        return {"prompt": PROMPT, "prompt_version": self.version, "demo": self.fp, "split": split}
+
+    def eval_id(self, client: openai.OpenAI) -> str:
+        name = f"demo {PROMPT} {self.fp}"
+        for ev in client.evals.list(limit=100):
+            if ev.name == name:
+                return ev.id
+        created = client.evals.create(
+            name=name,
+            data_source_config={"type": "logs", "metadata": {"prompt": PROMPT}},  # type: ignore[typeddict-item]
+            testing_criteria=TESTING_CRITERIA,  # type: ignore[arg-type]
+            metadata={"demo": self.fp},
+        )
+        return created.id
+
+    def evaluate(
+        self, client: openai.OpenAI, eval_id: str, *, label: str, model: str | None
+    ) -> RunResult:
+        """Grade ``model``'s fresh answers (or the stored answers when ``model`` is None) on
+        the held-out test split."""
+        data_source: dict[str, Any] = {
+            "type": "completions",
+            "source": {
+                "type": "stored_completions",
+                "metadata": self._meta("test"),
+                "limit": len(self.test),
+            },
+        }
+        if model is not None:
+            data_source |= {
+                "model": model,
+                "input_messages": {"type": "item_reference", "item_reference": "item.input"},
+                "sampling_params": {
+                    "max_completion_tokens": self.options.max_tokens,
+                    "temperature": 0,
+                    "seed": 0,
+                },
+            }
+        run_meta = {"demo": self.fp, "label": label, "model": model or "stored"}
+        run: Any = next(
+            (
+                r
+                for r in client.evals.runs.list(eval_id, limit=100)
+                if r.metadata == run_meta and r.status in ("completed", "in_progress", "queued")
+            ),
+            None,
+        )
+        started = time.perf_counter()
+        if run is None:
+            run = client.evals.runs.create(
+                eval_id,
+                name=label,
+                data_source=data_source,  # type: ignore[arg-type]
+                metadata=run_meta,
+            )
+        else:
+            self.say(f"eval: reusing run {run.id} ({label}, {run.status})")
+        total = len(self.test)
+        while run.status in ("queued", "in_progress"):
+            counts = run.result_counts
+            done = (counts.passed + counts.failed + counts.errored) if counts else 0
+            report(self.progress, ProgressEvent(f"evaluate {label}", done, total))
+            time.sleep(0.5)
+            run = client.evals.runs.retrieve(run.id, eval_id=eval_id)
+        elapsed = time.perf_counter() - started
+        report(self.progress, ProgressEvent(f"evaluate {label}", total, total))
+        if run.status != "completed":
+            raise RuntimeError(f"evaluation of {label} ended {run.status}: {run.error}")
+        return self._result(client, eval_id, run, label=label, model=model, elapsed=elapsed)
+
+    def _result(
+        self,
+        client: openai.OpenAI,
+        eval_id: str,
+        run: Any,
+        *,
+        label: str,
+        model: str | None,
+        elapsed: float,
+    ) -> RunResult:
+        rates: dict[str, float] = {}
+        for c in run.per_testing_criteria_results or []:
+            n = c.passed + c.failed
+            rates[c.testing_criteria.split("-")[0]] = c.passed / n if n else 0.0
+        items = list(client.evals.runs.output_items.list(run.id, eval_id=eval_id, limit=100))
+        by_lang: dict[str, list[bool]] = {}
+        prompt_tokens = completion_tokens = 0
+        for item in items:
+            ds: dict[str, Any] = dict(item.datasource_item or {})
+            lang = str((ds.get("metadata") or {}).get("lang", "?"))
+            ok = any(r.get("name") == "category" and r.get("passed") for r in _results(item))
+            by_lang.setdefault(lang, []).append(ok)
+            usage = item.sample.usage if item.sample else None
+            if usage is not None:
+                prompt_tokens += usage.prompt_tokens
+                completion_tokens += usage.completion_tokens
+        n_items = max(len(items), 1)
+        if model is None:  # stored answers: their recorded usage
+            stored = list(self.services.completions.iterate(metadata=self._meta("test")))
+            prompt_tokens = sum(c.prompt_tokens or 0 for c in stored)
+            completion_tokens = sum(c.completion_tokens or 0 for c in stored)
+            n_items = max(len(stored), 1)
+        counts = run.result_counts
+        return RunResult(
+            label=label,
+            model=model or self.teacher_model(),
+            run_id=run.id,
+            accuracy=_rate(by_lang),
+            valid_json=rates.get("valid_json", 0.0),
+            schema=rates.get("schema", 0.0),
+            errored=counts.errored if counts else 0,
+            total=counts.total if counts else 0,
+            prompt_tokens_per_request=prompt_tokens / n_items,
+            completion_tokens_per_request=completion_tokens / n_items,
+            seconds_per_request=elapsed / n_items if model is not None else None,
+            per_lang={k: sum(v) / len(v) for k, v in sorted(by_lang.items())},
+        )
+
+    # -- 4. dataset ------------------------------------------------------------------------------
+
+    def dataset(self, http: httpx.Client) -> tuple[str, str | None, int, int]:
+        """A dataset snapshot of the train traffic, exported as fine-tuning files."""
+        name = f"demo-{PROMPT}-{self.fp}"
+        r = http.get(f"/v1/distillery/datasets/{name}")
+        if r.status_code == 404:
+            r = http.post(
+                "/v1/distillery/datasets",
+                json={
+                    "name": name,
+                    "description": "inquiry routing, train traffic of the demo",
+                    "source": {"metadata": self._meta("train")},
+                    "split": {"train": 0.9, "validation": 0.1},
+                    "dedupe": "exact",
+                    "strict": True,
+                    "training_model": self.options.student,
+                    "epochs": self.options.n_epochs,
+                },
+            )
+            _check(r)
+            self.say(f"dataset: created {name}")
+        else:
+            _check(r)
+            self.say(f"dataset: reusing {name}")
+        version = http.get(f"/v1/distillery/datasets/{name}/versions/latest")
+        _check(version)
+        counts = _split_counts(version.json())
+        files: dict[str, str | None] = {}
+        for split in ("train", "validation"):
+            if counts.get(split, 0) == 0:
+                files[split] = None
+                continue
+            exported = http.post(
+                f"/v1/distillery/datasets/{name}/versions/latest/export", json={"split": split}
+            )
+            _check(exported)
+            files[split] = exported.json()["id"]
+        train_file = files["train"]
+        if train_file is None:
+            raise RuntimeError("the demo dataset has no training examples")
+        return train_file, files["validation"], counts.get("train", 0), counts.get("validation", 0)
+
+    # -- 5. distill ------------------------------------------------------------------------------
+
+    def distill(
+        self, client: openai.OpenAI, train_file: str, validation_file: str | None
+    ) -> tuple[Any, list[tuple[int, float]]]:
+        meta = {"demo": self.fp}
+        job = next(
+            (
+                j
+                for j in client.fine_tuning.jobs.list(limit=100, metadata=meta)
+                if j.status not in ("failed", "cancelled")
+            ),
+            None,
+        )
+        if job is None:
+            job = client.fine_tuning.jobs.create(
+                model=self.options.student,
+                training_file=train_file,
+                validation_file=validation_file,
+                suffix="router",
+                seed=42,
+                metadata=meta,
+                method={
+                    "type": "supervised",
+                    "supervised": {
+                        "hyperparameters": {
+                            "n_epochs": self.options.n_epochs,
+                            "batch_size": 8,
+                            "learning_rate_multiplier": 1.0,
+                        }
+                    },
+                },
+                extra_body={
+                    "distillery": {
+                        "lora_r": self.options.lora_r,
+                        "lora_alpha": 2 * self.options.lora_r,
+                        "max_length": 1024,
+                    }
+                },
+            )
+            self.say(f"distill: started job {job.id}")
+        else:
+            self.say(f"distill: reusing job {job.id} ({job.status})")
+        losses: dict[int, float] = {}
+        while True:
+            for ev in client.fine_tuning.jobs.list_events(job.id, limit=100):
+                data = ev.data if isinstance(ev.data, dict) else {}
+                if ev.type == "metrics" and "train_loss" in data and "step" in data:
+                    losses[int(data["step"])] = float(data["train_loss"])
+                    total = data.get("total_steps")
+                    report(
+                        self.progress,
+                        ProgressEvent(
+                            "distill (LoRA)",
+                            float(data["step"]),
+                            float(total) if total else None,
+                            info={"loss": float(data["train_loss"])},
+                        ),
+                    )
+            job = client.fine_tuning.jobs.retrieve(job.id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(1.0)
+        if job.status != "succeeded":
+            raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
+        return job, sorted(losses.items())
+
+    # -- the whole job ---------------------------------------------------------------------------
+
+    def run(self) -> DemoReport:
+        with LocalStack(self.services) as stack:
+            client = openai.OpenAI(
+                base_url=stack.url + "/v1", api_key="demo", max_retries=2, timeout=600
+            )
+            http = httpx.Client(base_url=stack.url, timeout=600)
+            self.capture(client)
+            eval_id = self.eval_id(client)
+            teacher_label = (
+                f"teacher ({self.options.teacher})" if self.options.teacher else "reference outputs"
+            )
+            teacher = self.evaluate(client, eval_id, label=teacher_label, model=None)
+            base = self.evaluate(client, eval_id, label="base student", model=self.options.student)
+            train_file, val_file, n_train, n_val = self.dataset(http)
+            job, losses = self.distill(client, train_file, val_file)
+            assert job.fine_tuned_model is not None
+            distilled = self.evaluate(
+                client, eval_id, label="distilled student", model=job.fine_tuned_model
+            )
+            http.close()
+        return self._report(teacher_label, [teacher, base, distilled], job, losses, n_train, n_val)
+
+    def _report(
+        self,
+        teacher_label: str,
+        results: list[RunResult],
+        job: Any,
+        losses: list[tuple[int, float]],
+        n_train: int,
+        n_val: int,
+    ) -> DemoReport:
+        distilled = results[-1]
+        teacher_stored = list(self.services.completions.iterate(metadata=self._meta("test")))
+        teacher_cost = sum(c.cost_usd or 0.0 for c in teacher_stored)
+        teacher_1k = 1000 * teacher_cost / max(len(teacher_stored), 1)
+        student_1k = student_cost_per_1k(
+            self.prices,
+            self.options.student,
+            prompt_tokens=distilled.prompt_tokens_per_request,
+            completion_tokens=distilled.completion_tokens_per_request,
+            seconds_per_request=distilled.seconds_per_request,
+        )
+        seconds = float((job.finished_at or job.created_at) - job.created_at)
+        trained = int(job.trained_tokens or 0)
+        cost = training_cost(
+            self.prices, self.options.student, trained_tokens=trained, seconds=seconds
+        )
+        saving = payback(
+            teacher_model=self.teacher_model(),
+            student_model=job.fine_tuned_model,
+            teacher_cost_per_1k=teacher_1k,
+            student_cost_per_1k=student_1k,
+            requests_per_day=self.options.requests_per_day,
+            training_cost=cost,
+        )
+        return DemoReport(
+            options=self.options,
+            teacher_label=teacher_label,
+            results=results,
+            train_examples=n_train,
+            validation_examples=n_val,
+            test_examples=len(self.test),
+            fine_tuned_model=job.fine_tuned_model,
+            job_id=job.id,
+            trained_tokens=trained,
+            training_seconds=seconds,
+            training_cost_usd=cost,
+            teacher_cost_per_1k=teacher_1k,
+            student_cost_per_1k=student_1k,
+            payback_days=saving.payback_days,
+            daily_saving=saving.daily_saving,
+            loss_curve=losses,
+        )
+
+
+def _results(item: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in item.results or []:
+        out.append(r if isinstance(r, dict) else r.model_dump())
+    return out
+
+
+def _rate(by_lang: dict[str, list[bool]]) -> float:
+    flat = [ok for oks in by_lang.values() for ok in oks]
+    return sum(flat) / len(flat) if flat else 0.0
+
+
+def _split_counts(version: dict[str, Any]) -> dict[str, int]:
+    stats = version.get("stats") or {}
+    splits = stats.get("splits") or stats.get("counts") or {}
+    out: dict[str, int] = {}
+    for name, value in splits.items():
+        out[name] = int(value["examples"] if isinstance(value, dict) else value)
+    return out
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except Exception:
+            message = response.text[:300]
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {message}")

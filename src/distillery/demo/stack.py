@@ -1,0 +1,57 @@
+"""Run the whole stack in-process for the demo: services + the HTTP API on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from distillery.app import create_app
+from distillery.services import Services
+
+
+class LocalStack:
+    """``with LocalStack(services) as stack: stack.url`` — the gateway, API and job worker."""
+
+    def __init__(self, services: Services, port: int = 0) -> None:
+        self.services = services
+        if port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+        self.port = port
+        config = uvicorn.Config(
+            create_app(services),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            lifespan="on",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="demo-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LocalStack:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the demo server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)

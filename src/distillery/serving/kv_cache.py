@@ -1,0 +1,140 @@
+"""The KV cache of a running batch: preallocated per-layer buffers shared by slots.
+
+All slots share one column timeline: a decoding step writes column ``L`` for every slot, a
+sequence occupies columns ending at ``L`` (left padding; a shared prompt prefix may leave masked
+holes) and a boolean mask per slot marks the columns it attends to. transformers'
+``DynamicCache`` concatenates, i.e. copies the whole cache, on every step; here a step writes one
+column in place and returns views, and the buffers are re-laid out (one copy) only when the batch
+engine compacts, trims or grows them.
+
+torch and transformers are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+@functools.cache
+def _buffer_layer_class() -> type[Any]:
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):  # type: ignore[misc, no-untyped-call]
+        """A cache layer writing into a preallocated buffer; returns views, never copies."""
+
+        def bind(self, kb: torch.Tensor, vb: torch.Tensor, length: int) -> None:
+            self.kb, self.vb, self.n = kb, vb, length
+            self.device = kb.device
+            self.is_initialized = True
+            self.keys = kb[:, :, :length]
+            self.values = vb[:, :, :length]
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            end = self.n + key_states.shape[-2]
+            self.kb[:, :, self.n : end] = key_states
+            self.vb[:, :, self.n : end] = value_states
+            self.n = end
+            self.keys = self.kb[:, :, :end]
+            self.values = self.vb[:, :, :end]
+            return self.keys, self.values
+
+    return BufferLayer
+
+
+class SlotCache:
+    """KV buffers of one batch plus the per-slot column mask (see the module docstring)."""
+
+    def __init__(self, *, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any):
+        from transformers import DynamicCache
+
+        self._shape = (kv_heads, head_dim)
+        self._dtype = dtype
+        self._device = device
+        layer_class = _buffer_layer_class()
+        self.layers = [layer_class() for _ in range(layers)]
+        self.cache = DynamicCache()
+        self.cache.layers = list(self.layers)
+        self.cache.layer_class_to_replicate = None
+        self.mask: torch.Tensor | None = None
+        self.length = 0
+        self.capacity = 0
+        self.slots = 0
+
+    def allocate(self, slots: int, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        import torch
+
+        shape = (slots, *self._shape)
+        # zeros, not empty: masked columns must hold finite values (0 * NaN is NaN in attention)
+        ks = [
+            torch.zeros(
+                (shape[0], shape[1], capacity, shape[2]), dtype=self._dtype, device=self._device
+            )
+            for _ in self.layers
+        ]
+        vs = [torch.zeros_like(k) for k in ks]
+        return ks, vs
+
+    def relayout(
+        self, keep: Sequence[int], window: int, *, slots: int, length: int, capacity: int
+    ) -> None:
+        """Move slots ``keep`` to the front of new buffers of ``slots`` x ``capacity``; their last
+        ``window`` columns end at column ``length``."""
+        import torch
+
+        ks, vs = self.allocate(slots, capacity)
+        mask = torch.zeros((slots, capacity), dtype=torch.bool, device=self._device)
+        if keep and window > 0:
+            index = torch.tensor(list(keep), device=self._device)
+            lo, hi = self.length - window, self.length
+            dst = slice(length - window, length)
+            for layer, k, v in zip(self.layers, ks, vs, strict=True):
+                k[: len(keep), :, dst] = layer.kb[:, :, lo:hi].index_select(0, index)
+                v[: len(keep), :, dst] = layer.vb[:, :, lo:hi].index_select(0, index)
+            assert self.mask is not None
+            mask[: len(keep), dst] = self.mask[:, lo:hi].index_select(0, index)
+        for layer, k, v in zip(self.layers, ks, vs, strict=True):
+            layer.bind(k, v, length)
+        self.mask = mask
+        self.length = length
+        self.capacity = capacity
+        self.slots = slots
+
+    def fill_prefix(self, prefix: SlotCache, columns: int) -> None:
+        """Copy the first ``columns`` of ``prefix`` (one row) into every row; continue after them."""
+        for layer, source in zip(self.layers, prefix.layers, strict=True):
+            layer.kb[:, :, :columns] = source.kb[:, :, :columns]
+            layer.vb[:, :, :columns] = source.vb[:, :, :columns]
+            layer.bind(layer.kb, layer.vb, columns)
+        self.length = columns
+
+    def place(
+        self,
+        slots: Sequence[int],
+        source: list[tuple[torch.Tensor, torch.Tensor]],
+        valid: torch.Tensor,
+        rows: Sequence[int],
+    ) -> None:
+        """Copy prefilled rows ``rows`` of ``source`` (per layer (k, v), T columns) into ``slots``,
+        ending at the current column."""
+        import torch
+
+        width = valid.shape[1]
+        dst = slice(self.length - width, self.length)
+        pairs = list(zip(slots, rows, strict=True))
+        for layer, (pk, pv) in zip(self.layers, source, strict=True):
+            for slot, row in pairs:  # plain slice copies: advanced-index puts are far slower
+                layer.kb[slot, :, dst].copy_(pk[row])
+                layer.vb[slot, :, dst].copy_(pv[row])
+        assert self.mask is not None
+        slot_index = torch.tensor(list(slots), device=self._device)
+        self.mask[slot_index] = False
+        self.mask[slot_index, dst] = valid.index_select(
+            0, torch.tensor(list(rows), device=self._device)
+        )

@@ -1,0 +1,270 @@
+"""OpenAI chat fine-tuning JSONL -> tokenized examples with assistant-only labels.
+
+Each line is ``{"messages": [...], "tools"?: [...]}`` as OpenAI's supervised fine-tuning takes
+it. The conversation is rendered with the tokenizer's own chat template (``tools`` passed to it
+when present) and tokenized once; ``labels`` are ``-100`` everywhere except on the tokens of
+assistant messages whose ``weight`` is not 0 (OpenAI: ``weight`` 0 or 1, default 1). An assistant
+message's span is its rendered text up to the start of the next message, so the end-of-turn token
+is trained too and the model learns to stop. Examples longer than ``max_length`` are truncated
+(as OpenAI does); an example left with no trainable token is skipped and counted.
+
+Templates that render a prefix of the conversation as a prefix of the whole (nearly all) give
+exact spans; for the others the assistant's content is located in the rendered text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distillery.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+_MAX_ERRORS_SHOWN = 5
+
+
+class TrainingDataError(InvalidRequestError):
+    """The training or validation file cannot be used; the message says where and why."""
+
+    default_code = "invalid_training_file"
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX where no loss is taken; unshifted (HF convention)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_target_tokens(self) -> int:
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+@dataclass
+class TokenizedDataset:
+    examples: list[TokenizedExample]
+    n_lines: int = 0
+    n_truncated: int = 0
+    n_skipped: int = 0  # no trainable token left (e.g. the assistant part was truncated away)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(e.n_tokens for e in self.examples)
+
+
+def _text_of(content: Any, where: str) -> str:
+    """Message content as text: a string, a list of text parts, or None (tool calls only)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
+                parts.append(str(part.get("text", "")))
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise TrainingDataError(f"{where}: content part of type {kind!r} is not supported")
+        return "".join(parts)
+    raise TrainingDataError(f"{where}: content must be a string or a list of text parts")
+
+
+def parse_record(record: Any, where: str) -> tuple[list[dict[str, Any]], list[bool], Any]:
+    """Validate one JSONL record; return (messages, trainable flags, tools)."""
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+        hint = ""
+        if isinstance(record, dict) and ("prompt" in record or "preferred_output" in record):
+            hint = " (prompt/completion and preference formats are not supported here)"
+        raise TrainingDataError(f'{where}: expected an object with a "messages" list{hint}')
+    messages: list[dict[str, Any]] = []
+    trainable: list[bool] = []
+    for i, msg in enumerate(record["messages"]):
+        at = f"{where}, message {i}"
+        if not isinstance(msg, dict):
+            raise TrainingDataError(f"{at}: a message must be an object")
+        role = msg.get("role")
+        if role not in _ROLES:
+            raise TrainingDataError(f"{at}: unknown role {role!r}")
+        weight = msg.get("weight", 1)
+        if role != "assistant" and "weight" in msg:
+            raise TrainingDataError(f"{at}: only assistant messages may carry a weight")
+        if weight not in (0, 1) or isinstance(weight, bool):
+            raise TrainingDataError(f"{at}: weight must be 0 or 1, got {weight!r}")
+        if "content" not in msg and not msg.get("tool_calls") and not msg.get("function_call"):
+            raise TrainingDataError(f"{at}: message has no content")
+        clean = {k: v for k, v in msg.items() if k != "weight"}
+        clean["role"] = "system" if role == "developer" else role
+        clean["content"] = _text_of(msg.get("content"), at)
+        messages.append(clean)
+        trainable.append(role == "assistant" and weight != 0)
+    if not any(trainable):
+        raise TrainingDataError(f"{where}: no assistant message to train on (all weights are 0?)")
+    tools = record.get("tools")
+    if tools is None and isinstance(record.get("functions"), list):
+        tools = [{"type": "function", "function": f} for f in record["functions"]]
+    if tools is not None and not isinstance(tools, list):
+        raise TrainingDataError(f'{where}: "tools" must be a list')
+    return messages, trainable, tools
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    tools: Any,
+    *,
+    add_generation_prompt: bool = False,
+) -> str:
+    text = tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    return str(text)
+
+
+def assistant_char_spans(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    trainable: list[bool],
+    tools: Any,
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its trainable assistant turns."""
+    full = _render(tokenizer, messages, tools)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, train in enumerate(trainable):
+        if not train:
+            continue
+        before = _render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
+        through = _render(tokenizer, messages[: i + 1], tools)
+        if (
+            i
+            and full.startswith(before)
+            and full.startswith(through)
+            and len(through) > len(before)
+        ):
+            start, end = len(before), len(through)
+        else:  # the template rewrites earlier turns: find the content itself
+            content = messages[i]["content"]
+            start = full.find(content, cursor) if content else -1
+            if start < 0:
+                if i == 0 and full.startswith(through):
+                    start, end = 0, len(through)
+                else:
+                    raise TrainingDataError(
+                        "the chat template does not render assistant message "
+                        f"{i} in a way that can be located; use a template that renders "
+                        "a conversation prefix as a prefix of the whole"
+                    )
+            else:
+                end = start + len(content)
+                eos = getattr(tokenizer, "eos_token", None)
+                if isinstance(eos, str) and eos and full.startswith(eos, end):
+                    end += len(eos)
+        spans.append((start, end))
+        cursor = end
+    return full, spans
+
+
+def tokenize_messages(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    trainable: list[bool],
+    tools: Any = None,
+    *,
+    max_length: int,
+) -> tuple[TokenizedExample, bool]:
+    """Tokenize one conversation; return the example and whether it was truncated."""
+    text, spans = assistant_char_spans(tokenizer, messages, trainable, tools)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+    labels = [IGNORE_INDEX] * len(ids)
+    span_i = 0
+    for t, (start, _end) in enumerate(offsets):
+        while span_i < len(spans) and start >= spans[span_i][1]:
+            span_i += 1
+        if span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]:
+            labels[t] = ids[t]
+    truncated = len(ids) > max_length
+    return TokenizedExample(ids[:max_length], labels[:max_length]), truncated
+
+
+def read_jsonl(path: str | Path, *, what: str = "training file") -> list[tuple[int, Any]]:
+    """(line number, parsed object) for every non-blank line; clear errors for the rest."""
+    p = Path(path)
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise TrainingDataError(f"{what} {p} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingDataError(f"{what} {p} cannot be read as UTF-8 text: {exc}") from exc
+    records: list[tuple[int, Any]] = []
+    errors: list[str] = []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {n}: invalid JSON ({exc.msg})")
+    if errors:
+        shown = "; ".join(errors[:_MAX_ERRORS_SHOWN])
+        more = f" (and {len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > 5 else ""
+        raise TrainingDataError(f"{what} {p.name}: {shown}{more}")
+    if not records:
+        raise TrainingDataError(f"{what} {p.name} has no examples")
+    return records
+
+
+def load_chat_dataset(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    what: str = "training file",
+) -> TokenizedDataset:
+    """Read, validate and tokenize a chat fine-tuning JSONL file."""
+    records = read_jsonl(path, what=what)
+    dataset = TokenizedDataset(examples=[], n_lines=len(records))
+    name = Path(path).name
+    for n, record in records:
+        messages, trainable, tools = parse_record(record, f"{what} {name}, line {n}")
+        try:
+            example, truncated = tokenize_messages(
+                tokenizer, messages, trainable, tools, max_length=max_length
+            )
+        except TrainingDataError as exc:
+            raise TrainingDataError(f"{what} {name}, line {n}: {exc.message}") from exc
+        except Exception as exc:  # a template error on odd content: say which line
+            raise TrainingDataError(
+                f"{what} {name}, line {n}: the chat template failed: {exc}"
+            ) from exc
+        dataset.n_truncated += truncated
+        if example.n_target_tokens == 0:
+            dataset.n_skipped += 1
+            continue
+        dataset.examples.append(example)
+    if dataset.n_truncated:
+        dataset.warnings.append(
+            f"{dataset.n_truncated} example(s) of the {what} were truncated to {max_length} tokens"
+        )
+    if dataset.n_skipped:
+        dataset.warnings.append(
+            f"{dataset.n_skipped} example(s) of the {what} had no assistant token left "
+            f"within {max_length} tokens and were skipped"
+        )
+    if not dataset.examples:
+        raise TrainingDataError(
+            f"{what} {name}: no example has an assistant token within max_length={max_length}"
+        )
+    return dataset

@@ -1,0 +1,193 @@
+"""Padding-free packing: the examples of a batch concatenated into one row.
+
+``position_ids`` restart at 0 for every example and ``cu_seq_lens_q``/``cu_seq_lens_k`` carry
+the example boundaries, as transformers' ``DataCollatorWithFlattening`` produces them. Measured
+with transformers 5.24 / torch 2.13 on CPU (Llama, SmolLM2-135M):
+
+- the ``sdpa`` path does detect packing from ``position_ids`` and builds a block-diagonal mask,
+  but only with ``use_cache=False`` (with a cache it silently attends across examples), and the
+  materialized mask sends it to a slow kernel: ~170 tokens/s per core fwd+bwd, no faster than
+  padding;
+- so packed rows use :func:`packed_attention`, registered as the attention implementation
+  ``"distillery_packed"``: causal attention run separately on each example's slice. It is exact
+  (no cross-example leakage; tests compare packed and per-example losses) and computes no
+  masked-out blocks. On CPU it is plain bf16 matmuls with grouped-query heads folded into the
+  matmul and an fp32 softmax (~3x faster than ``sdpa``'s CPU flash kernel for ~150-token
+  examples); on CUDA it calls ``scaled_dot_product_attention(is_causal=True)`` per example.
+
+Targets are shifted per example before concatenation, so no example predicts its neighbour's
+first token.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
+
+if TYPE_CHECKING:
+    import torch
+
+PACKED_ATTENTION = "distillery_packed"
+
+
+@dataclass
+class ModelBatch:
+    """One forward pass: model inputs plus the shifted targets (``IGNORE_INDEX`` = no loss)."""
+
+    inputs: dict[str, Any]
+    targets: torch.Tensor  # [n_tokens] flattened over the batch, aligned with hidden states
+    n_tokens: int  # real (non-padding) tokens
+
+    def to(self, device: str) -> ModelBatch:
+        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.inputs.items()}
+        return ModelBatch(inputs, self.targets.to(device), self.n_tokens)
+
+
+def shifted_targets(example: TokenizedExample) -> list[int]:
+    """``targets[t]`` is the label of token ``t + 1`` (what position ``t`` must predict)."""
+    return [*example.labels[1:], IGNORE_INDEX]
+
+
+def pack(examples: Sequence[TokenizedExample]) -> ModelBatch:
+    """Concatenate ``examples`` into one row with per-example positions and boundaries."""
+    import torch
+
+    ids: list[int] = []
+    positions: list[int] = []
+    targets: list[int] = []
+    bounds = [0]
+    for ex in examples:
+        ids.extend(ex.input_ids)
+        positions.extend(range(ex.n_tokens))
+        targets.extend(shifted_targets(ex))
+        bounds.append(bounds[-1] + ex.n_tokens)
+    cu = torch.tensor(bounds, dtype=torch.int32)
+    longest = max(ex.n_tokens for ex in examples)
+    inputs = {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+    return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), len(ids))
+
+
+def pad(examples: Sequence[TokenizedExample], pad_token_id: int) -> ModelBatch:
+    """Right-padded batch (the fallback for models that cannot use packed attention)."""
+    import torch
+
+    longest = max(ex.n_tokens for ex in examples)
+    ids = torch.full((len(examples), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), longest), dtype=torch.long)
+    targets = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)
+    for row, ex in enumerate(examples):
+        ids[row, : ex.n_tokens] = torch.tensor(ex.input_ids)
+        mask[row, : ex.n_tokens] = 1
+        targets[row, : ex.n_tokens] = torch.tensor(shifted_targets(ex))
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    return ModelBatch(inputs, targets.reshape(-1), int(mask.sum()))
+
+
+def split_passes(
+    examples: Sequence[TokenizedExample], *, max_tokens: int, min_passes: int = 1
+) -> list[list[TokenizedExample]]:
+    """Split one optimizer step's examples into passes of at most ``max_tokens`` tokens each
+    (a single longer example gets a pass of its own), and into at least ``min_passes`` passes."""
+    total = sum(ex.n_tokens for ex in examples)
+    budget = max(1, min(max_tokens, -(-total // max(1, min_passes))))
+    passes: list[list[TokenizedExample]] = []
+    current: list[TokenizedExample] = []
+    used = 0
+    for ex in examples:
+        if current and used + ex.n_tokens > budget:
+            passes.append(current)
+            current, used = [], 0
+        current.append(ex)
+        used += ex.n_tokens
+    if current:
+        passes.append(current)
+    return passes
+
+
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention within each packed example (``cu_seq_lens_q`` boundaries).
+
+    ``query`` is ``[1, heads, tokens, dim]``, ``key``/``value`` ``[1, kv_heads, tokens, dim]``;
+    returns ``[1, tokens, heads, dim]`` as transformers' attention functions do.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or query.shape[0] != 1:  # not a packed row (e.g. generation): plain sdpa
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    bounds: list[int] = [int(b) for b in cu.tolist()]
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    outs = []
+    for start, end in itertools.pairwise(bounds):
+        length = end - start
+        if length == 0:
+            continue
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if query.device.type != "cpu":
+            o = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=groups > 1
+            )
+            outs.append(o[0])
+            continue
+        # CPU: fold the query heads of each kv head into one matmul; softmax in fp32.
+        qg = q[0].reshape(kv_heads, groups * length, dim)
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        bias = torch.zeros(length, length, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(future, float("-inf")).repeat(groups, 1)
+        scores = torch.baddbmm(bias.unsqueeze(0), qg, k[0].transpose(-1, -2), alpha=scale)
+        probs = scores.float().softmax(-1).to(v.dtype)
+        if dropout > 0:
+            probs = F.dropout(probs, p=dropout, training=module.training)
+        outs.append((probs @ v[0]).reshape(heads, length, dim))
+    out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+    return out.transpose(0, 1).unsqueeze(0).contiguous(), None
+
+
+def register_packed_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether ``model`` can run packed rows through :func:`packed_attention`.
+
+    It needs transformers' pluggable attention and plain full causal attention (no sliding
+    window, no attention soft-capping, no attention sinks).
+    """
+    config = model.config
+    if not getattr(model, "_can_set_attn_implementation", lambda: False)():
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    if getattr(config, "attn_logit_softcapping", None):
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    return not (layer_types and any(t != "full_attention" for t in layer_types))

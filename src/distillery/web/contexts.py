@@ -1,0 +1,553 @@
+"""One frozen dataclass per page: exactly what its template may use (datasette style).
+
+Every template receives ``layout`` (a ``Layout``) and ``page`` (the page's context below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- layout and small pieces ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NavItem:
+    key: str
+    label: str
+    href: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    title: str
+    nav: list[NavItem]
+    auth: bool  # signed in (auth on and a session cookie): show "Sign out"
+    flash: str | None  # a one-time message after a form post
+    path: str
+    refresh: int | None = None  # seconds: reload a page that shows work in progress
+
+
+@dataclass(frozen=True)
+class Action:
+    """A form action; disabled (with the reason as its title) when its service is missing."""
+
+    name: str
+    label: str
+    enabled: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message as shown: ``text`` is plain text (escaped by the template)."""
+
+    role: str
+    text: str
+    name: str | None = None
+    lang: str | None = None  # "ja" for Japanese text, so the browser picks Japanese glyphs
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SpendLine:
+    key: str
+    model: str | None
+    requests: int
+    tokens: int
+    cost_usd: float
+    extra: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    status: int
+    title: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LoginPage:
+    next: str
+    error: str | None
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    label: str
+    value: int
+    href: str
+
+
+@dataclass(frozen=True)
+class ActivityLine:
+    kind: str
+    id: str
+    label: str
+    status: str | None
+    created_at: int
+    href: str
+
+
+@dataclass(frozen=True)
+class OverviewPage:
+    stats: list[Stat]
+    spend: list[SpendLine]
+    total_spend: float
+    recent: list[ActivityLine]
+
+
+# --- completions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompletionFilters:
+    model: str
+    meta: list[str]  # "key=value" strings, as typed
+    since: str  # YYYY-MM-DD
+    until: str
+    q: str
+    status: str
+    limit: int
+
+    def query(self) -> list[tuple[str, str]]:
+        pairs = [("model", self.model), ("since", self.since), ("until", self.until)]
+        pairs += [("q", self.q), ("status", self.status)]
+        pairs += [("meta", m) for m in self.meta if m]
+        if self.limit != 50:
+            pairs.append(("limit", str(self.limit)))
+        return [(k, v) for k, v in pairs if v]
+
+
+@dataclass(frozen=True)
+class CompletionLine:
+    id: str
+    created_at: int
+    model: str
+    status: str
+    prompt: str
+    output: str
+    metadata: dict[str, str]
+    tokens: int | None
+    cost_usd: float | None
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class CompletionsPage:
+    filters: CompletionFilters
+    rows: list[CompletionLine]
+    models: list[str]
+    prev_url: str | None
+    next_url: str | None
+    return_to: str
+    actions: list[Action]
+    evals: list[Option]
+    datasets: list[Option]
+
+    def action(self, name: str) -> Action:
+        return next(a for a in self.actions if a.name == name)
+
+
+@dataclass(frozen=True)
+class CompletionDetailPage:
+    id: str
+    created_at: int
+    model: str
+    provider: str
+    status: str
+    stream: bool
+    messages: list[Message]
+    outputs: list[Message]
+    finish_reasons: list[str]
+    metadata: dict[str, str]
+    params: dict[str, Any]
+    usage: dict[str, Any]
+    latency_ms: float | None
+    cost_usd: float | None
+    error: dict[str, Any] | None
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+
+
+# --- models and costs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseModelLine:
+    id: str
+    owned_by: str
+    provider: str
+    kind: str
+    price: str
+
+
+@dataclass(frozen=True)
+class FineTunedModelLine:
+    id: str
+    base_model: str
+    provider: str
+    created_at: int
+    job_id: str | None
+    adapter_path: str | None
+
+
+@dataclass(frozen=True)
+class ModelsPage:
+    base: list[BaseModelLine]
+    fine_tuned: list[FineTunedModelLine]
+
+
+@dataclass(frozen=True)
+class SavingsLine:
+    teacher_model: str
+    student_model: str
+    teacher_cost_per_1k: float
+    student_cost_per_1k: float
+    daily_saving: float
+    training_cost: float
+    payback_days: float | None
+
+
+@dataclass(frozen=True)
+class CandidateLine:
+    prompt: str
+    model: str
+    requests: int
+    daily_spend: float
+    enough_examples: bool
+
+
+@dataclass(frozen=True)
+class CostsPage:
+    since: str
+    until: str
+    group_key: str
+    total: float
+    by_model: list[SpendLine]
+    by_group: list[SpendLine]
+    candidates: list[CandidateLine]
+    savings: list[SavingsLine]
+    chart: str
+
+
+# --- annotations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    id: str
+    name: str
+    created_at: int
+    priority: str
+    source: str
+    counts: dict[str, int]
+
+    @property
+    def done(self) -> int:
+        return self.counts.get("accepted", 0) + self.counts.get("skipped", 0)
+
+
+@dataclass(frozen=True)
+class AnnotationsPage:
+    queues: list[QueueLine]
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class ItemLine:
+    id: str
+    completion_id: str
+    status: str
+    claimed_by: str | None
+    rating: int | None
+    corrected: bool
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    queue: QueueLine
+    reviewer: str
+    items: list[ItemLine]
+    status: str
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    queue: QueueLine
+    item_id: str
+    completion_id: str
+    status: str
+    claimed_by: str | None
+    version: int
+    model: str | None
+    messages: list[Message]
+    original: str
+    corrected: str  # what the editor starts with: the correction, else the original
+    rating: int | None
+    tags: str
+    comment: str
+    reviewer: str
+    conflict: str | None  # a 409: someone else changed the item
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetLine:
+    id: str
+    name: str
+    created_at: int
+    description: str | None
+    latest_version: int | None
+
+
+@dataclass(frozen=True)
+class DatasetsPage:
+    datasets: list[DatasetLine]
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class SplitLine:
+    name: str
+    examples: int
+    tokens: int
+    corrected: int
+
+
+@dataclass(frozen=True)
+class DuplicateLine:
+    completion_id: str | None
+    duplicate_of: str | None
+    kind: str
+    similarity: float | None
+
+
+@dataclass(frozen=True)
+class VersionLine:
+    version: int
+    id: str
+    created_at: int
+    examples: int
+    tokens: int
+    selected: int | None
+
+
+@dataclass(frozen=True)
+class ExampleLine:
+    split: str
+    completion_id: str | None
+    corrected: bool
+    tokens: int
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class DatasetPage:
+    dataset: DatasetLine
+    versions: list[VersionLine]
+    version: int | None
+    version_id: str | None
+    spec: dict[str, Any]
+    splits: list[SplitLine]
+    examples: int
+    tokens: int
+    tokenizer: str | None
+    corrected: int
+    invalid: int
+    cost: dict[str, Any]
+    duplicates_mode: str | None
+    duplicates_found: int
+    duplicates_removed: int
+    duplicates: list[DuplicateLine]
+    warnings: list[str]
+    sample: list[ExampleLine]
+
+
+# --- evals ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunLine:
+    id: str
+    eval_id: str
+    name: str
+    model: str
+    status: str
+    created_at: int
+    total: int
+    passed: int
+    failed: int
+    errored: int
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.total if self.total else None
+
+
+@dataclass(frozen=True)
+class EvalLine:
+    id: str
+    name: str
+    created_at: int
+    criteria: list[str]
+    runs: list[RunLine]
+
+
+@dataclass(frozen=True)
+class EvalsPage:
+    evals: list[EvalLine]
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class CriterionLine:
+    name: str
+    passed: int
+    failed: int
+    pass_rate: float | None
+    mean_score: float | None
+
+
+@dataclass(frozen=True)
+class GradeLine:
+    name: str
+    passed: bool | None
+    score: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutputItemLine:
+    id: str
+    index: int
+    status: str
+    completion_id: str | None
+    input: str
+    output: str
+    grades: list[GradeLine]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    run: RunLine
+    eval_name: str
+    data_source: dict[str, Any]
+    error: str | None
+    criteria: list[CriterionLine]
+    failing: list[OutputItemLine]
+    failing_next_url: str | None
+    usage: list[dict[str, Any]]
+    chart: str
+    compare_with: list[RunLine]
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    pass_rate: float | None
+    mean_score: float | None
+    percent_of_baseline: float | None
+    ci: list[float] | None
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    name: str
+    cells: list[CompareCell]
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    id: str
+    eval_id: str
+    name: str
+    model: str
+    status: str
+    baseline: bool
+    agreement: float | None
+    matched_items: int
+
+
+@dataclass(frozen=True)
+class FlipLine:
+    run_id: str
+    direction: str  # pass_to_fail | fail_to_pass
+    key: str
+    criteria: list[str]
+
+
+@dataclass(frozen=True)
+class ComparePage:
+    run_ids: str
+    baseline: str
+    runs: list[CompareRun]
+    rows: list[CompareRow]
+    chart: str
+    flips: list[FlipLine]
+
+
+# --- fine-tuning jobs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobLine:
+    id: str
+    model: str
+    status: str
+    backend: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    suffix: str | None
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    jobs: list[JobLine]
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class EventLine:
+    created_at: int
+    level: str
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckpointLine:
+    id: str
+    step: int
+    model: str
+    created_at: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    job: JobLine
+    error: dict[str, Any] | None
+    hyperparameters: dict[str, Any]
+    training_file: str | None
+    validation_file: str | None
+    trained_tokens: int | None
+    progress: dict[str, Any]
+    events: list[EventLine]
+    checkpoints: list[CheckpointLine]
+    chart: str
+    can_cancel: bool

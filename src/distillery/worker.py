@@ -1,0 +1,121 @@
+"""The job worker: claims fine-tuning jobs from the store and drives them to the end.
+
+It runs inside ``distillery serve`` (a thread started and stopped with the server, unless
+``[server] workers_in_serve = false``) and on its own as ``distillery worker``. Any number of
+workers, in any processes or machines sharing the database, may run: a job is claimed with one
+conditional ``UPDATE`` (``store.jobs``), so two workers never run the same job. Each tick
+(``poll_s``) a worker steps its jobs (each training runs in its own subprocess and folder under
+``$DISTILLERY_HOME/jobs/<job_id>/``; see ``training.jobs``), sends heartbeats every
+``heartbeat_s``, and claims more work when it has capacity: files to validate, queued jobs, and
+running jobs whose worker has been silent for ``stale_after_s`` (resumed from their last
+checkpoint). On shutdown a worker gives its jobs back so that the next worker resumes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from distillery.services import Services
+from distillery.training.jobs import FineTuningService, JobRunner, new_worker_id
+
+log = logging.getLogger("distillery.worker")
+
+
+class JobWorker:
+    def __init__(
+        self,
+        service: FineTuningService,
+        *,
+        worker_id: str | None = None,
+        poll_s: float = 0.5,
+        heartbeat_s: float = 5.0,
+    ) -> None:
+        self.service = service
+        self.worker_id = worker_id or new_worker_id()
+        self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
+        self.runners: dict[str, JobRunner] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
+
+    # -- one tick --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Heartbeats, one step of every job held, then claim more work if there is room."""
+        now = time.monotonic()
+        if self.runners and now - self._last_beat >= self.heartbeat_s:
+            owned = self.service.heartbeat(self.worker_id, list(self.runners))
+            for job_id in set(self.runners) - owned:
+                log.warning("job %s was taken over by another worker", job_id)
+                self.runners.pop(job_id)
+            self._last_beat = now
+        for job_id, runner in list(self.runners.items()):
+            try:
+                done = runner.step()
+            except Exception:
+                log.exception("job %s: step failed", job_id)
+                done = False
+            if done:
+                self.runners.pop(job_id, None)
+        busy = Counter(r.provider for r in self.runners.values())
+        claimed = self.service.claim_next(self.worker_id, busy=busy)
+        if claimed is not None:
+            log.info("worker %s claimed job %s", self.worker_id, claimed.job_id)
+            self.runners[claimed.job_id] = claimed
+            self._last_beat = time.monotonic()
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Tick until ``stop()``; then give the jobs held back."""
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("worker %s: tick failed", self.worker_id)
+                self._stop.wait(self.poll_s)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self.runners:
+            self.service.release(self.worker_id, list(self.runners))
+            self.runners.clear()
+
+    def start(self) -> JobWorker:
+        """Run in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name=self.worker_id, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def install(services: Services) -> None:
+    """Run a worker inside the server (``serve``): started and stopped with the app."""
+    if not services.config.server.workers_in_serve:
+        return
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        holder["worker"] = JobWorker(services.fine_tuning).start()
+
+    async def stop() -> None:
+        worker: JobWorker | None = holder.pop("worker", None)
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+
+    services.extras.setdefault("startup", []).append(start)
+    services.extras.setdefault("shutdown", []).append(stop)

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distillery.training.local.data import (
+    IGNORE_INDEX,
+    TrainingDataError,
+    load_chat_dataset,
+    parse_record,
+    tokenize_messages,
+)
+
+from .chat_files import chat_record, write_jsonl
+
+pytestmark = pytest.mark.training
+
+
+def labelled_text(tokenizer: Any, ids: list[int], labels: list[int]) -> list[str]:
+    """The decoded runs of consecutive labelled tokens."""
+    runs: list[list[int]] = []
+    previous = False
+    for token, label in zip(ids, labels, strict=True):
+        if label != IGNORE_INDEX:
+            if not previous:
+                runs.append([])
+            runs[-1].append(token)
+            assert label == token
+        previous = label != IGNORE_INDEX
+    return [tokenizer.decode(run) for run in runs]
+
+
+def test_loss_only_on_assistant_tokens(tokenizer: Any) -> None:
+    record = chat_record("経費精算の締め日はいつですか？", "経理")
+    messages, trainable, tools = parse_record(record, "line 1")
+    example, truncated = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
+    assert not truncated
+    answer = record["messages"][-1]["content"]
+    assert labelled_text(tokenizer, example.input_ids, example.labels) == [answer + "<|im_end|>\n"]
+    # the prompt (system + user + the assistant header) is never a target
+    prompt = tokenizer.apply_chat_template(
+        record["messages"][:-1], tokenize=False, add_generation_prompt=True
+    )
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert all(label == IGNORE_INDEX for label in example.labels[:n_prompt])
+    assert example.labels[n_prompt] != IGNORE_INDEX
+
+
+def test_weight_zero_assistant_messages_get_no_loss(tokenizer: Any) -> None:
+    record = {
+        "messages": [
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "A bad first answer", "weight": 0},
+            {"role": "user", "content": "Second question"},
+            {"role": "assistant", "content": "A good second answer", "weight": 1},
+            {"role": "user", "content": "Third question"},
+            {"role": "assistant", "content": "Another good answer"},
+        ]
+    }
+    messages, trainable, tools = parse_record(record, "line 1")
+    assert trainable == [False, False, False, True, False, True]
+    example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
+    runs = labelled_text(tokenizer, example.input_ids, example.labels)
+    assert runs == ["A good second answer<|im_end|>\n", "Another good answer<|im_end|>\n"]
+    assert "bad" not in "".join(runs)
+
+
+def test_tools_are_passed_to_the_chat_template(tokenizer: Any) -> None:
+    template = tokenizer.chat_template
+    tokenizer.chat_template = (
+        "{% if tools %}TOOLS:{{ tools | map(attribute='function') | map(attribute='name') "
+        "| join(',') }}\n{% endif %}" + template
+    )
+    try:
+        record = {
+            "messages": [
+                {"role": "user", "content": "Weather in Tokyo?"},
+                {"role": "assistant", "content": "Calling get_weather"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        }
+        messages, trainable, tools = parse_record(record, "line 1")
+        example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
+        assert tokenizer.decode(example.input_ids).startswith("TOOLS:get_weather")
+        runs = labelled_text(tokenizer, example.input_ids, example.labels)
+        assert runs == ["Calling get_weather<|im_end|>\n"]
+    finally:
+        tokenizer.chat_template = template
+
+
+def test_truncation_and_skipping(tokenizer: Any, tmp_path: Path) -> None:
+    long_prompt = chat_record("word " * 300, "労務")
+    short = chat_record("Short?", "総務")
+    path = write_jsonl(tmp_path / "t.jsonl", [long_prompt, short])
+    data = load_chat_dataset(path, tokenizer, max_length=64)
+    # the long example loses its assistant part to truncation and is skipped, with a warning
+    assert len(data.examples) == 1 and data.n_skipped == 1 and data.n_truncated == 1
+    assert all(e.n_tokens <= 64 for e in data.examples)
+    assert any("truncated" in w for w in data.warnings)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (['{"messages": []}', "not json"], "line 2: invalid JSON"),
+        (['{"prompt": "a", "completion": "b"}'], "prompt/completion"),
+        (['{"messages": [{"role": "user", "content": "hi"}]}'], "no assistant message"),
+        (
+            ['{"messages": [{"role": "assistant", "content": "x", "weight": 2}]}'],
+            "weight must be 0 or 1",
+        ),
+        (['{"messages": [{"role": "robot", "content": "x"}]}'], "unknown role"),
+        (["", "  "], "has no examples"),
+    ],
+)
+def test_bad_files_give_clear_errors(
+    tokenizer: Any, tmp_path: Path, lines: list[str], expected: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TrainingDataError) as info:
+        load_chat_dataset(path, tokenizer, max_length=128)
+    assert expected in info.value.message
+    assert info.value.code == "invalid_training_file"
+
+
+def test_missing_file(tokenizer: Any, tmp_path: Path) -> None:
+    with pytest.raises(TrainingDataError, match="does not exist"):
+        load_chat_dataset(tmp_path / "nope.jsonl", tokenizer, max_length=128)
+
+
+def test_content_parts_and_developer_role(tokenizer: Any) -> None:
+    record = {
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}],
+            },
+            {"role": "assistant", "content": "Hi."},
+        ]
+    }
+    messages, trainable, _ = parse_record(json.loads(json.dumps(record)), "line 1")
+    assert messages[0]["role"] == "system"
+    assert messages[1]["content"] == "Hello there"
+    assert trainable == [False, False, True]
