@@ -27,9 +27,10 @@ def converted_model(model_home: Path) -> Path:
             os.environ["DISTILLERY_HOME"] = previous
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def training_home(home: Path, converted_model: Path) -> Path:
-    """A fresh DISTILLERY_HOME per test (root ``home`` fixture) sharing the converted model."""
+    """A fresh DISTILLERY_HOME per test (root ``home`` fixture) sharing the converted model
+    (used by the trainer's test modules through ``pytestmark``)."""
     return home
 
 

@@ -16,7 +16,7 @@ from distillery.training.local.data import (
 
 from .chat_files import chat_record, write_jsonl
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.usefixtures("training_home")]
 
 
 def labelled_text(tokenizer: Any, ids: list[int], labels: list[int]) -> list[str]:

@@ -12,7 +12,7 @@ from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
 from distillery.training.local.trainer import LocalSFTTrainer
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.usefixtures("training_home")]
 
 
 @pytest.fixture(scope="module")

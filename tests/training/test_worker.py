@@ -17,7 +17,7 @@ from distillery.training.local.config import LocalSFTConfig
 
 from .chat_files import QUESTIONS, chat_record, write_jsonl
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.usefixtures("training_home")]
 
 TINY = {"max_length": 128, "threads": 1, "batch_size": 4, "seed": 7}
 WAIT = 600.0  # generous upper bounds only: no timing assertions

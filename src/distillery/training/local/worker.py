@@ -12,7 +12,17 @@ The job folder protocol (``backend.py`` is the parent's side of it):
 - ``DIR/adapter/`` (final adapter + tokenizer), ``DIR/merged/`` with ``merge_adapter``;
 - ``DIR/result.json`` written last (atomically): ``{"status": "succeeded"|"failed"|"cancelled",
   "error": {"code", "message"}|null, "trained_tokens": int, "adapter_path": str|null,
-  "metrics": {...}, "hyperparameters": {...}|null}``.
+  "metrics": {...}, "hyperparameters": {"n_epochs", "batch_size", "learning_rate_multiplier"}
+  |null}``, plus ``"merged_path"`` when the adapter was merged. Error codes include
+  ``invalid_training_file``, ``invalid_hyperparameters``, ``invalid_job``, ``model_not_found``,
+  ``model_load_failed``, ``out_of_memory``, ``training_error``.
+
+Events: ``message`` (info/warn/error), ``metrics`` every ``logging_steps`` steps with data
+``{"step", "total_steps", "epoch", "train_loss", "train_mean_token_accuracy",
+"tokens_per_second", "learning_rate"}``, and ``checkpoint`` after each epoch with data
+``{"epoch", "step", "path", "metrics": {"step", "train_loss", "train_mean_token_accuracy",
+"valid_loss", "valid_mean_token_accuracy"[, "full_valid_loss", "full_valid_mean_token_accuracy"]}}``
+(the valid_* values are null without a validation file).
 
 Cancellation: SIGTERM/SIGINT, or a file ``DIR/cancel``. The loop checks before every decoder
 layer (forward and backward), so it stops within about a second, writes ``cancelled`` and exits 0.
