@@ -132,3 +132,60 @@ def test_packed_bf16_close_to_fp32(fp32_trainer: LocalSFTTrainer, tmp_path: Path
         finally:
             trainer.use_bf16 = False
     assert abs(float(bf16) - float(fp32)) / float(fp32) < 0.05
+
+
+def _with_common_prefix(examples: list[TokenizedExample], length: int) -> list[TokenizedExample]:
+    """The examples behind one shared system-prompt-like prefix (never trained on)."""
+    prefix = [(7 * i + 11) % 5000 + 100 for i in range(length)]
+    return [
+        TokenizedExample(prefix + ex.input_ids, [IGNORE_INDEX] * length + ex.labels)
+        for ex in examples
+    ]
+
+
+def test_shared_prefix_layout() -> None:
+    p = list(range(100, 140))
+    a = TokenizedExample([*p, 1, 2, 3], [IGNORE_INDEX] * 41 + [2, 3])
+    b = TokenizedExample([*p, 4, 5], [IGNORE_INDEX] * 41 + [5])
+    assert packing.shared_prefix_length([a, b]) == 40
+    assert packing.shared_prefix_length([a]) == 0  # nothing to share
+    short = TokenizedExample([*p[:10], 9], [IGNORE_INDEX] * 10 + [9])
+    assert packing.shared_prefix_length([a, short]) == 0  # under the minimum worth sharing
+    batch = packing.pack_shared([a, b], 40)
+    assert batch.inputs["input_ids"].tolist() == [[*p, 1, 2, 3, 4, 5]]
+    assert batch.inputs["position_ids"].tolist() == [[*range(40), 40, 41, 42, 40, 41]]
+    assert batch.inputs["cu_seq_lens_q"].tolist() == [0, 40, 43, 45]
+    assert batch.targets.tolist() == [IGNORE_INDEX] * 40 + [2, 3, IGNORE_INDEX, 5, IGNORE_INDEX]
+    assert batch.n_tokens == a.n_tokens + b.n_tokens
+
+
+def test_shared_prefix_loss_and_grads_equal_unpacked(fp32_trainer: LocalSFTTrainer) -> None:
+    """The prefix is computed once per pass, yet loss and gradients equal the examples run one
+    by one (gradients from every example flow back through the one prefix)."""
+    import torch
+
+    trainer = fp32_trainer
+    examples = _with_common_prefix(list(trainer.train_data.examples), 48)
+    prefix = packing.shared_prefix_length(examples)
+    assert prefix >= 48
+
+    trainer.model.zero_grad(set_to_none=True)
+    ref = unpacked_reference(trainer, examples)
+    ref.backward()
+    ref_grads = lora_grads(trainer)
+
+    trainer.model.zero_grad(set_to_none=True)
+    batch = packing.pack_shared(examples, prefix)
+    assert batch.inputs["input_ids"].shape[1] < sum(ex.n_tokens for ex in examples)
+    loss, _, targets = trainer._loss(batch)
+    loss.backward()
+    shared_grads = lora_grads(trainer)
+
+    assert targets == sum(ex.n_target_tokens for ex in examples)
+    torch.testing.assert_close(loss, ref, rtol=1e-4, atol=1e-3)
+    for name, grad in ref_grads.items():
+        error = float((shared_grads[name] - grad).norm() / grad.norm().clamp_min(1e-12))
+        assert error < 1e-3, f"{name}: relative gradient error {error:.2e}"
+    # the trainer picks the shared layout by itself for such a step
+    batches = trainer._batches(examples, 1)
+    assert len(batches) == 1 and batches[0].inputs.get("shared_prefix") == prefix

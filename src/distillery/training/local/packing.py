@@ -78,6 +78,64 @@ def pack(examples: Sequence[TokenizedExample]) -> ModelBatch:
     return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), len(ids))
 
 
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
+    """Length of the prompt prefix every example starts with (the system prompt of one task),
+    cut before the first token that any example is trained on, so that the shared positions
+    predict nothing. 0 when there is nothing worth sharing."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0].input_ids
+    length = min(ex.n_tokens for ex in examples) - 1
+    for ex in examples[1:]:
+        ids = ex.input_ids
+        i = 0
+        while i < length and ids[i] == first[i]:
+            i += 1
+        length = i
+    for ex in examples:
+        labelled = next((t for t, lab in enumerate(ex.labels) if lab != IGNORE_INDEX), ex.n_tokens)
+        length = min(length, labelled - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def pack_shared(examples: Sequence[TokenizedExample], prefix: int) -> ModelBatch:
+    """One row: the shared prefix once, then each example's remainder.
+
+    Every remainder attends to the prefix and causally to itself (``shared_prefix`` tells
+    :func:`packed_attention`); positions continue after the prefix as in the unpacked example.
+    The forward and the gradients equal those of the examples run one by one, while the prefix
+    (for a distillation dataset: the long system prompt every request carries) is computed once.
+    """
+    import torch
+
+    head = examples[0]
+    ids: list[int] = list(head.input_ids[:prefix])
+    positions: list[int] = list(range(prefix))
+    targets: list[int] = [IGNORE_INDEX] * prefix
+    bounds = [0, prefix]
+    for ex in examples:
+        ids.extend(ex.input_ids[prefix:])
+        positions.extend(range(prefix, ex.n_tokens))
+        targets.extend(shifted_targets(ex)[prefix:])
+        bounds.append(bounds[-1] + ex.n_tokens - prefix)
+    cu = torch.tensor(bounds, dtype=torch.int32)
+    longest = max(ex.n_tokens for ex in examples)
+    inputs = {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+        "shared_prefix": prefix,
+    }
+    n_example_tokens = sum(ex.n_tokens for ex in examples)
+    return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), n_example_tokens)
+
+
 def pad(examples: Sequence[TokenizedExample], pad_token_id: int) -> ModelBatch:
     """Right-padded batch (the fallback for models that cannot use packed attention)."""
     import torch
@@ -141,6 +199,7 @@ def packed_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     bounds: list[int] = [int(b) for b in cu.tolist()]
+    shared = int(kwargs.get("shared_prefix") or 0)  # segments after the first also see it
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
     groups = heads // kv_heads
     scale = scaling if scaling is not None else dim**-0.5
@@ -149,17 +208,33 @@ def packed_attention(
         length = end - start
         if length == 0:
             continue
-        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        q = query[:, :, start:end]
+        visible = shared if shared and start >= shared else 0
+        k = key[:, :, start:end]
+        v = value[:, :, start:end]
+        if visible:
+            k = torch.cat([key[:, :, :visible], k], dim=2)
+            v = torch.cat([value[:, :, :visible], v], dim=2)
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        if visible:
+            future = torch.cat(
+                [torch.zeros(length, visible, dtype=torch.bool, device=q.device), future], dim=1
+            )
         if query.device.type != "cpu":
             o = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=groups > 1
+                q,
+                k,
+                v,
+                attn_mask=~future,
+                scale=scale,
+                dropout_p=dropout,
+                enable_gqa=groups > 1,
             )
             outs.append(o[0])
             continue
         # CPU: fold the query heads of each kv head into one matmul; softmax in fp32.
         qg = q[0].reshape(kv_heads, groups * length, dim)
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        bias = torch.zeros(length, length, dtype=q.dtype, device=q.device)
+        bias = torch.zeros(future.shape, dtype=q.dtype, device=q.device)
         bias = bias.masked_fill(future, float("-inf")).repeat(groups, 1)
         scores = torch.baddbmm(bias.unsqueeze(0), qg, k[0].transpose(-1, -2), alpha=scale)
         probs = scores.float().softmax(-1).to(v.dtype)

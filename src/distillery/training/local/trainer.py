@@ -274,6 +274,22 @@ class LocalSFTTrainer:
         self, examples: Sequence[TokenizedExample], passes: int
     ) -> list[packing.ModelBatch]:
         cfg = self.config
+        prefix = packing.shared_prefix_length(examples) if self.use_packing else 0
+        if prefix:
+            # The examples share a prompt prefix: each pass carries it once.
+            rest = [ex.n_tokens - prefix for ex in examples]
+            budget = max(1, min(cfg.max_tokens_per_pass - prefix, -(-sum(rest) // max(1, passes))))
+            groups: list[list[TokenizedExample]] = [[]]
+            used = 0
+            for ex, n in zip(examples, rest, strict=True):
+                if groups[-1] and used + n > budget:
+                    groups.append([])
+                    used = 0
+                groups[-1].append(ex)
+                used += n
+            return [
+                packing.pack_shared(g, prefix) if len(g) > 1 else packing.pack(g) for g in groups
+            ]
         groups = packing.split_passes(
             examples, max_tokens=cfg.max_tokens_per_pass, min_passes=passes
         )
