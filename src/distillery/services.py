@@ -95,6 +95,23 @@ class Services:
         # Eval runs: resume unfinished ones when a server starts, pause them when it stops.
         self.extras.setdefault("startup", []).append(lambda: self.evals.resume())
         self.extras.setdefault("shutdown", []).append(lambda: self.evals.shutdown())
+        self.extras["startup"].append(self._start_retention)
+        self.extras["shutdown"].append(self._stop_retention)
+
+    async def _start_retention(self) -> None:
+        import asyncio
+
+        from distillery.capture.retention import purge_periodically
+
+        days = self.config.gateway.retention_days
+        self.extras["retention_task"] = asyncio.create_task(
+            purge_periodically(self.completions, days)
+        )
+
+    async def _stop_retention(self) -> None:
+        task = self.extras.pop("retention_task", None)
+        if task is not None:
+            task.cancel()
 
     @functools.cached_property
     def evals(self) -> EvalsService:
@@ -220,7 +237,10 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
     for model in FineTunedModelsRepo(store).list():
         _serve_remote_model(providers, model)
     prices = PriceTable(config.prices)
-    writer = CompletionWriter(completions.insert_many)
+    writer = CompletionWriter(
+        completions.insert_many, spool=settings.home / "spool" / "completions.jsonl"
+    )
+    writer.replay_spool()
     capture = CaptureService(
         providers=providers, writer=writer, gateway=config.gateway, prices=prices
     )

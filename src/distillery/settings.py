@@ -78,6 +78,11 @@ class GatewayConfig(BaseModel):
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body.")
     upstream_timeout_s: float = Field(default=600.0, description="Timeout of one upstream call.")
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Stored completions older than this are deleted for real (0 keeps them forever).",
+    )
 
 
 class ProviderConfig(BaseModel):

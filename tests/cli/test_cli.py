@@ -85,6 +85,13 @@ def test_completions_import_list_show_export(home: Path, tmp_path: Path) -> None
     rep = json.loads(proc.stdout)
     assert rep["imported"] == 0 and [e.split(":")[0] for e in rep["errors"]] == ["line 2", "line 3"]
     assert len(json.loads(run(home, "completions", "list", "--json").stdout)) == 2
+    partial = json.loads(
+        run(
+            home, "completions", "import", str(bad), "--model", "m", "--skip-invalid", "--json"
+        ).stdout
+    )
+    assert partial["imported"] == 1 and len(partial["errors"]) == 2
+    assert len(json.loads(run(home, "completions", "list", "--json").stdout)) == 3
     missing = run(home, "completions", "show", "chatcmpl-missing", check=False)
     assert (
         missing.returncode == 2
@@ -165,3 +172,9 @@ def test_serve_with_auth_scopes(home: Path, served) -> None:  # type: ignore[no-
     assert "sk-upstream-secret" not in log and admin not in log and ingest not in log
     db = b"".join(p.read_bytes() for p in home.glob("distillery.db*"))
     assert b"sk-upstream-secret" not in db and admin.encode() not in db
+
+
+def test_serve_refuses_a_public_address_without_keys(home: Path) -> None:
+    proc = run(home, "serve", "--host", "0.0.0.0", "--port", "1", check=False)
+    assert proc.returncode != 0
+    assert b"refusing to serve on 0.0.0.0 without authentication" in proc.stderr

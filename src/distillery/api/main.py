@@ -39,10 +39,12 @@ def build_api(services: Services) -> FastAPI:
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, object]:
+        spooled = services.writer.spooled()
         return {
-            "status": "ok",
+            "status": "degraded" if spooled else "ok",
             "version": __version__,
-            "database": (services.store.sqlite and "sqlite") or "postgresql",
+            "database": "sqlite" if services.store.sqlite else "postgresql",
+            "spooled_completions": spooled,
         }
 
     for router in ROUTERS:

@@ -113,7 +113,9 @@ def import_jsonl(
     prices: PriceTable | None = None,
     progress: ProgressCallback | None = None,
     batch: int = 500,
+    skip_invalid: bool = False,
 ) -> ImportReport:
+    """All-or-nothing: with any invalid line nothing is written, unless ``skip_invalid``."""
     report_ = ImportReport()
     records: list[NewCompletion] = []
     now = int(time.time())
@@ -136,7 +138,7 @@ def import_jsonl(
         except (orjson.JSONDecodeError, ValueError, InvalidRequestError) as exc:
             msg = exc.message if isinstance(exc, InvalidRequestError) else str(exc)
             report_.errors.append(f"line {number}: {msg}")
-    if report_.errors:
+    if report_.errors and not skip_invalid:
         return report_
     seen: set[str] = set()
     unique: list[NewCompletion] = []

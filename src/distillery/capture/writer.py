@@ -4,18 +4,26 @@ Requests ``await writer.write(record)``; a dedicated thread drains the queue, in
 waiting in one transaction, then resolves each request's future. A response is sent only after
 its record is committed, so an acknowledged exchange survives ``kill -9``, while throughput stays
 high because the fsync cost is shared by the whole batch.
+
+When the database cannot take a record (it is down, the disk is full...), the record goes to an
+append-only spool file (fsynced) and the request still succeeds: capture never turns a successful
+upstream answer into a failed request. ``replay_spool`` inserts the spooled records on the next
+start; ``/health`` reports how many wait there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import IntegrityError
 
 from distillery import ids
@@ -31,10 +39,13 @@ class CompletionWriter:
         self,
         insert_many: Callable[[Sequence[NewCompletion]], None],
         *,
+        spool: Path | None = None,
         max_batch: int = 512,
     ) -> None:
         self._insert_many = insert_many
         self._max_batch = max_batch
+        self.spool = spool
+        self._spool_lock = threading.Lock()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="completion-writer", daemon=True)
         self._thread.start()
@@ -88,9 +99,55 @@ class CompletionWriter:
                 self._insert_many([fresh])
                 return fresh.id
             except Exception as exc:
-                return exc
+                return self._to_spool(fresh, exc)
         except Exception as exc:
-            return exc
+            return self._to_spool(record, exc)
+
+    def _to_spool(self, record: NewCompletion, error: Exception) -> str | BaseException:
+        if self.spool is None:
+            return error
+        try:
+            line = orjson.dumps(asdict(record)) + b"\n"
+            with self._spool_lock:
+                self.spool.parent.mkdir(parents=True, exist_ok=True)
+                with self.spool.open("ab") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("cannot spool a completion (%s) after a database error (%s)", exc, error)
+            return error
+        log.warning("database unavailable (%s): completion %s spooled", error, record.id)
+        return record.id
+
+    def spooled(self) -> int:
+        """How many records wait in the spool."""
+        if self.spool is None or not self.spool.exists():
+            return 0
+        with self.spool.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+
+    def replay_spool(self) -> int:
+        """Insert the spooled records (ids already stored are skipped); empty the spool."""
+        if self.spool is None or not self.spool.exists():
+            return 0
+        with self._spool_lock:
+            records = [
+                NewCompletion(**orjson.loads(line))
+                for line in self.spool.read_bytes().splitlines()
+                if line.strip()
+            ]
+            replayed = 0
+            for record in records:
+                try:
+                    self._insert_many([record])
+                    replayed += 1
+                except IntegrityError:
+                    pass  # already stored by an earlier, interrupted replay
+            self.spool.unlink()
+        if replayed:
+            log.info("replayed %d spooled completions", replayed)
+        return replayed
 
     def close(self) -> None:
         self._queue.put(_STOP)

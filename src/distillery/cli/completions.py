@@ -90,9 +90,13 @@ def import_(
     path: Annotated[Path, typer.Argument(help="JSONL file ('-' for stdin).")],
     model: Annotated[str | None, typer.Option(help="Model for lines that name none.")] = None,
     metadata: MetaOpt = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the valid lines, report the others.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Import exchanges (or fine-tuning examples) as stored completions."""
+    """Import exchanges, stored-completion exports or fine-tuning examples (OpenAI or
+    LangSmith's "OpenAI Fine-Tuning JSONL") as stored completions; all or nothing by default."""
     lines = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     with lines, progress_bars(not json_out) as progress:
         svc = services()
@@ -103,6 +107,7 @@ def import_(
             metadata=_pairs(metadata),
             prices=svc.prices,
             progress=progress,
+            skip_invalid=skip_invalid,
         )
     if json_out:
         print_json({"imported": rep.imported, "errors": rep.errors})
@@ -110,7 +115,7 @@ def import_(
         for e in rep.errors[:50]:
             err_console.print(f"[red]{e}[/red]")
         typer.echo(f"imported {rep.imported} completions")
-    if rep.errors:
+    if rep.errors and not skip_invalid:
         raise typer.Exit(code=2)
 
 

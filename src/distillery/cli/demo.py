@@ -17,6 +17,9 @@ def demo(
         typer.Option(help="A configured teacher model (e.g. gpt-4o): collect its outputs live."),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=20, help="LoRA epochs.")] = 2,
+    lr_multiplier: Annotated[
+        float, typer.Option(help="Learning-rate multiplier (LoRA base rate 2e-4).")
+    ] = 5.0,
     train_limit: Annotated[int | None, typer.Option(help="Use only N train questions.")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Use only N test questions.")] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
@@ -32,6 +35,7 @@ def demo(
     options = DemoOptions(
         teacher=teacher,
         n_epochs=epochs,
+        learning_rate_multiplier=lr_multiplier,
         train_limit=train_limit,
         test_limit=test_limit,
         lora_r=lora_r,

@@ -15,7 +15,8 @@ from distillery.cli import completions, costs, datasets, evals, jobs, keys
 from distillery.cli.context import services
 from distillery.cli.demo import demo as demo_command
 from distillery.cli.output import fail, print_json, table
-from distillery.errors import DistilleryError
+from distillery.errors import ConfigError, DistilleryError
+from distillery.services import Services
 
 app = typer.Typer(
     name="distillery",
@@ -61,6 +62,13 @@ def serve(
     logging.basicConfig(level=log_level.upper())
     bind_host = host or svc.config.server.host
     bind_port = port or svc.config.server.port
+    if not _is_loopback(bind_host) and not (svc.config.server.auth and _has_keys(svc)):
+        raise fail(
+            ConfigError(
+                f"refusing to serve on {bind_host} without authentication: set [server] auth = true "
+                "and create a key with `distillery keys create --scope admin`"
+            )
+        )
     uvicorn.run(
         create_app(svc),
         host=bind_host,
@@ -71,6 +79,21 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_keys(svc: Services) -> bool:
+    return bool(svc.settings.api_key) or any(k.revoked_at is None for k in svc.keys.list())
 
 
 @db_app.command("upgrade")

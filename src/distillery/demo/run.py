@@ -66,6 +66,9 @@ class DemoOptions:
     teacher: str | None = None  # a configured model: collect fresh teacher outputs live
     teacher_price_model: str = "gpt-4o"  # what the imported reference outputs are priced as
     n_epochs: int = 2
+    # LoRA on a 135M student learns the routing from a few hundred examples only with a high
+    # rate: the multiplier scales the LoRA base rate of 2e-4 (5.0 -> 1e-3).
+    learning_rate_multiplier: float = 5.0
     train_limit: int | None = None  # use only the first N train items (quick runs, tests)
     test_limit: int | None = None
     lora_r: int = 16
@@ -122,6 +125,7 @@ def fingerprint(options: DemoOptions) -> str:
         "student": options.student,
         "teacher": options.teacher,
         "n_epochs": options.n_epochs,
+        "learning_rate_multiplier": options.learning_rate_multiplier,
         "train_limit": options.train_limit,
         "test_limit": options.test_limit,
         "lora_r": options.lora_r,
@@ -450,7 +454,7 @@ class Demo:
                         "hyperparameters": {
                             "n_epochs": self.options.n_epochs,
                             "batch_size": 8,
-                            "learning_rate_multiplier": 1.0,
+                            "learning_rate_multiplier": self.options.learning_rate_multiplier,
                         }
                     },
                 },
@@ -467,7 +471,8 @@ class Demo:
             self.say(f"distill: reusing job {job.id} ({job.status})")
         losses: dict[int, float] = {}
         while True:
-            for ev in client.fine_tuning.jobs.list_events(job.id, limit=100):
+            # the newest events only (the list is newest first; iterating would page through all)
+            for ev in client.fine_tuning.jobs.list_events(job.id, limit=20).data:
                 data = ev.data if isinstance(ev.data, dict) else {}
                 if ev.type == "metrics" and "train_loss" in data and "step" in data:
                     losses[int(data["step"])] = float(data["train_loss"])
@@ -484,7 +489,11 @@ class Demo:
             job = client.fine_tuning.jobs.retrieve(job.id)
             if job.status in ("succeeded", "failed", "cancelled"):
                 break
-            time.sleep(1.0)
+            time.sleep(2.0)
+        for ev in client.fine_tuning.jobs.list_events(job.id, limit=100):  # every page, once
+            data = ev.data if isinstance(ev.data, dict) else {}
+            if ev.type == "metrics" and "train_loss" in data and "step" in data:
+                losses[int(data["step"])] = float(data["train_loss"])
         if job.status != "succeeded":
             raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
         return job, sorted(losses.items())

@@ -224,6 +224,29 @@ class CompletionsRepo:
             session.flush()
             return _record(row)
 
+    def purge_before(self, cutoff: int, *, batch: int = 1000) -> int:
+        """Delete (for real) the completions created before ``cutoff``; returns how many."""
+        deleted = 0
+        while True:
+            with self.store.write() as session:
+                seqs = list(
+                    session.scalars(
+                        select(CompletionRow.seq)
+                        .where(CompletionRow.created_at < cutoff)
+                        .order_by(CompletionRow.seq)
+                        .limit(batch)
+                    )
+                )
+                if not seqs:
+                    return deleted
+                session.execute(
+                    delete(CompletionMetadataRow).where(
+                        CompletionMetadataRow.completion_seq.in_(seqs)
+                    )
+                )
+                session.execute(delete(CompletionRow).where(CompletionRow.seq.in_(seqs)))
+                deleted += len(seqs)
+
     def delete(self, completion_id: str) -> None:
         with self.store.write() as session:
             seq = session.scalar(select(CompletionRow.seq).where(CompletionRow.id == completion_id))

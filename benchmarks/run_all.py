@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark, each side by side with its anchor, results to stdout.
+
+Copy the tables into benchmarks/RESULTS.md with the date and the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHES = [
+    ["bench_gateway.py"],
+    ["bench_store_list.py", "--postgres"],
+    ["bench_local_inference.py"],
+    ["bench_training.py"],
+]
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    failed = []
+    for bench in BENCHES:
+        args = [sys.executable, str(HERE / bench[0]), *bench[1:]]
+        if quick and bench[0] != "bench_store_list.py":
+            args.append("--quick")
+        if quick and bench[0] == "bench_store_list.py":
+            args += ["--rows", "100000"]
+        print(f"\n## {bench[0]}\n", flush=True)
+        if subprocess.run(args, check=False).returncode != 0:
+            failed.append(bench[0])
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The main job end to end at a tiny scale through the CLI, then its HTML report in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DISTILLERY = str(Path(sys.executable).parent / "distillery")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.training
+@pytest.mark.browser
+def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "DISTILLERY_HOME": str(home)}
+    report = tmp_path / "report.html"
+    args = [
+        DISTILLERY,
+        "demo",
+        "--train-limit",
+        "24",
+        "--test-limit",
+        "6",
+        "--epochs",
+        "1",
+        "--lora-r",
+        "4",
+        "--report",
+        str(report),
+        "--json",
+    ]
+    proc = subprocess.run(args, env=env, capture_output=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    out = json.loads(proc.stdout)
+    labels = [r["label"] for r in out["results"]]
+    assert labels == ["reference outputs", "base student", "distilled student"]
+    reference, base, distilled = out["results"]
+    assert reference["accuracy"] == 1.0 and reference["valid_json"] == 1.0
+    assert base["total"] == distilled["total"] == 6
+    assert distilled["model"].startswith("ft:smollm2-135m-instruct:router:")
+    assert out["trained_tokens"] > 0 and out["teacher_cost_per_1k"] > 0
+    assert report.is_file()
+
+    # a second run reuses every artifact: same job, same fine-tuned model
+    again = subprocess.run(args, env=env, capture_output=True, timeout=900)
+    assert again.returncode == 0, again.stderr.decode()[-3000:]
+    assert json.loads(again.stdout)["job_id"] == out["job_id"]
+
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (make system-deps installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(report.as_uri())
+        assert page.locator("svg[role=img]").count() == 4
+        rows = page.locator("#results tbody tr")
+        assert rows.count() == 3
+        assert "distilled student" in rows.nth(2).inner_text()
+        assert page.locator("#kpi-payback b").inner_text().strip() != ""
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
