@@ -167,13 +167,21 @@ def test_label_model_sends_structured_output_and_parses_label() -> None:
 
 def test_label_model_accepts_fenced_or_plain_answers_and_rejects_others() -> None:
     fenced = '```json\n{"reasoning": "r", "label": "総務"}\n```'
-    judge = ScriptedJudge(fenced, "reasoning\n情報システム", '{"reasoning": "r", "label": "経理"}')
+    off = '{"reasoning": "r", "label": "経理"}'
+    judge = ScriptedJudge(fenced, "reasoning\n情報システム", off, off + " ")
     grader = build_grader(LABEL_MODEL, judge=judge)
     assert run_grade(grader, "", ITEM).details["label"] == "総務"
     assert run_grade(grader, "", ITEM).details["label"] == "情報システム"
-    with pytest.raises(GraderError) as err:
+    with pytest.raises(GraderError) as err:  # off-format twice: one retry, then errored
         run_grade(grader, "", ITEM)
-    assert err.value.raw == '{"reasoning": "r", "label": "経理"}'
+    assert err.value.raw == off + " "
+    assert len(judge.calls) == 4
+
+
+def test_an_off_format_judge_answer_gets_one_retry() -> None:
+    judge = ScriptedJudge("no label here", '{"reasoning": "r", "label": "総務"}')
+    grade = run_grade(build_grader(LABEL_MODEL, judge=judge), "", ITEM)
+    assert grade.details["label"] == "総務" and len(judge.calls) == 2
 
 
 SCORE_MODEL = {
@@ -201,7 +209,8 @@ def test_score_model_parses_score_and_applies_threshold() -> None:
 
 
 def test_score_model_out_of_range_or_missing_is_an_error() -> None:
-    grader = build_grader(SCORE_MODEL, judge=ScriptedJudge('{"reasoning": "r", "score": 9}', "meh"))
+    judge = ScriptedJudge('{"reasoning": "r", "score": 9}', "meh", "still no number")
+    grader = build_grader(SCORE_MODEL, judge=judge)
     with pytest.raises(GraderError, match="outside"):
         run_grade(grader, "x")
     with pytest.raises(GraderError, match="no score"):

@@ -17,10 +17,10 @@ import functools
 import importlib.resources
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,6 +76,9 @@ def user_prompt_path(name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise ValueError(f"prompt_file {name!r} not found in {folder}")
+
+
+T = TypeVar("T")
 
 
 async def ask(
@@ -232,6 +235,33 @@ class Classification:
         }
 
 
+async def ask_parsed(
+    judge: JudgeClient | None,
+    parse: Callable[[str], T],
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    sampling: SamplingParams | None = None,
+    response_format: dict[str, Any] | None = None,
+) -> tuple[JudgeAnswer, T]:
+    """``ask`` then ``parse`` the answer; an off-format answer gets one retry, then the
+    ``GraderError`` (with the raw answer) marks the item errored."""
+    for attempt in (1, 2):
+        answer = await ask(
+            judge,
+            model=model,
+            messages=messages,
+            sampling=sampling,
+            response_format=response_format,
+        )
+        try:
+            return answer, parse(answer.content)
+        except GraderError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def classify(
     judge: JudgeClient | None,
     *,
@@ -243,7 +273,11 @@ async def classify(
 ) -> Classification:
     """Ask a chain-of-thought classification ``prompt`` and parse the choice it ends on."""
     content = f"{prompt}\n\n{cot_answer_prompt(choices)}" if append_answer_prompt else prompt
-    answer = await ask(
-        judge, model=model, messages=[{"role": "user", "content": content}], sampling=sampling
+    answer, choice = await ask_parsed(
+        judge,
+        lambda text: parse_choice(text, choices),
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        sampling=sampling,
     )
-    return Classification(choice=parse_choice(answer.content, choices), answer=answer)
+    return Classification(choice=choice, answer=answer)

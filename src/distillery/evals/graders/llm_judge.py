@@ -30,7 +30,7 @@ from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, Grade
 from distillery.evals.graders.judging import (
     Classification,
     SamplingParams,
-    ask,
+    ask_parsed,
     classify,
     json_result_format,
     load_prompt,
@@ -152,14 +152,14 @@ class LabelModelGrader:
         response_format = json_result_format(
             "label_result", {"type": "string", "enum": list(cfg.labels)}, "label"
         )
-        answer = await ask(
+        answer, (label, obj) = await ask_parsed(
             self._judge,
+            lambda text: parse_label(text, cfg.labels),
             model=cfg.model,
             messages=messages,
             sampling=cfg.sampling_params,
             response_format=response_format,
         )
-        label, obj = parse_label(answer.content, cfg.labels)
         passed = label in cfg.passing_labels
         details = {"raw": answer.content, "label": label, "model": cfg.model}
         return Grade(
@@ -186,14 +186,14 @@ class ScoreModelGrader:
         )
         messages = with_instruction(render_messages(cfg.input, inp), instruction)
         value_schema = {"type": "number", "minimum": low, "maximum": high}
-        answer = await ask(
+        answer, (score, obj) = await ask_parsed(
             self._judge,
+            parse_score,
             model=cfg.model,
             messages=messages,
             sampling=cfg.sampling_params,
             response_format=json_result_format("score_result", value_schema, "score"),
         )
-        score, obj = parse_score(answer.content)
         if not low <= score <= high:
             raise GraderError(f"judge score {score:g} is outside {[low, high]}", raw=answer.content)
         passed = None if cfg.pass_threshold is None else score >= cfg.pass_threshold
