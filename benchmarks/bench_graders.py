@@ -16,7 +16,36 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-WORDS = ["the", "request", "for", "paid", "leave", "was", "approved", "by", "the", "manager", "after", "the", "team", "meeting", "on", "friday", "and", "the", "payroll", "office", "will", "update", "the", "balance", "on", "the", "next", "payslip"]
+WORDS = [
+    "the",
+    "request",
+    "for",
+    "paid",
+    "leave",
+    "was",
+    "approved",
+    "by",
+    "the",
+    "manager",
+    "after",
+    "the",
+    "team",
+    "meeting",
+    "on",
+    "friday",
+    "and",
+    "the",
+    "payroll",
+    "office",
+    "will",
+    "update",
+    "the",
+    "balance",
+    "on",
+    "the",
+    "next",
+    "payslip",
+]
 
 
 def text(rng: random.Random, n: int = 200) -> str:

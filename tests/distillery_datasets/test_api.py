@@ -94,6 +94,23 @@ def test_import_from_file_id(
     )
     assert r.status_code == 200, r.text
     assert r.json()["version"]["stats"]["splits"]["train"]["examples"] == 12
+    # export -> import -> export round-trips byte for byte
+    uploaded = client.files.content(f.id).read()
+    exported = http.get("/datasets/imported/versions/latest/content", params={"split": "train"})
+    assert exported.status_code == 200, exported.text
+    assert exported.content == uploaded
+    again = client.files.create(file=("again.jsonl", exported.content), purpose="fine-tune")
+    r2 = http.post(
+        "/datasets/import",
+        json={"name": "imported-again", "file_id": again.id, "split": {"train": 1}},
+    )
+    assert r2.status_code == 200, r2.text
+    assert (
+        http.get(
+            "/datasets/imported-again/versions/latest/content", params={"split": "train"}
+        ).content
+        == uploaded
+    )
     r = http.post("/datasets/import", json={"name": "imported", "file_id": "file-nope"})
     assert r.status_code == 404
 
