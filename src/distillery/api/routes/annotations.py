@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, ServicesDep
-from distillery.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import list_response as _list
+from distillery.api.responses import read_object
+from distillery.errors import InvalidRequestError, NotFoundError
 
 router = APIRouter(prefix="/v1/distillery/annotation_queues", tags=["annotations"])
 
@@ -18,40 +20,9 @@ _BODY_LIMIT = 8 * 1024 * 1024
 _STATUSES = ("pending", "claimed", "accepted", "skipped")
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def _list(data: list[dict[str, Any]], has_more: bool) -> Response:
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > _BODY_LIMIT:
-        raise PayloadTooLargeError(f"Request body exceeds the limit of {_BODY_LIMIT} bytes.")
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
-    return body
-
-
 @router.post("", dependencies=[ADMIN])
 async def create_queue(request: Request, services: ServicesDep) -> Response:
-    body = await _body(request)
+    body = await read_object(request, _BODY_LIMIT)
     svc = services.annotations
     queue = await run_in_threadpool(svc.create_queue, body)
     return _json(svc.queue_view(queue))
@@ -96,7 +67,7 @@ async def list_items(
 @router.post("/{queue_id}/claim", dependencies=[ADMIN])
 async def claim_item(queue_id: str, request: Request, services: ServicesDep) -> Response:
     """Claim the next item for ``reviewer``; 404 ``queue_empty`` when nothing is left."""
-    body = await _body(request)
+    body = await read_object(request, _BODY_LIMIT)
     reviewer = body.get("reviewer")
     if not isinstance(reviewer, str):
         raise InvalidRequestError("Missing required parameter: 'reviewer'.", param="reviewer")
@@ -120,7 +91,7 @@ async def update_item(
     queue_id: str, item_id: str, request: Request, services: ServicesDep
 ) -> Response:
     """Correct, rate, tag, comment, accept, skip or release; ``version`` is required (409 if stale)."""
-    body = await _body(request)
+    body = await read_object(request, _BODY_LIMIT)
     svc = services.annotations
     item = await run_in_threadpool(svc.submit, queue_id, item_id, body)
     return _json(svc.item_view(item))

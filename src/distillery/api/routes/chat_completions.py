@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, INGEST, ServicesDep
-from distillery.errors import InvalidRequestError, PayloadTooLargeError
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import read_json
+from distillery.errors import InvalidRequestError
 from distillery.wire.chat import validate_metadata
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from exc
 
 
 @router.post("", dependencies=[INGEST])

@@ -4,50 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from distillery.api.deps import ADMIN, ServicesDep
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import list_response as _list
+from distillery.api.responses import read_object
 from distillery.datasets.jsonl import dump_line
-from distillery.errors import InvalidRequestError, PayloadTooLargeError
+from distillery.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/distillery/datasets", tags=["datasets"])
 
 _BODY_LIMIT = 32 * 1024 * 1024
 _DATASET_FIELDS = ("name", "description", "metadata")
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def _list(data: list[dict[str, Any]], has_more: bool) -> Response:
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > _BODY_LIMIT:
-        raise PayloadTooLargeError(f"Request body exceeds the limit of {_BODY_LIMIT} bytes.")
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
-    return body
 
 
 def _split_dataset_fields(body: dict[str, Any]) -> tuple[str, str | None, Any, dict[str, Any]]:
@@ -77,7 +48,9 @@ def _version_number(version: str) -> int | None:
 @router.post("", dependencies=[ADMIN])
 async def create_dataset(request: Request, services: ServicesDep) -> Response:
     """Create a dataset (or the next version of the dataset with this name) from stored data."""
-    name, description, metadata, spec = _split_dataset_fields(await _body(request))
+    name, description, metadata, spec = _split_dataset_fields(
+        await read_object(request, _BODY_LIMIT)
+    )
     svc = services.datasets
     version = await run_in_threadpool(
         lambda: svc.create_version(name, spec, description=description, metadata=metadata)
@@ -88,7 +61,9 @@ async def create_dataset(request: Request, services: ServicesDep) -> Response:
 @router.post("/import", dependencies=[ADMIN])
 async def import_dataset(request: Request, services: ServicesDep) -> Response:
     """A dataset version from an uploaded fine-tuning JSONL file (``file_id``)."""
-    name, description, metadata, spec = _split_dataset_fields(await _body(request))
+    name, description, metadata, spec = _split_dataset_fields(
+        await read_object(request, _BODY_LIMIT)
+    )
     file_id = spec.pop("file_id", None)
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequestError("Missing required parameter: 'file_id'.", param="file_id")
@@ -136,7 +111,7 @@ async def delete_dataset(dataset_id: str, services: ServicesDep) -> Response:
 
 @router.post("/{dataset_id}/versions", dependencies=[ADMIN])
 async def create_version(dataset_id: str, request: Request, services: ServicesDep) -> Response:
-    body = await _body(request)
+    body = await read_object(request, _BODY_LIMIT)
     svc = services.datasets
     dataset = svc.get(dataset_id)
     version = await run_in_threadpool(lambda: svc.create_version(dataset.name, body))
@@ -190,7 +165,7 @@ async def export_version(
     dataset_id: str, version: str, request: Request, services: ServicesDep
 ) -> Response:
     """Export a split as a ``fine-tune`` file: returns the FileObject (its id goes to a job)."""
-    body = await _body(request)
+    body = await read_object(request, _BODY_LIMIT)
     unknown = sorted(set(body) - {"split"})
     if unknown:
         raise InvalidRequestError(

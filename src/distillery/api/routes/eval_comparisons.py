@@ -14,19 +14,15 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, ServicesDep
-from distillery.api.routes.chat_completions import read_json
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import read_json
 from distillery.errors import InvalidRequestError
 
 router = APIRouter(prefix="/v1/distillery/eval_comparisons", tags=["evals"], dependencies=[ADMIN])
-
-
-def _json(data: object) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json")
 
 
 @router.get("")

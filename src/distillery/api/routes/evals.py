@@ -7,23 +7,19 @@ Runs start in the background of the server and are polled with ``GET .../runs/{r
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, ServicesDep
-from distillery.api.routes.chat_completions import read_json
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import read_json
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"], dependencies=[ADMIN])
 
 _BODY_LIMIT = 64 * 1024 * 1024  # file_content runs carry their rows inline
 Limit = Query(default=20, ge=1, le=100)
-
-
-def _json(data: Any) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json")
 
 
 @router.post("")

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 
 from distillery.api.deps import ADMIN, ServicesDep
+from distillery.api.responses import json_response as _json
 from distillery.errors import InvalidRequestError, PayloadTooLargeError
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 _MULTIPART_OVERHEAD = 64 * 1024
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 @router.post("", dependencies=[ADMIN])

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, ServicesDep
-from distillery.api.routes.chat_completions import read_json
+from distillery.api.responses import json_response as _json
+from distillery.api.responses import read_json
 from distillery.store.records import Page
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 _MAX_BODY = 1024 * 1024
-
-
-def _json(data: Any) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json")
 
 
 def _list(page: Page[dict[str, Any]]) -> Response:
