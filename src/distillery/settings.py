@@ -107,7 +107,13 @@ class ProviderConfig(BaseModel):
         default_factory=dict, description="model name -> local folder or .gguf file"
     )
     device: str | None = None
-    max_batch_size: int = 8
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch threads for local CPU inference; default every core but one (the "
+        "spare keeps HTTP responsive and a concurrent training from stalling generation)",
+    )
+    max_batch_size: int = 32
     max_queue: int = 64
     adapter_memory_mb: int = 512
 
@@ -160,7 +166,7 @@ class EvalsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     concurrency: int = Field(
-        default=8, ge=1, le=256, description="Items of one run generated and graded at once."
+        default=32, ge=1, le=256, description="Items of one run generated and graded at once."
     )
 
 

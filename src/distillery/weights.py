@@ -191,6 +191,14 @@ def best_device(preferred: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu_supports_bf16() -> bool:
     """True where bf16 matmul is fast on this CPU (AMX or AVX512-BF16)."""
     try:

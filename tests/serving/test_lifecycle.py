@@ -94,10 +94,8 @@ def test_aclose_stops_the_engine_threads(lifecycle: LocalProvider) -> None:
         run(lifecycle.create(chat("Hi", max_tokens=2)))
 
 
-@pytest.mark.local_model
-def test_batched_generation_equals_one_at_a_time_and_generate(model_dir: Path) -> None:
-    """In float32 the batch composition does not change greedy results: concurrent requests that
-    join and leave the running batch produce exactly what ``model.generate`` produces alone."""
+def generate_alone(model_dir: Path, conversations: list[list[dict[str, str]]]) -> list[str]:
+    """What plain ``model.generate`` answers (float32, greedy, 16 tokens) to each conversation."""
     import torch
 
     source = weights.resolve_source(MODEL, model_dir)
@@ -105,19 +103,23 @@ def test_batched_generation_equals_one_at_a_time_and_generate(model_dir: Path) -
     model = weights.load_model(source, dtype="float32")
     expected = []
     with torch.inference_mode():
-        for prompt in PROMPTS:
+        for messages in conversations:
             ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
             )
             x = torch.tensor([ids])
             out = model.generate(
                 x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False
             )
             expected.append(tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True))
-    del model
+    return expected
+
+
+@pytest.mark.local_model
+def test_batched_generation_equals_one_at_a_time_and_generate(model_dir: Path) -> None:
+    """In float32 the batch composition does not change greedy results: concurrent requests that
+    join and leave the running batch produce exactly what ``model.generate`` produces alone."""
+    expected = generate_alone(model_dir, [[{"role": "user", "content": p}] for p in PROMPTS])
     provider = make_provider(model_dir, dtype="float32", max_batch_size=3)
 
     async def staggered(i: int, prompt: str) -> dict[str, Any]:
@@ -140,3 +142,36 @@ def test_batched_generation_equals_one_at_a_time_and_generate(model_dir: Path) -
         run(provider.aclose())
     assert together == expected
     assert joined == expected
+
+
+@pytest.mark.local_model
+def test_prefix_cache_reuses_the_system_prompt_without_changing_answers(model_dir: Path) -> None:
+    """Requests sent one after the other with one system prompt: all but the first reuse its KV
+    from the prefix cache, and every answer equals ``model.generate``'s for the full prompt."""
+    system = (
+        "You are the routing assistant of an internal helpdesk. Classify each inquiry as "
+        "Labour, HR, General Affairs, Accounting or IT and answer with one word."
+    )
+    conversations = [
+        [{"role": "system", "content": system}, {"role": "user", "content": p}] for p in PROMPTS
+    ]
+    expected = generate_alone(model_dir, conversations)
+    provider = make_provider(model_dir, dtype="float32")
+
+    async def one_by_one() -> list[dict[str, Any]]:
+        responses = []
+        for messages in conversations:
+            body = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 16}
+            responses.append(await provider.create(body))
+        return responses
+
+    try:
+        responses = run(one_by_one())
+        (status,) = provider.status()
+    finally:
+        run(provider.aclose())
+    assert [r["choices"][0]["message"]["content"] for r in responses] == expected
+    assert status.prefix_cache_hits >= len(PROMPTS) - 1
+    cached = [r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in responses]
+    assert cached[0] == 0
+    assert all(30 < c < r["usage"]["prompt_tokens"] for c, r in zip(cached[1:], responses[1:]))

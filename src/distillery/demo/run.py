@@ -31,7 +31,7 @@ from distillery.demo.dataset import LABELS, Inquiry, load_inquiries, messages_fo
 from distillery.demo.stack import LocalStack
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.services import Services
-from distillery.weights import EMBEDDED_MODEL
+from distillery.weights import EMBEDDED_MODEL, usable_cores
 
 PROMPT = "inquiry-router"
 TESTING_CRITERIA: list[dict[str, Any]] = [
@@ -501,6 +501,11 @@ class Demo:
     # -- the whole job ---------------------------------------------------------------------------
 
     def run(self) -> DemoReport:
+        # The demo generates and trains one after the other, never at once: local generation may
+        # use every core instead of keeping one spare for a concurrent training.
+        for provider in self.services.config.providers.values():
+            if provider.kind == "local" and provider.threads is None:
+                provider.threads = usable_cores()
         with LocalStack(self.services) as stack:
             client = openai.OpenAI(
                 base_url=stack.url + "/v1", api_key="demo", max_retries=2, timeout=600

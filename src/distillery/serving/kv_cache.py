@@ -138,3 +138,66 @@ class SlotCache:
         self.mask[slot_index, dst] = valid.index_select(
             0, torch.tensor(list(rows), device=self._device)
         )
+
+
+class PrefixCache:
+    """KV of recently prefilled prompt prefixes, reused by later prompts that start the same way.
+
+    Traffic of one prompt shares its system prompt: the first request pays for it, later ones
+    copy its KV instead of recomputing it (vLLM calls this automatic prefix caching). Entries are
+    one-row :class:`SlotCache` objects keyed by the adapter they were computed with (a LoRA
+    adapter changes the KV); a prompt may reuse any leading part of an entry. Least recently used
+    entries are dropped beyond ``max_tokens`` cached tokens.
+    """
+
+    def __init__(self, *, max_tokens: int, min_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.min_tokens = min_tokens
+        self._entries: list[tuple[str | None, tuple[int, ...], SlotCache]] = []  # oldest first
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(tokens) for _, tokens, _ in self._entries)
+
+    def lookup(
+        self, key: str | None, prompts: Sequence[Sequence[int]]
+    ) -> tuple[SlotCache | None, int]:
+        """The entry sharing the longest prefix with every prompt, and that length (each prompt
+        keeps at least one own token); ``(None, 0)`` when none shares ``min_tokens``."""
+        limit = min(len(p) for p in prompts) - 1
+        best: tuple[int, int] = (-1, 0)
+        for i, (entry_key, tokens, _) in enumerate(self._entries):
+            if entry_key != key:
+                continue
+            n = min(_common_prefix(tokens, p, limit) for p in prompts)
+            if n > best[1]:
+                best = (i, n)
+        index, length = best
+        if length < self.min_tokens:
+            self.misses += 1
+            return None, 0
+        self.hits += 1
+        entry = self._entries.pop(index)
+        self._entries.append(entry)  # most recently used last
+        return entry[2], length
+
+    def store(self, key: str | None, tokens: Sequence[int], cache: SlotCache) -> None:
+        """Keep ``cache`` (one row holding ``tokens``) for later prompts."""
+        if len(tokens) < self.min_tokens or len(tokens) > self.max_tokens:
+            return
+        entry = (key, tuple(tokens), cache)
+        self._entries = [e for e in self._entries if not (e[0] == key and e[1] == entry[1])]
+        self._entries.append(entry)
+        while self.tokens > self.max_tokens:
+            self._entries.pop(0)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if n >= limit or x != y:
+            break
+        n += 1
+    return n

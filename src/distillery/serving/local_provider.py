@@ -136,12 +136,12 @@ def _include_usage(body: Mapping[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -279,6 +279,7 @@ class LocalProvider:
                 device=self.config.device,
                 dtype=self._dtype,
                 max_batch_size=self.config.max_batch_size,
+                threads=self.config.threads,
                 adapter_memory_mb=self.config.adapter_memory_mb,
             )
             self._engines[base] = engine
@@ -336,7 +337,9 @@ class LocalProvider:
                 elif isinstance(event, ChoiceFinished):
                     reasons[event.index] = event.finish_reason
                 elif isinstance(event, RequestDone):
-                    usage = _usage(event.prompt_tokens, event.completion_tokens)
+                    usage = _usage(
+                        event.prompt_tokens, event.completion_tokens, event.cached_tokens
+                    )
                 elif isinstance(event, RequestFailed):
                     raise event.error
         finally:
@@ -402,7 +405,9 @@ class LocalProvider:
                     yield chunk(event.index, {}, event.finish_reason)
                 elif isinstance(event, RequestDone):
                     if call.include_usage:
-                        usage = _usage(event.prompt_tokens, event.completion_tokens)
+                        usage = _usage(
+                            event.prompt_tokens, event.completion_tokens, event.cached_tokens
+                        )
                         yield _sse({**head, "choices": [], "usage": usage})
                     yield _DONE
                 elif isinstance(event, RequestFailed):
