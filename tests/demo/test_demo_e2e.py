@@ -28,7 +28,8 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
         "--test-limit",
         "6",
         "--epochs",
-        "1",
+        "2",
+        "--every-epoch",
         "--lora-r",
         "4",
         "--report",
@@ -44,6 +45,9 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     assert reference["accuracy"] == 1.0 and reference["valid_json"] == 1.0
     assert base["total"] == distilled["total"] == 6
     assert distilled["model"].startswith("ft:smollm2-135m-instruct:router:")
+    (epoch_1,) = out["checkpoints"]  # the last epoch's checkpoint is the distilled student
+    assert epoch_1["model"].startswith(distilled["model"] + ":ckpt-step-")
+    assert epoch_1["total"] == 6
     assert out["trained_tokens"] > 0 and out["teacher_cost_per_1k"] > 0
     assert report.is_file()
 

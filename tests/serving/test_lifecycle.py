@@ -174,4 +174,6 @@ def test_prefix_cache_reuses_the_system_prompt_without_changing_answers(model_di
     assert status.prefix_cache_hits >= len(PROMPTS) - 1
     cached = [r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in responses]
     assert cached[0] == 0
-    assert all(30 < c < r["usage"]["prompt_tokens"] for c, r in zip(cached[1:], responses[1:]))
+    assert all(
+        30 < c < r["usage"]["prompt_tokens"] for c, r in zip(cached[1:], responses[1:], strict=True)
+    )

@@ -16,14 +16,20 @@ def demo(
         str | None,
         typer.Option(help="A configured teacher model (e.g. gpt-4o): collect its outputs live."),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, max=20, help="LoRA epochs.")] = 2,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=20, help="LoRA epochs [default: the demo's recipe].")
+    ] = None,
     lr_multiplier: Annotated[
-        float, typer.Option(help="Learning-rate multiplier (LoRA base rate 2e-4).")
-    ] = 5.0,
+        float | None, typer.Option(help="Learning-rate multiplier (LoRA base rate 2e-4).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Examples per step.")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N train questions.")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Use only N test questions.")] = None,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     requests_per_day: Annotated[float, typer.Option(help="Traffic level for payback.")] = 10_000,
+    every_epoch: Annotated[
+        bool, typer.Option(help="Also evaluate every epoch's checkpoint on the test split.")
+    ] = False,
     report: Annotated[Path | None, typer.Option(help="Where to write the HTML report.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -32,14 +38,19 @@ def demo(
     from distillery.demo.run import Demo, DemoOptions
 
     svc = services()
+    recipe = {
+        "n_epochs": epochs,
+        "learning_rate_multiplier": lr_multiplier,
+        "batch_size": batch_size,
+        "lora_r": lora_r,
+    }
     options = DemoOptions(
         teacher=teacher,
-        n_epochs=epochs,
-        learning_rate_multiplier=lr_multiplier,
         train_limit=train_limit,
         test_limit=test_limit,
-        lora_r=lora_r,
         requests_per_day=requests_per_day,
+        evaluate_checkpoints=every_epoch,
+        **{k: v for k, v in recipe.items() if v is not None},  # type: ignore[arg-type]
     )
     say = (lambda m: err_console.print(f"[cyan]•[/cyan] {m}")) if not json_out else (lambda m: None)
     try:
@@ -54,6 +65,7 @@ def demo(
         print_json(
             {
                 "results": [r.__dict__ for r in result.results],
+                "checkpoints": [{"step": step, **r.__dict__} for step, r in result.checkpoints],
                 "fine_tuned_model": result.fine_tuned_model,
                 "job_id": result.job_id,
                 "trained_tokens": result.trained_tokens,

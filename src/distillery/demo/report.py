@@ -52,7 +52,8 @@ def print_report(report: DemoReport, console: Console) -> None:
         "$ / 1k requests",
     ):
         table.add_column(col, justify="right" if col else "left")
-    for r in report.results:
+    checkpoints = [r for _, r in report.checkpoints]  # between the base and the final student
+    for r in [*report.results[:2], *checkpoints, *report.results[2:]]:
         share = percent_of_teacher(report, r)
         cost = (
             report.teacher_cost_per_1k

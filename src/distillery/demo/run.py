@@ -69,12 +69,15 @@ class DemoOptions:
     # LoRA on a 135M student learns the routing from a few hundred examples only with a high
     # rate: the multiplier scales the LoRA base rate of 2e-4 (5.0 -> 1e-3).
     learning_rate_multiplier: float = 5.0
+    batch_size: int = 8
     train_limit: int | None = None  # use only the first N train items (quick runs, tests)
     test_limit: int | None = None
     lora_r: int = 16
     max_tokens: int = 96
     requests_per_day: float = 10_000.0
     report_dir: Path | None = None
+    # also evaluate every epoch's checkpoint (the accuracy curve of `bench_distill.py`)
+    evaluate_checkpoints: bool = False
 
 
 @dataclass
@@ -112,6 +115,7 @@ class DemoReport:
     daily_saving: float
     loss_curve: list[tuple[int, float]]
     html_path: Path | None = None
+    checkpoints: list[tuple[int, RunResult]] = field(default_factory=list)  # (step, result)
 
     def result(self, label: str) -> RunResult:
         return next(r for r in self.results if r.label == label)
@@ -126,6 +130,7 @@ def fingerprint(options: DemoOptions) -> str:
         "teacher": options.teacher,
         "n_epochs": options.n_epochs,
         "learning_rate_multiplier": options.learning_rate_multiplier,
+        "batch_size": options.batch_size,
         "train_limit": options.train_limit,
         "test_limit": options.test_limit,
         "lora_r": options.lora_r,
@@ -453,7 +458,7 @@ class Demo:
                     "supervised": {
                         "hyperparameters": {
                             "n_epochs": self.options.n_epochs,
-                            "batch_size": 8,
+                            "batch_size": self.options.batch_size,
                             "learning_rate_multiplier": self.options.learning_rate_multiplier,
                         }
                     },
@@ -524,8 +529,33 @@ class Demo:
             distilled = self.evaluate(
                 client, eval_id, label="distilled student", model=job.fine_tuned_model
             )
+            checkpoints = (
+                self.evaluate_checkpoints(client, eval_id, job)
+                if self.options.evaluate_checkpoints
+                else []
+            )
             http.close()
-        return self._report(teacher_label, [teacher, base, distilled], job, losses, n_train, n_val)
+        report = self._report(
+            teacher_label, [teacher, base, distilled], job, losses, n_train, n_val
+        )
+        report.checkpoints = checkpoints
+        return report
+
+    def evaluate_checkpoints(
+        self, client: openai.OpenAI, eval_id: str, job: Any
+    ) -> list[tuple[int, RunResult]]:
+        """Test-split results of every epoch's checkpoint but the last (that is the result)."""
+        checkpoints = sorted(
+            client.fine_tuning.jobs.checkpoints.list(job.id, limit=100), key=lambda c: c.step_number
+        )
+        out = []
+        for ckpt in checkpoints[:-1]:
+            label = f"checkpoint step {ckpt.step_number}"
+            result = self.evaluate(
+                client, eval_id, label=label, model=ckpt.fine_tuned_model_checkpoint
+            )
+            out.append((ckpt.step_number, result))
+        return out
 
     def _report(
         self,

@@ -1,0 +1,98 @@
+"""Distillation quality on the demo task: does the LoRA student learn the routing?
+
+Runs the demo pipeline (PRODUCT.md 3) in a fresh ``DISTILLERY_HOME`` through the public API:
+import the demo traffic, evaluate the base student and the reference outputs on the held-out
+test split (100 questions, half Japanese), distill with LoRA, evaluate the distilled student and,
+with ``--every-epoch``, every epoch's checkpoint (the accuracy curve). The anchors are the base
+student (what the student does before distillation) and the reference outputs (the teacher).
+
+Bars (issue 6): exact category accuracy >= 90% and valid JSON >= 99% of answers.
+
+    .venv/bin/python benchmarks/bench_distill.py --quick          # 60 train items, 1 epoch
+    .venv/bin/python benchmarks/bench_distill.py --epochs 4 --every-epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="60 train / 20 test items, 1 epoch")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr-multiplier", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lora-r", type=int, default=None)
+    parser.add_argument("--every-epoch", action="store_true", help="evaluate every checkpoint")
+    parser.add_argument("--home", type=Path, default=None, help="keep the run here (reusable)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
+        home = args.home or Path(tmp)
+        os.environ["DISTILLERY_HOME"] = str(home)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from distillery.demo.run import Demo, DemoOptions
+        from distillery.services import build_services
+
+        recipe: dict[str, Any] = {
+            "n_epochs": 1 if args.quick else args.epochs,
+            "learning_rate_multiplier": args.lr_multiplier,
+            "batch_size": args.batch_size,
+            "lora_r": args.lora_r,
+        }
+        options = DemoOptions(
+            train_limit=60 if args.quick else None,
+            test_limit=20 if args.quick else None,
+            evaluate_checkpoints=args.every_epoch,
+            **{k: v for k, v in recipe.items() if v is not None},
+        )
+        services = build_services()
+        started = time.perf_counter()
+        try:
+            report = Demo(services, options, say=lambda m: print(f"  {m}", flush=True)).run()
+        finally:
+            services.close_sync()
+        total = time.perf_counter() - started
+
+    o = report.options
+    print(
+        f"\nrecipe: {o.n_epochs} epochs, batch {o.batch_size}, lr multiplier "
+        f"{o.learning_rate_multiplier}, LoRA r={o.lora_r}; {report.train_examples} train / "
+        f"{report.test_examples} test examples"
+    )
+    rows = [("base student", report.result("base student"))]
+    rows += [(f"checkpoint step {step}", r) for step, r in report.checkpoints]
+    rows += [("distilled student", report.result("distilled student"))]
+    rows += [(report.teacher_label, report.result(report.teacher_label))]
+    print("\n| model | category accuracy | ja | en | valid JSON |\n|---|---|---|---|---|")
+    for label, r in rows:
+        ja, en = r.per_lang.get("ja", 0.0), r.per_lang.get("en", 0.0)
+        print(f"| {label} | {r.accuracy:.0%} | {ja:.0%} | {en:.0%} | {r.valid_json:.0%} |")
+    distilled = report.result("distilled student")
+    print(
+        f"\ntraining {report.training_seconds / 60:.1f} min ({report.trained_tokens:,} example "
+        f"tokens), whole run {total / 60:.1f} min; bar: accuracy >= 90% "
+        f"({'met' if distilled.accuracy >= 0.9 else 'NOT met'}), valid JSON >= 99% "
+        f"({'met' if distilled.valid_json >= 0.99 else 'NOT met'})"
+    )
+    if args.json:
+        results = {
+            "recipe": recipe,
+            "training_seconds": report.training_seconds,
+            "total_seconds": total,
+            "rows": [{"label": label, **r.__dict__} for label, r in rows],
+        }
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
