@@ -159,11 +159,16 @@ def test_shared_prefix_layout() -> None:
     assert batch.n_tokens == a.n_tokens + b.n_tokens
 
 
-def test_shared_prefix_loss_and_grads_equal_unpacked(fp32_trainer: LocalSFTTrainer) -> None:
+@pytest.mark.parametrize("sdpa_min_length", [packing.SDPA_MIN_LENGTH, 40], ids=["explicit", "sdpa"])
+def test_shared_prefix_loss_and_grads_equal_unpacked(
+    fp32_trainer: LocalSFTTrainer, sdpa_min_length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The prefix is computed once per pass, yet loss and gradients equal the examples run one
-    by one (gradients from every example flow back through the one prefix)."""
+    by one (gradients from every example flow back through the one prefix) - whether the prefix
+    segment's attention is explicit or torch's fused causal kernel (long prefixes)."""
     import torch
 
+    monkeypatch.setattr(packing, "SDPA_MIN_LENGTH", sdpa_min_length)
     trainer = fp32_trainer
     examples = _with_common_prefix(list(trainer.train_data.examples), 48)
     prefix = packing.shared_prefix_length(examples)
@@ -189,3 +194,29 @@ def test_shared_prefix_loss_and_grads_equal_unpacked(fp32_trainer: LocalSFTTrain
     # the trainer picks the shared layout by itself for such a step
     batches = trainer._batches(examples, 1)
     assert len(batches) == 1 and batches[0].inputs.get("shared_prefix") == prefix
+
+
+def test_long_segment_attention_matches_the_explicit_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long causal segment through fused SDPA equals the explicit scores path, with GQA."""
+    import torch
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim, length = 6, 2, 16, 600
+    q = torch.randn(1, heads, length + 20, dim, requires_grad=True)
+    k = torch.randn(1, kv_heads, length + 20, dim, requires_grad=True)
+    v = torch.randn(1, kv_heads, length + 20, dim, requires_grad=True)
+    module = torch.nn.Module()
+    cu = torch.tensor([0, length, length + 20])
+
+    def run(threshold: int) -> tuple[Any, ...]:
+        monkeypatch.setattr(packing, "SDPA_MIN_LENGTH", threshold)
+        for t in (q, k, v):
+            t.grad = None
+        out, _ = packing.packed_attention(
+            module, q, k, v, None, cu_seq_lens_q=cu, shared_prefix=length
+        )
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        return out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()  # type: ignore[union-attr]
+
+    for fused, explicit in zip(run(512), run(10_000), strict=True):
+        torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-4)

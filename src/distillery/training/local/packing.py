@@ -79,6 +79,10 @@ def pack(examples: Sequence[TokenizedExample]) -> ModelBatch:
 
 
 MIN_SHARED_PREFIX = 32
+# CPU: a segment that sees no shared prefix and is at least this long (typically the shared system
+# prompt itself) runs through torch's fused causal SDPA, which never materialises the L x L
+# scores: at 1,200 tokens it takes half the time of the explicit path below (measured fwd+bwd).
+SDPA_MIN_LENGTH = 512
 
 
 def shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
@@ -220,6 +224,17 @@ def packed_attention(
             future = torch.cat(
                 [torch.zeros(length, visible, dtype=torch.bool, device=q.device), future], dim=1
             )
+        if query.device.type == "cpu" and not visible and length >= SDPA_MIN_LENGTH:
+            o = F.scaled_dot_product_attention(
+                q,
+                k.repeat_interleave(groups, dim=1),
+                v.repeat_interleave(groups, dim=1),
+                is_causal=True,
+                scale=scale,
+                dropout_p=dropout if module.training else 0.0,
+            )
+            outs.append(o[0])
+            continue
         if query.device.type != "cpu":
             o = F.scaled_dot_product_attention(
                 q,
