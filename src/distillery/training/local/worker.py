@@ -190,10 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (job_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Read by OpenMP when torch loads (later, inside the trainer). Idle threads sleep instead of
-    # spinning: on a machine shared with other work, spinning threads starved the busy ones and
-    # a 2-thread step ran 3-4x slower at times; on an idle machine it costs nothing measurable.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's wait policy is left to the user (OMP_WAIT_POLICY): forcing PASSIVE, so that idle
+    # threads sleep at once instead of spinning briefly, left the trainer's 2 threads at 137% CPU
+    # and halved its tokens/s on an otherwise idle 2-core machine (measured in the demo's job).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return run_job(job_dir)
