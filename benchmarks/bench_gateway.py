@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,11 +38,8 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_upstream(port: int) -> None:
+def _serve(app: Any, port: int) -> None:
     import uvicorn
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from upstream import app
 
     uvicorn.run(
         app,
@@ -54,6 +52,13 @@ def _run_upstream(port: int) -> None:
     )
 
 
+def _run_upstream(port: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from upstream import app
+
+    _serve(app, port)
+
+
 def _run_gateway(port: int, upstream: int, home: str) -> None:
     os.environ["DISTILLERY_HOME"] = home
     cfg = Path(home) / "distillery.toml"
@@ -62,19 +67,9 @@ def _run_gateway(port: int, upstream: int, home: str) -> None:
         'models = ["bench"]\n'
     )
     os.environ["DISTILLERY_CONFIG"] = str(cfg)
-    import uvicorn
-
     from distillery.app import create_app
 
-    uvicorn.run(
-        create_app(),
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-    )
+    _serve(create_app(), port)
 
 
 def _wait(url: str) -> None:
