@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--lr-multiplier", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lora-r", type=int, default=None)
+    parser.add_argument("--method", choices=["lora", "full"], default=None)
     parser.add_argument("--every-epoch", action="store_true", help="evaluate every checkpoint")
     parser.add_argument("--home", type=Path, default=None, help="keep the run here (reusable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -47,6 +48,7 @@ def main() -> int:
             "learning_rate_multiplier": args.lr_multiplier,
             "batch_size": args.batch_size,
             "lora_r": args.lora_r,
+            "method": args.method,
         }
         options = DemoOptions(
             train_limit=60 if args.quick else None,
@@ -64,7 +66,7 @@ def main() -> int:
 
     o = report.options
     print(
-        f"\nrecipe: {o.n_epochs} epochs, batch {o.batch_size}, lr multiplier "
+        f"\nrecipe: {o.method}, {o.n_epochs} epochs, batch {o.batch_size}, lr multiplier "
         f"{o.learning_rate_multiplier}, LoRA r={o.lora_r}; {report.train_examples} train / "
         f"{report.test_examples} test examples"
     )

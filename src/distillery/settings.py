@@ -116,6 +116,11 @@ class ProviderConfig(BaseModel):
     max_batch_size: int = 32
     max_queue: int = 64
     adapter_memory_mb: int = 512
+    max_full_models: int = Field(
+        default=2,
+        ge=1,
+        description="Full fine-tunes (each a whole model in memory) kept loaded at once",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:

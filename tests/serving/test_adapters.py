@@ -162,3 +162,44 @@ def test_least_recently_used_adapter_is_evicted_under_the_budget(
         assert status.load_count == 1
     finally:
         run(tight.aclose())
+
+
+def full_model_copy(model_dir: Path, target: Path, *, negate_norm: bool) -> Path:
+    """A whole-model folder as full fine-tuning writes it: the base's files, the weights
+    either the base's own (linked) or changed (the final norm negated: different answers)."""
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    for item in model_dir.iterdir():
+        if item.is_file() and not (negate_norm and item.name == "model.safetensors"):
+            (target / item.name).symlink_to(item)
+    if negate_norm:
+        tensors = load_file(model_dir / "model.safetensors")
+        tensors["model.norm.weight"] = -tensors["model.norm.weight"]
+        save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def test_full_fine_tunes_get_their_own_engine_and_idle_ones_make_room(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    same, changed = f"ft:{MODEL}:full:same", f"ft:{MODEL}:full:changed"
+    full = {
+        same: AdapterRef(
+            same, MODEL, full_model_copy(model_dir, tmp_path / "s", negate_norm=False)
+        ),
+        changed: AdapterRef(
+            changed, MODEL, full_model_copy(model_dir, tmp_path / "c", negate_norm=True)
+        ),
+    }
+    provider = make_provider(model_dir, adapter_resolver=full.get, max_full_models=1)
+    try:
+        base = ask(provider, MODEL)
+        assert ask(provider, same) == base  # the same weights, in an engine of its own
+        assert {s.model for s in provider.status()} == {MODEL, same}
+        assert ask(provider, changed) != base  # its own weights, not the base's
+        # one full fine-tune at a time: the idle one was stopped to make room
+        assert {s.model for s in provider.status()} == {MODEL, changed}
+        assert ask(provider, same) == base  # and starts again on demand
+    finally:
+        run(provider.aclose())

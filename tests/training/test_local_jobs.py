@@ -101,6 +101,34 @@ def test_local_job_trains_and_its_model_is_served(client: openai.OpenAI, home: P
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_full_fine_tuning_job_is_served_as_a_model_of_its_own(
+    client: openai.OpenAI, home: Path
+) -> None:
+    job = client.fine_tuning.jobs.create(
+        model=LOCAL,
+        training_file=upload(client),
+        suffix="full",
+        method=_method(1, 12),  # one step
+        extra_body={"distillery": {"method": "full", "max_length": 64}},
+    )
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    final = home / "jobs" / job.id / "adapter"
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
+    assert not (final / "adapter_config.json").exists()
+    checkpoint = client.fine_tuning.jobs.checkpoints.list(job.id).data[0]
+    for model in (done.fine_tuned_model, checkpoint.fine_tuned_model_checkpoint):
+        assert model is not None
+        answer = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "VPN password reset?"}],
+            max_tokens=8,
+            temperature=0,
+        )
+        assert answer.model == model and answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_cancel_stops_the_training_process(client: openai.OpenAI, home: Path) -> None:
     job = client.fine_tuning.jobs.create(
         model=LOCAL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,11 @@ import typer
 
 from distillery.cli.context import services
 from distillery.cli.output import console, err_console, print_json, progress_bars
+
+
+class Method(StrEnum):
+    lora = "lora"
+    full = "full"
 
 
 def demo(
@@ -26,6 +32,10 @@ def demo(
     train_limit: Annotated[int | None, typer.Option(help="Use only N train questions.")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Use only N test questions.")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    method: Annotated[
+        Method | None,
+        typer.Option(help="LoRA adapters or full fine-tuning [default: lora]."),
+    ] = None,
     requests_per_day: Annotated[float, typer.Option(help="Traffic level for payback.")] = 10_000,
     every_epoch: Annotated[
         bool, typer.Option(help="Also evaluate every epoch's checkpoint on the test split.")
@@ -43,6 +53,7 @@ def demo(
         "learning_rate_multiplier": lr_multiplier,
         "batch_size": batch_size,
         "lora_r": lora_r,
+        "method": method.value if method is not None else None,
     }
     options = DemoOptions(
         teacher=teacher,

@@ -31,12 +31,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A fine-tuned model served as a LoRA adapter on ``base_model`` (a PEFT folder at ``path``)."""
+    """A fine-tuned model of ``base_model``: a PEFT adapter folder at ``path``, served on the
+    shared base, or a whole transformers folder (full fine-tuning), served as a model of its own.
+    """
 
     model_id: str
     base_model: str
     path: str | Path
     created: int = 0
+
+
+def is_full_model(path: str | Path) -> bool:
+    """Whether ``path`` holds a whole fine-tuned model rather than a PEFT adapter."""
+    p = Path(path)
+    return (p / "config.json").is_file() and not (p / "adapter_config.json").is_file()
 
 
 @dataclass(frozen=True)

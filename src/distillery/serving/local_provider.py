@@ -23,6 +23,9 @@ Semantics worth knowing (OpenAI's where OpenAI defines them):
 * Unsupported OpenAI parameters (``logprobs``, ``tools``, ``audio``, ...) are a 400 naming them.
 * At most ``max_batch_size`` sequences run per model and ``max_queue`` more requests wait; beyond
   that a request is refused at once with 429 and ``Retry-After: 1``.
+* A LoRA fine-tune runs on its base model's engine (adapters share the base weights); a full
+  fine-tune is a model of its own with its own engine, started on its first request. At most
+  ``max_full_models`` of those stay loaded: starting one more stops the least recently used idle one.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from distillery.errors import (
     ServiceUnavailableError,
 )
 from distillery.providers.base import ModelInfo
-from distillery.serving.adapters import AdapterRef
+from distillery.serving.adapters import AdapterRef, is_full_model
 from distillery.serving.chat_template import normalize_messages
 from distillery.serving.constrained import ResponseFormat, mentions_json, parse_response_format
 from distillery.serving.engine import (
@@ -86,8 +89,9 @@ _DONE = b"data: [DONE]\n\n"
 @dataclass(frozen=True)
 class _Call:
     model: str
-    base: str
-    adapter: AdapterRef | None
+    base: str  # the engine: a base model, or a full fine-tune's own id
+    adapter: AdapterRef | None  # a LoRA adapter run on the base's engine
+    source: str | None  # a full fine-tune's folder
     messages: list[dict[str, str]]
     params: SamplingParams
     response_format: ResponseFormat | None
@@ -156,7 +160,7 @@ def _sse(obj: Mapping[str, Any]) -> bytes:
 
 
 class LocalProvider:
-    """Serves ``config.models`` and their LoRA fine-tunes (``ft:<base>:<suffix>:<id>``) in-process."""
+    """Serves ``config.models`` and their fine-tunes (``ft:<base>:<suffix>:<id>``) in-process."""
 
     kind = "local"
 
@@ -176,6 +180,7 @@ class LocalProvider:
         self._engines: dict[str, GenerationEngine] = {}
         self._in_flight: dict[str, int] = {}
         self._registered: dict[str, AdapterRef] = {}
+        self._retired: list[GenerationEngine] = []  # full fine-tunes stopped to make room
         self._closed = False
 
     # -- models -------------------------------------------------------------------------------
@@ -238,6 +243,7 @@ class LocalProvider:
                 code="missing_required_parameter",
             )
         adapter = None
+        base, source = model, None
         if model not in self.config.models:
             adapter = self._adapter(model)
             if adapter is None:
@@ -246,6 +252,10 @@ class LocalProvider:
                     param="model",
                     code="model_not_found",
                 )
+            if is_full_model(adapter.path):
+                base, source, adapter = model, str(adapter.path), None
+            else:
+                base = adapter.base_model
         _check_parameters(body)
         messages = normalize_messages(body.get("messages"))  # type: ignore[arg-type]
         params = parse_sampling_params(body)
@@ -262,20 +272,26 @@ class LocalProvider:
             )
         return _Call(
             model=model,
-            base=adapter.base_model if adapter is not None else model,
+            base=base,
             adapter=adapter,
+            source=source,
             messages=messages,
             params=params,
             response_format=response_format,
             include_usage=_include_usage(body),
         )
 
-    def _engine(self, base: str) -> GenerationEngine:
-        engine = self._engines.get(base)
-        if engine is None:
+    def _engine(self, call: _Call) -> GenerationEngine:
+        base = call.base
+        engine = self._engines.pop(base, None)
+        if engine is not None:
+            self._engines[base] = engine  # most recently used last
+        else:
+            if call.source is not None:
+                self._make_room_for_full_model()
             engine = GenerationEngine(
                 model_name=base,
-                source_path=self.config.paths.get(base),
+                source_path=call.source or self.config.paths.get(base),
                 device=self.config.device,
                 dtype=self._dtype,
                 max_batch_size=self.config.max_batch_size,
@@ -285,6 +301,20 @@ class LocalProvider:
             self._engines[base] = engine
             engine.start()
         return engine
+
+    def _make_room_for_full_model(self) -> None:
+        """Stop the least recently used idle full fine-tunes beyond ``max_full_models - 1``."""
+        self._retired = [e for e in self._retired if e.thread.is_alive()]
+        full = [m for m in self._engines if m not in self.config.models]
+        excess = len(full) - (self.config.max_full_models - 1)
+        for model in full:
+            if excess <= 0:
+                break
+            if self._in_flight.get(model, 0) == 0:
+                engine = self._engines.pop(model)
+                engine.stop()
+                self._retired.append(engine)
+                excess -= 1
 
     def _reserve(self, base: str) -> None:
         limit = self.config.max_batch_size + self.config.max_queue
@@ -323,7 +353,7 @@ class LocalProvider:
         call = self._begin(body)
         created = int(time.time())
         n = call.params.n
-        engine = self._engine(call.base)
+        engine = self._engine(call)
         self._reserve(call.base)
         handle = None
         try:
@@ -372,7 +402,7 @@ class LocalProvider:
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         call = self._begin(body)
         created = int(time.time())
-        engine = self._engine(call.base)
+        engine = self._engine(call)
         self._reserve(call.base)
         handle = None
         try:
@@ -419,8 +449,9 @@ class LocalProvider:
     async def aclose(self) -> None:
         """Stop the engine threads (in-flight requests fail with 503) and wait for them."""
         self._closed = True
-        engines = list(self._engines.values())
+        engines = [*self._engines.values(), *self._retired]
         self._engines.clear()
+        self._retired.clear()
         for engine in engines:
             engine.stop()
         for engine in engines:

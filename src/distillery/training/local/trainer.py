@@ -366,6 +366,7 @@ class LocalSFTTrainer:
             self.causal_lm.save_pretrained(str(path))
         finally:
             self.causal_lm.set_attn_implementation(previous)
+        self.tokenizer.save_pretrained(str(path))  # every checkpoint is a servable model
 
     def _save_checkpoint(self, epoch: int, step: int, state: dict[str, Any]) -> Path:
         import torch
