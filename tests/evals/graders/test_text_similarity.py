@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import sacrebleu
 from nltk.translate.gleu_score import sentence_gleu
@@ -9,8 +11,8 @@ from rapidfuzz import fuzz
 from rouge_score.rouge_scorer import RougeScorer
 
 from distillery.evals.graders.registry import build_grader
-from distillery.evals.graders.text_similarity import lexical_similarity, meteor
-from distillery.text.tokenize import segment, tokens_13a
+from distillery.evals.graders.text_similarity import lcs_length, lexical_similarity, meteor
+from distillery.text.tokenize import SegmentingTokenizer, segment, tokens_13a
 
 from .support import run_grade
 
@@ -51,6 +53,61 @@ def test_rouge_equals_rouge_score_on_english(metric: str, output: str, reference
     rouge_type = ROUGE_METRICS[metric]
     expected = RougeScorer([rouge_type]).score(reference, output)[rouge_type].fmeasure
     assert lexical_similarity(metric, output, reference)[0] == expected
+
+
+def test_lcs_length_equals_rouge_scores_table_on_random_sequences() -> None:
+    from rouge_score.rouge_scorer import _lcs_table
+
+    rng = random.Random(7)
+    for _ in range(400):
+        vocab = [f"w{i}" for i in range(rng.randint(1, 12))]  # small vocabularies: many matches
+        a = [rng.choice(vocab) for _ in range(rng.randint(0, 90))]
+        b = [rng.choice(vocab) for _ in range(rng.randint(0, 90))]
+        expected = _lcs_table(a, b)[-1][-1] if a and b else 0
+        assert lcs_length(a, b) == expected == lcs_length(b, a)
+
+
+def test_rouge_l_equals_rouge_score_on_long_random_texts() -> None:
+    rng = random.Random(11)
+    words = [
+        "the",
+        "a",
+        "password",
+        "reset",
+        "vpn",
+        "leave",
+        "payslip",
+        "expense",
+        "card",
+        "office",
+        "is",
+        "on",
+        "to",
+        "of",
+    ]
+    ja = [
+        "有給",
+        "休暇",
+        "の",
+        "申請",
+        "方法",
+        "を",
+        "教え",
+        "て",
+        "ください",
+        "経費",
+        "精算",
+        "パスワード",
+    ]
+    segmented = RougeScorer(["rougeL"], tokenizer=SegmentingTokenizer())
+    for i in range(60):
+        vocab = ja if i % 3 == 0 else words
+        joiner = "" if vocab is ja else " "
+        ref = joiner.join(rng.choice(vocab) for _ in range(rng.randint(1, 200)))
+        out = joiner.join(rng.choice(vocab) for _ in range(rng.randint(1, 200)))
+        scorer = segmented if vocab is ja else RougeScorer(["rougeL"])
+        expected = scorer.score(ref, out)["rougeL"].fmeasure
+        assert lexical_similarity("rouge_l", out, ref)[0] == expected
 
 
 @pytest.mark.parametrize(("output", "reference"), ENGLISH_PAIRS)

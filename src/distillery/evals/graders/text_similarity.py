@@ -11,8 +11,12 @@ Each metric is computed by the library made for it, never re-implemented:
   Porter-stem matching). Its WordNet synonym stage needs nltk's ``wordnet`` data, which cannot be
   downloaded offline: when it is not installed that stage matches nothing (``details`` says
   ``"meteor_synonyms": false``) and the score is METEOR with exact and stem matches only.
-- ``rouge_1`` .. ``rouge_5``, ``rouge_l``: ``rouge_score.rouge_scorer.RougeScorer([...]).score``
-  F-measure, with rouge-score's default tokenizer and no stemming.
+- ``rouge_1`` .. ``rouge_5``: ``rouge_score.rouge_scorer.RougeScorer([...]).score`` F-measure,
+  with rouge-score's default tokenizer and no stemming.
+- ``rouge_l``: rouge-score's ROUGE-L F-measure, equal to the library's to the last bit (tests),
+  on the same tokens and with its ``scoring.fmeasure``; only the LCS length is computed here, with
+  the bit-parallel algorithm (:func:`lcs_length`) instead of rouge-score's pure-Python table,
+  which managed 154 items/s on 200-token texts.
 - ``cosine``: cosine of sentence embeddings (see ``semantic.py``).
 
 When either text contains kana or Han characters both are first segmented into morphemes with
@@ -27,6 +31,7 @@ extra and its ``ipadic`` dictionary; fugashi with unidic-lite gives the same kin
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from distillery.evals.embedders import Embedder
@@ -131,7 +136,52 @@ def _rouge_scorer(rouge_type: str, segmented: bool) -> Any:
     return RougeScorer([rouge_type])
 
 
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token sequences.
+
+    Bit-parallel (Allison & Dix 1986, in Hyyrö's form): bit ``i`` of ``v`` tracks row ``i`` of
+    the LCS table, so each token of the shorter sequence costs a few big-integer operations
+    instead of one Python step per cell.
+    """
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, token in enumerate(a):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for token in b:
+        m = masks.get(token)
+        if m is not None:
+            u = v & m
+            v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
+
+
+@functools.cache
+def _rouge_tokenizer(segmented: bool) -> Any:
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    return SegmentingTokenizer() if segmented else DefaultTokenizer(use_stemmer=False)
+
+
+def rouge_l(text: str, reference: str, *, segmented: bool) -> float:
+    """rouge-score's ``rougeL`` F-measure (its ``_score_lcs``, with a fast LCS length)."""
+    from rouge_score.scoring import fmeasure
+
+    tokenizer = _rouge_tokenizer(segmented)
+    target, prediction = tokenizer.tokenize(reference), tokenizer.tokenize(text)
+    if not target or not prediction:
+        return 0.0
+    lcs = lcs_length(target, prediction)
+    return float(fmeasure(lcs / len(prediction), lcs / len(target)))
+
+
 def rouge(metric: str, text: str, reference: str, *, segmented: bool) -> float:
+    if metric == "rouge_l":
+        return rouge_l(text, reference, segmented=segmented)
     rouge_type = ROUGE_TYPES[metric]
     scores = _rouge_scorer(rouge_type, segmented).score(reference, text)  # (target, prediction)
     return float(scores[rouge_type].fmeasure)
