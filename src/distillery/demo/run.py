@@ -482,22 +482,30 @@ class Demo:
         else:
             self.say(f"distill: reusing job {job.id} ({job.status})")
         losses: dict[int, float] = {}
+        total: float | None = None
+
+        def show() -> None:
+            if losses:
+                step = max(losses)
+                report(
+                    self.progress,
+                    ProgressEvent(
+                        f"distill ({self.method_label})",
+                        float(step),
+                        total,
+                        info={"loss": losses[step]},
+                    ),
+                )
+
         while True:
             # the newest events only (the list is newest first; iterating would page through all)
             for ev in client.fine_tuning.jobs.list_events(job.id, limit=20).data:
                 data = ev.data if isinstance(ev.data, dict) else {}
                 if ev.type == "metrics" and "train_loss" in data and "step" in data:
                     losses[int(data["step"])] = float(data["train_loss"])
-                    total = data.get("total_steps")
-                    report(
-                        self.progress,
-                        ProgressEvent(
-                            f"distill ({self.method_label})",
-                            float(data["step"]),
-                            float(total) if total else None,
-                            info={"loss": float(data["train_loss"])},
-                        ),
-                    )
+                    if data.get("total_steps"):
+                        total = float(data["total_steps"])
+            show()
             job = client.fine_tuning.jobs.retrieve(job.id)
             if job.status in ("succeeded", "failed", "cancelled"):
                 break
@@ -506,6 +514,7 @@ class Demo:
             data = ev.data if isinstance(ev.data, dict) else {}
             if ev.type == "metrics" and "train_loss" in data and "step" in data:
                 losses[int(data["step"])] = float(data["train_loss"])
+        show()
         if job.status != "succeeded":
             raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
         return job, sorted(losses.items())
