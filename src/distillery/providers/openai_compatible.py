@@ -1,17 +1,21 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, another distillery),
 and Azure OpenAI, which speaks the same wire format at a different URL with an ``api-key`` header.
 
-Requests go out over one pooled keep-alive ``httpx.AsyncClient`` per provider. Streaming yields
-the upstream's bytes as they arrive, unchanged. Failures map to OpenAI-style errors: timeout 504,
+Requests go out over one pooled keep-alive ``aiohttp.ClientSession`` per provider and event loop.
+aiohttp rather than httpx on this hot path, measured against the benchmarks' canned upstream on
+2 cores: 0.22 vs 0.72 ms per sequential request, and 8,600 vs 700 requests/s at 32 concurrent
+(httpcore's pool polls every idle connection's socket on each request). Streaming yields the
+upstream's bytes as they arrive, unchanged. Failures map to OpenAI-style errors: timeout 504,
 connection failure 502, upstream 4xx passed through with its message, upstream 5xx 502.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from distillery.errors import (
@@ -36,19 +40,30 @@ class OpenAICompatibleProvider:
         self.name = name
         self.config = config
         timeout = config.timeout_s or timeout_s or _DEFAULT_TIMEOUT_S
-        headers = {"content-type": "application/json", **config.headers}
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10.0)
+        self._headers = {"content-type": "application/json", **config.headers}
         key = config.api_key()
         if key:
-            headers["authorization"] = f"Bearer {key}"
-        limits = httpx.Limits(
-            max_connections=config.max_connections,
-            max_keepalive_connections=config.max_connections,
-            keepalive_expiry=60,
-        )
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), limits=limits
-        )
+            self._headers["authorization"] = f"Bearer {key}"
+        self._session: aiohttp.ClientSession | None = None
         self._models = list(config.models)
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session of the running event loop (a session belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or session.loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections, keepalive_timeout=60
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                trust_env=True,  # proxies from the environment, as the openai SDK honours them
+            )
+            self._session = session
+        return session
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -76,15 +91,16 @@ class OpenAICompatibleProvider:
         model = body["model"]
         payload = orjson.dumps(self.upstream_body(body))
         try:
-            response = await self._client.post(self.url(model), content=payload)
-        except httpx.TimeoutException as exc:
+            async with self._client().post(self.url(model), data=payload) as response:
+                status, content = response.status, await response.read()
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"provider {self.name!r} is unreachable: {exc!r}") from exc
-        if response.status_code >= 400:
-            raise _status_error(self.name, response.status_code, response.content)
+        if status >= 400:
+            raise _status_error(self.name, status, content)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"provider {self.name!r} returned invalid JSON") from exc
         if not isinstance(data, dict):
@@ -94,29 +110,30 @@ class OpenAICompatibleProvider:
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         model = body["model"]
         payload = orjson.dumps(self.upstream_body(body))
-        request = self._client.build_request("POST", self.url(model), content=payload)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self._client().post(self.url(model), data=payload)
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"provider {self.name!r} is unreachable: {exc!r}") from exc
         try:
-            if response.status_code >= 400:
-                content = await response.aread()
-                raise _status_error(self.name, response.status_code, content)
+            if response.status >= 400:
+                content = await response.read()
+                raise _status_error(self.name, response.status, content)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     yield chunk
-            except httpx.TimeoutException as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeoutError(f"provider {self.name!r} timed out mid-stream") from exc
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise UpstreamError(f"provider {self.name!r} failed mid-stream: {exc!r}") from exc
         finally:
-            await response.aclose()
+            response.release()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
 
 
 class AzureOpenAIProvider(OpenAICompatibleProvider):
@@ -128,10 +145,10 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
         self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
     ) -> None:
         super().__init__(name, config, timeout_s=timeout_s)
-        self._client.headers.pop("authorization", None)
+        self._headers.pop("authorization", None)
         key = config.api_key()
         if key:
-            self._client.headers["api-key"] = key
+            self._headers["api-key"] = key
         self._models = list(dict.fromkeys([*config.models, *config.deployments]))
 
     def url(self, model: str) -> str:
