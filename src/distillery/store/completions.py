@@ -192,7 +192,11 @@ class CompletionsRepo:
             status=status,
             search=search,
         )
-        seq_col = CompletionRow.seq
+        # With a metadata filter the scan is driven by the (key, value, seq) index of its first
+        # pair: order and page by that row's seq (equal to the completion's by the join), so the
+        # index yields rows in order and the scan stops at limit + 1. Ordering by
+        # completions.seq instead made SQLite sort every match (147-350 ms at 1M rows vs ~1 ms).
+        seq_col = CompletionMetadataRow.completion_seq if metadata else CompletionRow.seq
         if after is not None:
             after_seq = self._seq_of(after)
             stmt = stmt.where(seq_col > after_seq if order == "asc" else seq_col < after_seq)
