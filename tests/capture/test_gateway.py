@@ -360,3 +360,19 @@ def test_models_and_health(client: openai.OpenAI, gateway) -> None:  # type: ign
     assert {"echo-1", "azure-gpt"} <= ids
     assert client.models.retrieve("echo-1").owned_by == "fake"
     assert httpx.get(gateway.url + "/health").json()["status"] == "ok"
+
+
+def test_upstream_proxy_follows_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from distillery.providers import openai_compatible as oc
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,.corp.example")
+    oc._origin_proxy.cache_clear()
+    try:
+        assert oc._env_proxy("https://api.openai.com/v1/chat/completions") == (
+            "http://proxy.internal:3128"
+        )
+        assert oc._env_proxy("https://llm.corp.example/v1/chat/completions") is None
+        assert oc._env_proxy("http://127.0.0.1:8000/v1/chat/completions") is None
+    finally:
+        oc._origin_proxy.cache_clear()

@@ -12,8 +12,10 @@ connection failure 502, upstream 4xx passed through with its message, upstream 5
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -60,7 +62,6 @@ class OpenAICompatibleProvider:
                 connector=connector,
                 headers=self._headers,
                 timeout=self._timeout,
-                trust_env=True,  # proxies from the environment, as the openai SDK honours them
             )
             self._session = session
         return session
@@ -91,7 +92,8 @@ class OpenAICompatibleProvider:
         model = body["model"]
         payload = orjson.dumps(self.upstream_body(body))
         try:
-            async with self._client().post(self.url(model), data=payload) as response:
+            url = self.url(model)
+            async with self._client().post(url, data=payload, proxy=_env_proxy(url)) as response:
                 status, content = response.status, await response.read()
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
@@ -111,7 +113,8 @@ class OpenAICompatibleProvider:
         model = body["model"]
         payload = orjson.dumps(self.upstream_body(body))
         try:
-            response = await self._client().post(self.url(model), data=payload)
+            url = self.url(model)
+            response = await self._client().post(url, data=payload, proxy=_env_proxy(url))
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
         except aiohttp.ClientError as exc:
@@ -163,6 +166,23 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
     def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
         # The deployment in the URL selects the model; Azure ignores ``model`` in the body.
         return body
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_proxy(scheme: str, host: str) -> str | None:
+    from urllib.request import getproxies, proxy_bypass
+
+    if not host or proxy_bypass(host):
+        return None
+    return getproxies().get(scheme)
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy that ``HTTP(S)_PROXY`` / ``NO_PROXY`` set for ``url`` (as the openai SDK honours
+    them), looked up once per origin: aiohttp's ``trust_env`` re-reads the environment and stats
+    ``~/.netrc`` on a thread for every request, which cost more than the request itself."""
+    parts = urlsplit(url)
+    return _origin_proxy(parts.scheme, parts.hostname or "")
 
 
 def _status_error(provider: str, status: int, content: bytes) -> DistilleryError:
