@@ -44,7 +44,9 @@ fmt: $(STAMP) ## Format and autofix
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-bench: $(STAMP) ## Benchmarks, side by side with their anchors (writes benchmarks/RESULTS.md figures to stdout)
+bench: $(STAMP) system-deps ## Benchmarks, side by side with their anchors (writes benchmarks/RESULTS.md figures to stdout)
+	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
+		|| echo "wrk not installed: gateway throughput from the Python load generator only"
 	$(PY) benchmarks/run_all.py
 
 serve: $(STAMP) ## Run the gateway, API, dashboard and worker
