@@ -12,6 +12,7 @@ peft and torch are imported inside functions only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -42,7 +43,13 @@ class AdapterRef:
 
 
 def is_full_model(path: str | Path) -> bool:
-    """Whether ``path`` holds a whole fine-tuned model rather than a PEFT adapter."""
+    """Whether ``path`` holds a whole fine-tuned model rather than a PEFT adapter (a finished
+    fine-tune's folder never changes kind, so each folder is looked at once)."""
+    return _is_full_model(str(path))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_full_model(path: str) -> bool:
     p = Path(path)
     return (p / "config.json").is_file() and not (p / "adapter_config.json").is_file()
 

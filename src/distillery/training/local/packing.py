@@ -219,11 +219,6 @@ def packed_attention(
         if visible:
             k = torch.cat([key[:, :, :visible], k], dim=2)
             v = torch.cat([value[:, :, :visible], v], dim=2)
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        if visible:
-            future = torch.cat(
-                [torch.zeros(length, visible, dtype=torch.bool, device=q.device), future], dim=1
-            )
         if query.device.type == "cpu" and not visible and length >= SDPA_MIN_LENGTH:
             o = F.scaled_dot_product_attention(
                 q,
@@ -235,6 +230,11 @@ def packed_attention(
             )
             outs.append(o[0])
             continue
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        if visible:
+            future = torch.cat(
+                [torch.zeros(length, visible, dtype=torch.bool, device=q.device), future], dim=1
+            )
         if query.device.type != "cpu":
             o = F.scaled_dot_product_attention(
                 q,

@@ -357,16 +357,17 @@ class LocalSFTTrainer:
     # -- checkpoints --------------------------------------------------------------------------
 
     def _save_weights(self, path: Path) -> None:
+        """The adapter (or whole model) and the tokenizer: each saved folder is servable."""
         if self.config.method == "lora":
             self.model.save_pretrained(str(path))
-            return
-        previous = self.causal_lm.config._attn_implementation
-        self.causal_lm.set_attn_implementation("sdpa")
-        try:
-            self.causal_lm.save_pretrained(str(path))
-        finally:
-            self.causal_lm.set_attn_implementation(previous)
-        self.tokenizer.save_pretrained(str(path))  # every checkpoint is a servable model
+        else:
+            previous = self.causal_lm.config._attn_implementation
+            self.causal_lm.set_attn_implementation("sdpa")
+            try:
+                self.causal_lm.save_pretrained(str(path))
+            finally:
+                self.causal_lm.set_attn_implementation(previous)
+        self.tokenizer.save_pretrained(str(path))
 
     def _save_checkpoint(self, epoch: int, step: int, state: dict[str, Any]) -> Path:
         import torch
@@ -589,7 +590,6 @@ class LocalSFTTrainer:
         tmp = self.output_dir / f".{ADAPTER}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self._save_weights(tmp)
-        self.tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(adapter, ignore_errors=True)
         tmp.rename(adapter)
         merged: Path | None = None
