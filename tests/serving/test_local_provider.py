@@ -210,6 +210,24 @@ def test_json_schema_output_matches_the_schema(provider: LocalProvider) -> None:
     jsonschema.validate(json.loads(text), SCHEMA)
 
 
+def test_structured_output_is_compact_json_in_schema_order(provider: LocalProvider) -> None:
+    """As OpenAI emits it: `{"reason":"...","category":"..."}`, keys as the schema orders them."""
+    schema = {"type": "json_schema", "json_schema": {"name": "route", "schema": SCHEMA}}
+    cases = [
+        ("Route this question: my VPN does not connect. Reply in JSON.", schema),
+        ('Describe a dog as JSON with the keys "name" and "age".', {"type": "json_object"}),
+    ]
+    for question, response_format in cases:
+        body = chat(question, response_format=response_format, temperature=0, max_tokens=120)
+        response = run(provider.create(body))
+        text = content(response)
+        assert response["choices"][0]["finish_reason"] == "stop", text
+        parsed = json.loads(text)
+        assert text == json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+        if response_format is schema:
+            assert list(parsed) == ["reason", "category"]  # SCHEMA's order, not sorted
+
+
 @pytest.mark.parametrize(
     ("response_format", "messages_word", "param"),
     [

@@ -25,9 +25,15 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Whitespace between JSON tokens is allowed (so a model keeps its own style) but bounded, so that a
-# small model cannot spin on blanks until max_tokens.
-_JSON_OPTIONS: dict[str, Any] = {"whitespace_pattern": r"[\x20\x0A\x0D\x09]{0,12}"}
+# Compact JSON as OpenAI emits it: `{"reason":"...","category":"..."}`, no whitespace between
+# tokens (a small model cannot spin on blanks until max_tokens either). Passed as llguidance's
+# defaults, so a schema's own `x-guidance` options still win. Keys come in the schema's property
+# order: llguidance keeps the order of `properties`, and the schema is serialized unsorted.
+_JSON_OPTIONS: dict[str, Any] = {
+    "whitespace_flexible": False,
+    "item_separator": ",",
+    "key_separator": ":",
+}
 _GRAMMAR_CACHE_SIZE = 64
 
 
@@ -40,9 +46,14 @@ class ResponseFormat:
     name: str | None = None
 
     def schema_json(self) -> str:
+        """The schema as JSON, in its own key order (property order decides the output's).
+
+        Also the grammar cache's key: two schemas that differ only in the order of their
+        properties are different grammars, so the key is not sorted.
+        """
         if self.type == "json_object" or self.schema is None:
             return json.dumps({"type": "object"})
-        return json.dumps(self.schema, sort_keys=True)
+        return json.dumps(self.schema)
 
 
 def _invalid(message: str, param: str = "response_format") -> InvalidRequestError:
@@ -157,7 +168,7 @@ class GrammarCompiler:
             return cached
         tokenizer = self._tokenizer()
         try:
-            grammar = LLMatcher.grammar_from_json_schema(key, overrides=_JSON_OPTIONS)  # type: ignore[arg-type]
+            grammar = LLMatcher.grammar_from_json_schema(key, defaults=_JSON_OPTIONS)  # type: ignore[arg-type]
         except ValueError as exc:
             raise self._schema_error(fmt, str(exc)) from exc
         is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
