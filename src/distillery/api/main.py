@@ -12,6 +12,7 @@ from distillery.api import errors
 from distillery.api.deps import KeyCache
 from distillery.api.routes import ROUTERS
 from distillery.services import Services
+from distillery.weights import preparing
 
 
 def build_api(services: Services) -> FastAPI:
@@ -45,6 +46,8 @@ def build_api(services: Services) -> FastAPI:
             "version": __version__,
             "database": "sqlite" if services.store.sqlite else "postgresql",
             "spooled_completions": spooled,
+            # embedded students converted for their first use right now (about a minute)
+            "models_loading": sorted(preparing()),
         }
 
     for router in ROUTERS:

@@ -108,19 +108,30 @@ def db_upgrade() -> None:
 
 @models_app.command("list")
 def models_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List base and fine-tuned models."""
+    """List base and fine-tuned models, with the licence each student carries."""
+    from distillery.weights import embedded_license
+
     svc = services()
-    data = [{"id": m.id, "owned_by": m.owned_by} for m in svc.providers.models()]
+    data: list[dict[str, object]] = [
+        {"id": m.id, "owned_by": m.owned_by, "base_model": None} for m in svc.providers.models()
+    ]
     listed = {m["id"] for m in data}
     data += [
-        {"id": m.id, "owned_by": m.provider}
+        {"id": m.id, "owned_by": m.provider, "base_model": m.base_model}
         for m in svc.fine_tuned_models.list()
         if m.id not in listed
     ]
+    for row in data:  # a fine-tune inherits the terms of its base model
+        terms = embedded_license(str(row["base_model"] or row["id"]))
+        row["license"] = terms["license"] if terms else None
     if json_out:
         print_json(data)
     else:
-        table("models", ["id", "provider"], [[m["id"], m["owned_by"]] for m in data])
+        table(
+            "models",
+            ["id", "provider", "license"],
+            [[m["id"], m["owned_by"], m["license"] or "-"] for m in data],
+        )
 
 
 def main() -> None:

