@@ -15,6 +15,24 @@ DISTILLERY = str(Path(sys.executable).parent / "distillery")
 CHROMIUM = "/usr/bin/chromium"
 
 
+def _teacher_figures(*, train: int, test: int) -> tuple[float, int]:
+    """The shipped teacher's accuracy on the first ``test`` test items (against the gold
+    labels; a malformed answer counts as wrong) and its corrected mistakes in the first
+    ``train`` train items."""
+    from distillery.demo.dataset import corrections, load_inquiries, teacher_output
+
+    right = 0
+    for inquiry in load_inquiries("test")[:test]:
+        try:
+            category = json.loads(teacher_output(inquiry)).get("category")
+        except ValueError:
+            category = None
+        right += category == inquiry.category
+    fixes = corrections()
+    corrected = sum(i.id in fixes for i in load_inquiries("train")[:train])
+    return right / test, corrected
+
+
 @pytest.mark.training
 @pytest.mark.browser
 def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path) -> None:
@@ -23,6 +41,8 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     args = [
         DISTILLERY,
         "demo",
+        "--student",
+        "smollm2-135m-instruct",  # the small student keeps the suite fast; the demo's is Gemma
         "--train-limit",
         "24",
         "--test-limit",
@@ -40,9 +60,12 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     out = json.loads(proc.stdout)
     labels = [r["label"] for r in out["results"]]
-    assert labels == ["reference outputs", "base student", "distilled student"]
-    reference, base, distilled = out["results"]
-    assert reference["accuracy"] == 1.0 and reference["valid_json"] == 1.0
+    assert labels == ["teacher (gpt-4o)", "base student", "distilled student"]
+    teacher, base, distilled = out["results"]
+    expected_teacher, expected_corrections = _teacher_figures(train=24, test=6)
+    assert teacher["accuracy"] == pytest.approx(expected_teacher)
+    # the reviewers' corrections of the teacher's mistakes went through the annotation queue
+    assert out["corrected_examples"] == expected_corrections > 0
     assert base["total"] == distilled["total"] == 6
     assert distilled["model"].startswith("ft:smollm2-135m-instruct:router:")
     (epoch_1,) = out["checkpoints"]  # the last epoch's checkpoint is the distilled student

@@ -1,4 +1,4 @@
-"""``distillery demo``: the main job, offline, on the embedded student."""
+"""``distillery demo``: the main job, offline, on an embedded student."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 from distillery.cli.context import services
 from distillery.cli.output import console, err_console, print_json, progress_bars
+from distillery.weights import DEMO_STUDENT
 
 
 class Method(StrEnum):
@@ -18,6 +19,13 @@ class Method(StrEnum):
 
 
 def demo(
+    student: Annotated[
+        str,
+        typer.Option(
+            help="The student to distill: gemma-3-270m (multilingual, the default), "
+            "smollm2-135m-instruct (small, English-centric) or a configured local model."
+        ),
+    ] = DEMO_STUDENT,
     teacher: Annotated[
         str | None,
         typer.Option(help="A configured teacher model (e.g. gpt-4o): collect its outputs live."),
@@ -36,6 +44,14 @@ def demo(
         Method | None,
         typer.Option(help="LoRA adapters or full fine-tuning [default: lora]."),
     ] = None,
+    corrections: Annotated[
+        bool,
+        typer.Option(
+            "--corrections/--no-corrections",
+            help="Apply the reviewers' corrections of the teacher's mistakes before distilling "
+            "(--no-corrections distills the raw teacher outputs).",
+        ),
+    ] = True,
     requests_per_day: Annotated[float, typer.Option(help="Traffic level for payback.")] = 10_000,
     every_epoch: Annotated[
         bool, typer.Option(help="Also evaluate every epoch's checkpoint on the test split.")
@@ -56,7 +72,9 @@ def demo(
         "method": method.value if method is not None else None,
     }
     options = DemoOptions(
+        student=student,
         teacher=teacher,
+        corrections=corrections,
         train_limit=train_limit,
         test_limit=test_limit,
         requests_per_day=requests_per_day,
@@ -79,6 +97,7 @@ def demo(
                 "checkpoints": [{"step": step, **r.__dict__} for step, r in result.checkpoints],
                 "fine_tuned_model": result.fine_tuned_model,
                 "job_id": result.job_id,
+                "corrected_examples": result.corrected_examples,
                 "trained_tokens": result.trained_tokens,
                 "training_seconds": result.training_seconds,
                 "training_cost_usd": result.training_cost_usd,

@@ -20,6 +20,9 @@ SPLITS: tuple[str, ...] = ("train", "test")
 _DATA = files("distillery.demo") / "data"
 _INQUIRIES = "inquiries.jsonl"
 _SYSTEM_PROMPT = "system_prompt.txt"
+_TEACHER_ERRORS = "teacher_errors.jsonl"
+_CORRECTIONS = "corrections.jsonl"
+ERROR_KINDS: tuple[str, ...] = ("topic_mentioned", "wrong_language", "malformed")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,91 @@ class Inquiry:
     def reference_output(self) -> str:
         """The exact JSON answer the model is expected to produce for this inquiry."""
         return json.dumps({"reason": self.reason, "category": self.category}, ensure_ascii=False)
+
+
+def response_schema() -> dict[str, Any]:
+    """The JSON Schema of an answer, in the order the teacher writes it (reason first)."""
+    return {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "minLength": 1},
+            "category": {"type": "string", "enum": list(LABELS)},
+        },
+        "required": ["reason", "category"],
+        "additionalProperties": False,
+    }
+
+
+def response_format() -> dict[str, Any]:
+    """The ``response_format`` the application sends with every request (structured outputs)."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "inquiry_route", "strict": True, "schema": response_schema()},
+    }
+
+
+@dataclass(frozen=True)
+class TeacherError:
+    """A teacher answer that is wrong the way a large model is wrong on this task."""
+
+    id: str
+    kind: str  # one of ERROR_KINDS
+    output: str  # the raw assistant text the teacher produced
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A reviewer's correction of a teacher error (applied through the annotation queue)."""
+
+    id: str
+    output: str
+    rating: int
+    note: str
+
+
+def _jsonl(name: str) -> list[dict[str, Any]]:
+    text = (_DATA / name).read_text(encoding="utf-8")
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not isinstance(row, dict):
+            raise ValueError(f"{name}:{line_no}: expected a JSON object")
+        rows.append(row)
+    return rows
+
+
+@cache
+def teacher_errors() -> dict[str, TeacherError]:
+    """The shipped teacher mistakes by inquiry id (about 9% of the items)."""
+    out: dict[str, TeacherError] = {}
+    for row in _jsonl(_TEACHER_ERRORS):
+        error = TeacherError(id=str(row["id"]), kind=str(row["kind"]), output=str(row["output"]))
+        if error.kind not in ERROR_KINDS:
+            raise ValueError(f"{_TEACHER_ERRORS}: {error.id}: unknown kind {error.kind!r}")
+        out[error.id] = error
+    return out
+
+
+@cache
+def corrections() -> dict[str, Correction]:
+    """The reviewers' corrections of :func:`teacher_errors`, by inquiry id."""
+    return {
+        str(row["id"]): Correction(
+            id=str(row["id"]),
+            output=str(row["output"]),
+            rating=int(row.get("rating", 1)),
+            note=str(row.get("note", "")),
+        )
+        for row in _jsonl(_CORRECTIONS)
+    }
+
+
+def teacher_output(inquiry: Inquiry) -> str:
+    """What the (simulated) teacher answered: its shipped mistake, else the reference answer."""
+    error = teacher_errors().get(inquiry.id)
+    return error.output if error is not None else inquiry.reference_output()
 
 
 @cache

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -38,20 +39,19 @@ def payback_text(report: DemoReport) -> str:
     return f"{report.payback_days:.1f} days"
 
 
+def _short(label: str) -> str:
+    return label.split(" (")[0]
+
+
 def print_report(report: DemoReport, console: Console) -> None:
-    table = Table(title="distillery demo: inquiry routing, held-out test split", show_lines=False)
-    for col in (
-        "",
-        "category accuracy",
-        "% of teacher",
-        "ja",
-        "en",
-        "valid JSON",
-        "schema",
-        "tokens / request",
-        "$ / 1k requests",
-    ):
-        table.add_column(col, justify="right" if col else "left")
+    """The results table and a few lines of figures; fits an 80-column terminal."""
+    table = Table(
+        title="distillery demo: inquiry routing, held-out test split",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("", "accuracy", "ja", "en", "valid JSON", "% teacher", "$ / 1k req"):
+        table.add_column(col, justify="right" if col else "left", no_wrap=True)
     checkpoints = [r for _, r in report.checkpoints]  # between the base and the final student
     for r in [*report.results[:2], *checkpoints, *report.results[2:]]:
         share = percent_of_teacher(report, r)
@@ -60,27 +60,41 @@ def print_report(report: DemoReport, console: Console) -> None:
             if r is report.results[0]
             else (report.student_cost_per_1k if r.label == "distilled student" else None)
         )
+        style = "bold" if r.label == "distilled student" else None
         table.add_row(
-            f"{r.label}\n[dim]{r.model}[/dim]",
+            _short(r.label),
             _pct(r.accuracy),
-            "-" if share is None else _pct(share),
             _pct(r.per_lang.get("ja", 0.0)),
             _pct(r.per_lang.get("en", 0.0)),
             _pct(r.valid_json),
-            _pct(r.schema),
-            f"{r.prompt_tokens_per_request + r.completion_tokens_per_request:.0f}",
+            "-" if share is None else _pct(share),
             "-" if cost is None else _money(cost),
+            style=style,
         )
     console.print(table)
+    for r in report.results:
+        tokens = r.prompt_tokens_per_request + r.completion_tokens_per_request
+        console.print(
+            f"  {_short(r.label)}: [dim]{r.model}[/dim], {tokens:.0f} tokens/request, "
+            f"schema {_pct(r.schema)}",
+            overflow="fold",
+        )
+    corrected = (
+        f"{report.corrected_examples} teacher answers corrected by review"
+        if report.corrected_examples
+        else "teacher answers used as they are (no corrections)"
+    )
     console.print(
-        f"trained on {report.train_examples} examples ({report.validation_examples} validation), "
-        f"{report.trained_tokens:,} tokens in {report.training_seconds / 60:.1f} min; "
-        f"training cost {_money(report.training_cost_usd)}; "
-        f"payback at {report.options.requests_per_day:,.0f} requests/day: "
-        f"[bold]{payback_text(report)}[/bold] (saves {_money(report.daily_saving)}/day)"
+        f"Trained on {report.train_examples} examples ({report.validation_examples} validation; "
+        f"{corrected}), {report.trained_tokens:,} tokens in "
+        f"{report.training_seconds / 60:.1f} min; training cost {_money(report.training_cost_usd)}.",
+    )
+    console.print(
+        f"Payback at {report.options.requests_per_day:,.0f} requests/day: "
+        f"[bold]{payback_text(report)}[/bold] (saves {_money(report.daily_saving)}/day)."
     )
     if report.html_path:
-        console.print(f"HTML report: {report.html_path}")
+        console.print(f"HTML report: {report.html_path}", overflow="fold")
 
 
 def write_html(report: DemoReport, path: Path) -> Path:
