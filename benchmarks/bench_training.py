@@ -1,6 +1,6 @@
 """LoRA fine-tuning throughput: distillery's local trainer vs TRL ``SFTTrainer`` defaults.
 
-Both train the embedded student (SmolLM2-135M-Instruct) on the same synthetic bilingual
+Both train each embedded student (SmolLM2-135M-Instruct, Gemma 3 270M; ``--student``) on the same synthetic bilingual
 inquiry-routing conversations, side by side in one run, on the CPU (or GPU with ``--device cuda``):
 
 - anchor: TRL ``SFTTrainer`` with its defaults (bf16, gradient checkpointing, batch 8, padded,
@@ -168,13 +168,18 @@ def step_figures(steps: list[tuple[int, float]]) -> dict[str, Any]:
 
 
 def run_ours(
-    train_file: Path, workdir: Path, *, threads: int, device: str, batch_size: int
+    train_file: Path, workdir: Path, *, student: str, threads: int, device: str, batch_size: int
 ) -> dict[str, Any]:
     from distillery.training.local.config import LocalSFTConfig
     from distillery.training.local.trainer import LocalSFTTrainer
 
     config = LocalSFTConfig(
-        n_epochs=1, batch_size=batch_size, threads=threads, device=device, warmup_ratio=0.0
+        base_model=student,
+        n_epochs=1,
+        batch_size=batch_size,
+        threads=threads,
+        device=device,
+        warmup_ratio=0.0,
     )
     trainer = LocalSFTTrainer(config, train_file, None, workdir / "ours")
     result = trainer.run()
@@ -193,6 +198,7 @@ def run_ours(
 
 def run_trl(
     records: list[dict[str, Any]],
+    student: str,
     model_path: Path,
     workdir: Path,
     *,
@@ -224,8 +230,13 @@ def run_trl(
     peft_config = LoraConfig(
         r=16, lora_alpha=32, target_modules=target_modules, task_type="CAUSAL_LM"
     )
+    from distillery import weights
+
     trainer = SFTTrainer(
         model=str(model_path),
+        # the tokenizer as distillery loads it: a model without a chat template (the pretrained
+        # Gemma) gets its family's, so both trainers see the same conversations
+        processing_class=weights.load_tokenizer(weights.resolve_source(student, model_path)),
         args=args,
         train_dataset=Dataset.from_list(records),
         peft_config=peft_config,
@@ -268,7 +279,22 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip-trl", action="store_true", help="measure only our trainer")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--student",
+        action="append",
+        default=None,
+        help="embedded student(s) to train (repeatable; default: both embedded students)",
+    )
     args = parser.parse_args()
+    students = args.student or ["smollm2-135m-instruct", "gemma-3-270m"]
+    status = 0
+    for student in students:
+        print(f"\n### {student}\n", flush=True)
+        status |= bench_student(args, student)
+    return status
+
+
+def bench_student(args: argparse.Namespace, student: str) -> int:
     batch_size = 8
     n = args.examples or (32 if args.quick else 256)
     n -= n % batch_size
@@ -276,7 +302,7 @@ def main() -> int:
     from distillery import weights
     from distillery.training.local.config import DEFAULT_TARGET_MODULES
 
-    model_path = weights.materialize(weights.resolve_source(weights.EMBEDDED_MODEL)).path
+    model_path = weights.materialize(weights.resolve_source(student)).path
     records = make_records(n)
     print(f"device={args.device} threads={args.threads} examples={n} batch={batch_size}")
     peak = matmul_peak(args.threads, args.device)
@@ -284,6 +310,7 @@ def main() -> int:
     n_params = decoder_params(model_path)
     flops_per_token = 4 * n_params
     results: dict[str, Any] = {
+        "student": student,
         "device": args.device,
         "threads": args.threads,
         "examples": n,
@@ -297,11 +324,17 @@ def main() -> int:
         train_file = work / "train.jsonl"
         train_file.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
         results["ours"] = run_ours(
-            train_file, work, threads=args.threads, device=args.device, batch_size=batch_size
+            train_file,
+            work,
+            student=student,
+            threads=args.threads,
+            device=args.device,
+            batch_size=batch_size,
         )
         if not args.skip_trl:
             results["trl"] = run_trl(
                 records,
+                student,
                 model_path,
                 work,
                 threads=args.threads,
@@ -336,7 +369,8 @@ def main() -> int:
         )
     print(f"MFU = tokens/s x 4N / peak, N = {n_params / 1e6:.1f}M decoder parameters")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        path = args.json.with_name(f"{args.json.stem}-{student}{args.json.suffix}")
+        path.write_text(json.dumps(results, indent=2))
     return 0
 
 
