@@ -49,8 +49,9 @@ def print_report(report: DemoReport, console: Console) -> None:
         title="distillery demo: inquiry routing, held-out test split",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,
     )
-    for col in ("", "accuracy", "ja", "en", "valid JSON", "% teacher", "$ / 1k req"):
+    for col in ("", "accuracy", "ja", "en", "JSON ok", "% teacher", "$/1k req"):
         table.add_column(col, justify="right" if col else "left", no_wrap=True)
     checkpoints = [r for _, r in report.checkpoints]  # between the base and the final student
     for r in [*report.results[:2], *checkpoints, *report.results[2:]]:
