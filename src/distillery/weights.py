@@ -357,7 +357,9 @@ def load_tokenizer(
     given, else its own, else its model family's (:func:`distillery.chat_templates.install`)."""
     ready = materialize(source)
     tokenizer = _load_tokenizer_raw(ready)
-    return chat_templates.install(tokenizer, chat_templates.model_type_of(ready.path), chat_template)
+    return chat_templates.install(
+        tokenizer, chat_templates.model_type_of(ready.path), chat_template
+    )
 
 
 def load_model(
