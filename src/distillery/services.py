@@ -174,7 +174,7 @@ def _training_registry(config: Config, home: Path) -> TrainingRegistry:
         config.providers,
         home,
         factories={
-            "local": lambda _name, _cfg, _home: LocalRunBackend(defaults=defaults),
+            "local": lambda _name, cfg, _home: LocalRunBackend(defaults=defaults, provider=cfg),
             "openai": OpenAITrainingBackend,
             "azure": OpenAITrainingBackend,
         },

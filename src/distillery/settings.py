@@ -89,6 +89,11 @@ class GatewayConfig(BaseModel):
     )
 
 
+def _is_template_text(value: str) -> bool:
+    """A Jinja template (rather than the path of a file holding one)."""
+    return "{{" in value or "{%" in value
+
+
 class ProviderConfig(BaseModel):
     """One ``[providers.NAME]`` table."""
 
@@ -125,6 +130,12 @@ class ProviderConfig(BaseModel):
         ge=1,
         description="Full fine-tunes (each a whole model in memory) kept loaded at once",
     )
+    chat_template: str | dict[str, str] | None = Field(
+        default=None,
+        description="Chat template of the provider's models, served and trained alike: Jinja text "
+        "or the path of a file holding it; one for all models, or a table model name -> "
+        "template. Overrides the model's own template and its family's default.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -132,7 +143,30 @@ class ProviderConfig(BaseModel):
             raise ValueError("an `openai` provider needs base_url")
         if self.kind == "azure" and not self.endpoint:
             raise ValueError("an `azure` provider needs endpoint")
+        templates = (
+            self.chat_template.values()
+            if isinstance(self.chat_template, dict)
+            else [self.chat_template or ""]
+        )
+        for value in templates:
+            if value and not _is_template_text(value) and not Path(value).expanduser().is_file():
+                raise ValueError(f"chat_template: {value!r} is neither a template nor a file")
         return self
+
+    def chat_template_for(self, model: str) -> str | None:
+        """The configured chat template text of ``model`` (a file's content), or None."""
+        value = (
+            self.chat_template.get(model)
+            if isinstance(self.chat_template, dict)
+            else self.chat_template
+        )
+        if not value or _is_template_text(value):
+            return value or None
+        path = Path(value).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"chat_template of {model!r}: cannot read {path}: {exc}") from exc
 
     def api_key(self) -> str | None:
         if self.api_key_env is None:

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from distillery import chat_templates, weights
+from distillery.serving.chat_template import normalize_messages, render_prompt
 from distillery.training.local.data import (
     IGNORE_INDEX,
     TrainingDataError,
@@ -13,6 +15,7 @@ from distillery.training.local.data import (
     parse_record,
     tokenize_messages,
 )
+from tiny_models import GEMMA_SPECIALS, tiny_tokenizer_dir
 
 from .chat_files import chat_record, write_jsonl
 
@@ -39,7 +42,7 @@ def test_loss_only_on_assistant_tokens(tokenizer: Any) -> None:
     example, truncated = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
     assert not truncated
     answer = record["messages"][-1]["content"]
-    assert labelled_text(tokenizer, example.input_ids, example.labels) == [answer + "<|im_end|>\n"]
+    assert labelled_text(tokenizer, example.input_ids, example.labels) == [answer + "<|im_end|>"]
     # the prompt (system + user + the assistant header) is never a target
     prompt = tokenizer.apply_chat_template(
         record["messages"][:-1], tokenize=False, add_generation_prompt=True
@@ -64,7 +67,7 @@ def test_weight_zero_assistant_messages_get_no_loss(tokenizer: Any) -> None:
     assert trainable == [False, False, False, True, False, True]
     example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
     runs = labelled_text(tokenizer, example.input_ids, example.labels)
-    assert runs == ["A good second answer<|im_end|>\n", "Another good answer<|im_end|>\n"]
+    assert runs == ["A good second answer<|im_end|>", "Another good answer<|im_end|>"]
     assert "bad" not in "".join(runs)
 
 
@@ -86,7 +89,7 @@ def test_tools_are_passed_to_the_chat_template(tokenizer: Any) -> None:
         example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
         assert tokenizer.decode(example.input_ids).startswith("TOOLS:get_weather")
         runs = labelled_text(tokenizer, example.input_ids, example.labels)
-        assert runs == ["Calling get_weather<|im_end|>\n"]
+        assert runs == ["Calling get_weather<|im_end|>"]
     finally:
         tokenizer.chat_template = template
 
@@ -147,3 +150,107 @@ def test_content_parts_and_developer_role(tokenizer: Any) -> None:
     assert messages[0]["role"] == "system"
     assert messages[1]["content"] == "Hello there"
     assert trainable == [False, False, True]
+
+
+def served_prompt_and_answer(tokenizer: Any, record: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """What serving renders for the record's last answer, and that answer's own tokens (through
+    the template's end-of-turn token)."""
+    messages = record["messages"]
+    prompt = render_prompt(tokenizer, normalize_messages(messages[:-1]))
+    direct = tokenizer.apply_chat_template(
+        normalize_messages(messages[:-1]), add_generation_prompt=True, tokenize=True
+    )
+    assert prompt == list(direct if isinstance(direct, list) else direct["input_ids"])
+    (end_of_turn,) = chat_templates.end_of_turn_tokens(tokenizer)
+    content = messages[-1]["content"]
+    if content not in tokenizer.apply_chat_template(messages, tokenize=False):
+        content = content.strip()  # Gemma's template trims contents
+    answer = tokenizer(content + end_of_turn, add_special_tokens=False)["input_ids"]
+    return prompt, list(answer)
+
+
+def check_trained_as_served(tokenizer: Any, record: dict[str, Any]) -> None:
+    messages, trainable, tools = parse_record(record, "line 1")
+    example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=4096)
+    prompt, answer = served_prompt_and_answer(tokenizer, record)
+    assert example.input_ids == prompt + answer
+    assert example.labels[len(prompt) :] == answer  # loss on the whole answer...
+    end_of_turn = chat_templates.end_of_turn_ids(tokenizer)
+    assert example.input_ids[-1] in end_of_turn  # ...which ends with the end-of-turn token
+    if sum(trainable) == 1:
+        assert set(example.labels[: len(prompt)]) == {IGNORE_INDEX}
+
+
+RECORDS = [
+    chat_record("経費精算の締め日はいつですか？", "経理"),
+    {
+        "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": " The capital of France is Paris. "},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Hello there"},
+            {"role": "assistant", "content": "Hello, how are you today?"},
+            {"role": "user", "content": "Route this question: my VPN does not connect."},
+            {"role": "assistant", "content": '{"reason":"VPN","category":"it"}'},
+        ]
+    },
+]
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_trained_ids_are_the_served_prompt_then_the_answer(
+    tokenizer: Any, record: dict[str, Any]
+) -> None:
+    """The embedded SmolLM2 (its own ChatML template)."""
+    check_trained_as_served(tokenizer, record)
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A Gemma-family tokenizer without a chat template (as the embedded Gemma 3 270M)."""
+    folder = tiny_tokenizer_dir(tmp_path_factory.mktemp("gemma"), "gemma3_text", GEMMA_SPECIALS)
+    tokenizer = weights.load_tokenizer(weights.ModelSource("tiny-gemma", folder))
+    assert tokenizer.chat_template == chat_templates.GEMMA
+    return tokenizer
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_a_gemma_is_trained_on_what_it_is_served(
+    gemma_tokenizer: Any, record: dict[str, Any]
+) -> None:
+    check_trained_as_served(gemma_tokenizer, record)
+    messages, trainable, tools = parse_record(record, "line 1")
+    example, _ = tokenize_messages(gemma_tokenizer, messages, trainable, tools, max_length=4096)
+    runs = labelled_text(gemma_tokenizer, example.input_ids, example.labels)
+    answers = [m["content"].strip() for m in record["messages"] if m["role"] == "assistant"]
+    assert runs == [f"{a}<end_of_turn>" for a in answers]
+
+
+def test_a_template_that_moves_the_system_message_still_trains_as_served(
+    gemma_tokenizer: Any,
+) -> None:
+    """Mistral's template puts the system message in the last user turn only."""
+    gemma_tokenizer.chat_template = chat_templates.MISTRAL
+    try:
+        record = {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "Hello there"},
+                {"role": "assistant", "content": "Hello, how are you today?"},
+                {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "Paris."},
+            ]
+        }
+        messages, trainable, tools = parse_record(record, "line 1")
+        example, _ = tokenize_messages(gemma_tokenizer, messages, trainable, tools, max_length=512)
+        prompt = render_prompt(gemma_tokenizer, normalize_messages(record["messages"][:-1]))
+        answer = gemma_tokenizer(" Paris." + gemma_tokenizer.eos_token, add_special_tokens=False)
+        assert example.input_ids == prompt + answer["input_ids"]
+        runs = labelled_text(gemma_tokenizer, example.input_ids, example.labels)
+        assert runs == [" Hello, how are you today?<eos>", " Paris.<eos>"]
+    finally:
+        gemma_tokenizer.chat_template = chat_templates.GEMMA

@@ -1,4 +1,8 @@
-"""Chat messages to prompt token ids, through the tokenizer's own chat template.
+"""Chat messages to prompt token ids, through the model's chat template.
+
+The template (the model's own, its family's, or the provider's ``chat_template`` setting) is chosen
+when the tokenizer is loaded; rendering goes through :mod:`distillery.chat_templates`, as training
+does.
 
 OpenAI messages are normalized first (text content parts joined, ``developer`` treated as
 ``system``, as OpenAI does for models without a developer role); anything the local models cannot
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from distillery import chat_templates
 from distillery.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -84,22 +89,27 @@ def normalize_messages(messages: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of the templated prompt, ending with the assistant generation prompt."""
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], model: str = "this model"
+) -> list[int]:
+    """Token ids of the templated prompt, ending with the assistant generation prompt (the same
+    ids the trainer puts before an answer: :func:`distillery.chat_templates.prompt_ids`).
+
+    A model without a template, or whose template raises, is a 400 naming ``model``.
+    """
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError(
-            "this local model has no chat template; it cannot serve chat completions",
+            f"the local model {model!r} has no chat template and is of no known model family; "
+            "it cannot serve chat completions until its provider sets `chat_template` "
+            "(Jinja text or a file) in distillery.toml",
             param="model",
             code="model_not_supported",
         )
     try:
-        ids = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        return chat_templates.prompt_ids(tokenizer, messages)
     except Exception as exc:  # a template may raise on a role order it does not accept
         raise InvalidRequestError(
-            f"the model's chat template rejected these messages: {exc}", param="messages"
+            f"the chat template of the local model {model!r} failed on these messages "
+            f"({type(exc).__name__}: {exc})",
+            param="messages",
         ) from exc
-    if isinstance(ids, Mapping):  # some tokenizers return a BatchEncoding regardless
-        ids = ids["input_ids"]
-    return [int(t) for t in ids]  # type: ignore[arg-type, union-attr]

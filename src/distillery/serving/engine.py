@@ -261,8 +261,10 @@ class GenerationEngine:
         max_batch_size: int,
         adapter_memory_mb: int,
         threads: int | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.model_name = model_name
+        self._chat_template = chat_template  # the provider's setting; None: the model's own
         self._source_path = source_path
         self._device_pref = device
         self._dtype_pref = dtype
@@ -355,14 +357,14 @@ class GenerationEngine:
     def _load(self) -> None:
         import torch
 
-        from distillery import weights
+        from distillery import chat_templates, weights
 
         source = weights.resolve_source(self.model_name, self._source_path)
         device = weights.best_device(self._device_pref)
         dtype = self._dtype_pref or weights.best_dtype(device)
         if device == "cpu":
             torch.set_num_threads(self._threads or inference_threads())
-        tokenizer = weights.load_tokenizer(source)
+        tokenizer = weights.load_tokenizer(source, chat_template=self._chat_template)
         model = weights.load_model(source, dtype=dtype, device=device)
         model.eval()  # type: ignore[no-untyped-call]
         config = model.config.get_text_config()
@@ -379,6 +381,7 @@ class GenerationEngine:
                 eos.add(value)
             elif isinstance(value, list):
                 eos.update(int(v) for v in value)
+        eos.update(chat_templates.end_of_turn_ids(tokenizer))  # <end_of_turn>, <|eot_id|>...
         self._eos = frozenset(eos)
         self._pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos))
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[no-untyped-call]
@@ -418,7 +421,7 @@ class GenerationEngine:
         """Template, measure and compile a request. Thread-safe; runs off the event loop."""
         assert self.tokenizer is not None and self._compiler is not None
         with self._prep_lock:
-            prompt = render_prompt(self.tokenizer, messages)
+            prompt = render_prompt(self.tokenizer, messages, self.model_name)
         limit = self.context_length
         if len(prompt) >= limit:
             raise ContextLengthExceededError(

@@ -297,6 +297,8 @@ class LocalProvider:
                 max_batch_size=self.config.max_batch_size,
                 threads=self.config.threads,
                 adapter_memory_mb=self.config.adapter_memory_mb,
+                # a full fine-tune's folder carries the template it was trained with
+                chat_template=None if call.source else self.config.chat_template_for(base),
             )
             self._engines[base] = engine
             engine.start()

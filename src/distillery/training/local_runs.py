@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from distillery.errors import ConflictError, InvalidRequestError
+from distillery.settings import ProviderConfig
 from distillery.training.base import (
     FineTuneSpec,
     Hyperparameters,
@@ -37,8 +38,11 @@ from distillery.training.local.config import LocalSFTConfig
 
 # set through OpenAI's own parameters, not through the `distillery` extension
 _RESERVED = frozenset(
-    {"base_model", "base_model_path", "n_epochs", "batch_size", "learning_rate_multiplier", "seed"}
-)
+    {
+        "base_model", "base_model_path", "n_epochs", "batch_size", "learning_rate_multiplier",
+        "seed", "chat_template",  # the provider's setting: trained as it is served
+    }
+)  # fmt: skip
 _KILL_AFTER_S = 15.0
 
 
@@ -54,8 +58,16 @@ class LocalRunBackend:
 
     name: ClassVar[str] = "local"
 
-    def __init__(self, *, defaults: Mapping[str, Any] | None = None, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        concurrency: int = 1,
+        provider: ProviderConfig | None = None,
+    ) -> None:
+        """``provider``: the local provider serving the base models (its ``chat_template``)."""
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+        self.provider = provider
         self.concurrency = concurrency
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._offsets: dict[str, tuple[int, int]] = {}  # handle -> (byte offset, lines read)
@@ -83,6 +95,7 @@ class LocalRunBackend:
             **spec.extras,
             "base_model": spec.model,
             "base_model_path": spec.model_path,
+            "chat_template": self.provider.chat_template_for(spec.model) if self.provider else None,
             "n_epochs": hyper.n_epochs,
             "batch_size": hyper.batch_size,
             "learning_rate_multiplier": hyper.learning_rate_multiplier,

@@ -69,6 +69,11 @@ class LocalSFTConfig(BaseModel):
     base_model_path: str | None = Field(
         None, description="Transformers folder or .gguf file; only the embedded model needs none."
     )
+    chat_template: str | None = Field(
+        None,
+        description="Jinja chat template overriding the model's own (its local provider's "
+        "`chat_template` setting, so that training renders what serving renders).",
+    )
     method: Literal["lora", "full"] = Field(
         "lora", description="LoRA adapters on a frozen base, or full fine-tuning."
     )

@@ -1,15 +1,21 @@
 """OpenAI chat fine-tuning JSONL -> tokenized examples with assistant-only labels.
 
 Each line is ``{"messages": [...], "tools"?: [...]}`` as OpenAI's supervised fine-tuning takes
-it. The conversation is rendered with the tokenizer's own chat template (``tools`` passed to it
-when present) and tokenized once; ``labels`` are ``-100`` everywhere except on the tokens of
-assistant messages whose ``weight`` is not 0 (OpenAI: ``weight`` 0 or 1, default 1). An assistant
-message's span is its rendered text up to the start of the next message, so the end-of-turn token
-is trained too and the model learns to stop. Examples longer than ``max_length`` are truncated
-(as OpenAI does); an example left with no trainable token is skipped and counted.
+it. The conversation is rendered with the model's chat template (``tools`` passed to it when
+present) through :mod:`distillery.chat_templates`, the same path serving renders prompts with, so
+a model is trained on exactly the token ids it is served: the example of a conversation is the
+served prompt of its last trainable assistant message (the messages before it, templated with the
+generation prompt and tokenized whole) followed by that answer's own tokens, which end with the
+template's end-of-turn token (``<end_of_turn>``, ``<|im_end|>``...) so the model learns to stop.
+``labels`` are ``-100`` everywhere except on the tokens of assistant messages whose ``weight`` is
+not 0 (OpenAI: ``weight`` 0 or 1, default 1); earlier trainable answers are labelled inside the
+prompt, from the end of their generation prompt through their end-of-turn token. Examples longer
+than ``max_length`` are truncated (as OpenAI does); an example left with no trainable token is
+skipped and counted.
 
 Templates that render a prefix of the conversation as a prefix of the whole (nearly all) give
-exact spans; for the others the assistant's content is located in the rendered text.
+exact spans; for the others (Mistral's moves the system message to the last user turn) the
+assistant's content is located in the rendered text.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillery import chat_templates
 from distillery.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -125,54 +132,73 @@ def _render(
     *,
     add_generation_prompt: bool = False,
 ) -> str:
-    text = tokenizer.apply_chat_template(
-        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    return chat_templates.render(
+        tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt
     )
-    return str(text)
 
 
-def assistant_char_spans(
+def _end_of_turn(tokenizer: PreTrainedTokenizerBase, text: str, after: int) -> int:
+    """The end of the first end-of-turn (or end-of-sequence) token at or after ``after`` in
+    ``text``; ``len(text)`` when there is none."""
+    markers = chat_templates.end_of_turn_tokens(tokenizer)
+    eos = getattr(tokenizer, "eos_token", None)
+    if isinstance(eos, str) and eos:
+        markers.append(eos)
+    ends = [i + len(m) for m in markers if (i := text.find(m, after)) >= 0]
+    return min(ends, default=len(text))
+
+
+def _locate(
+    tokenizer: PreTrainedTokenizerBase, text: str, content: str, cursor: int, i: int
+) -> tuple[int, int]:
+    """Where assistant message ``i`` (its ``content``) is in ``text``, for templates that do not
+    render a conversation prefix as a prefix of the whole: the content and its end of turn."""
+    needle = content.strip()
+    start = text.find(needle, cursor) if needle else -1
+    if start < 0:
+        raise TrainingDataError(
+            f"the chat template does not render assistant message {i} in a way that can be "
+            "located; use a template that renders a conversation prefix as a prefix of the whole"
+        )
+    if start > cursor and text[start - 1] == " ":  # "[/INST] answer": the blank is the answer's
+        start -= 1
+    return start, _end_of_turn(tokenizer, text, start + len(needle))
+
+
+def _turn_span(
     tokenizer: PreTrainedTokenizerBase,
+    text: str,
     messages: list[dict[str, Any]],
-    trainable: list[bool],
+    i: int,
     tools: Any,
-) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its trainable assistant turns."""
-    full = _render(tokenizer, messages, tools)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, train in enumerate(trainable):
-        if not train:
-            continue
-        before = _render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
-        through = _render(tokenizer, messages[: i + 1], tools)
-        if (
-            i
-            and full.startswith(before)
-            and full.startswith(through)
-            and len(through) > len(before)
-        ):
-            start, end = len(before), len(through)
-        else:  # the template rewrites earlier turns: find the content itself
-            content = messages[i]["content"]
-            start = full.find(content, cursor) if content else -1
-            if start < 0:
-                if i == 0 and full.startswith(through):
-                    start, end = 0, len(through)
-                else:
-                    raise TrainingDataError(
-                        "the chat template does not render assistant message "
-                        f"{i} in a way that can be located; use a template that renders "
-                        "a conversation prefix as a prefix of the whole"
-                    )
-            else:
-                end = start + len(content)
-                eos = getattr(tokenizer, "eos_token", None)
-                if isinstance(eos, str) and eos and full.startswith(eos, end):
-                    end += len(eos)
-        spans.append((start, end))
-        cursor = end
-    return full, spans
+    cursor: int,
+) -> tuple[int, int]:
+    """The characters of ``text`` that assistant message ``i`` is trained on: from the end of its
+    generation prompt to its end-of-turn token (included)."""
+    before = _render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
+    through = _render(tokenizer, messages[: i + 1], tools)
+    if text.startswith(before) and text.startswith(through) and len(through) > len(before):
+        return len(before), _end_of_turn(tokenizer, through, len(before))
+    return _locate(tokenizer, text, str(messages[i].get("content") or ""), cursor, i)
+
+
+def _labelled(
+    tokenizer: PreTrainedTokenizerBase, text: str, spans: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """``text`` tokenized whole, labelled on the tokens that start inside ``spans``."""
+    if not spans:
+        ids = chat_templates.encode(tokenizer, text)
+        return ids, [IGNORE_INDEX] * len(ids)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [int(t) for t in enc["input_ids"]]
+    labels = [IGNORE_INDEX] * len(ids)
+    span_i = 0
+    for t, (start, _end) in enumerate(enc["offset_mapping"]):
+        while span_i < len(spans) and start >= spans[span_i][1]:
+            span_i += 1
+        if span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]:
+            labels[t] = ids[t]
+    return ids, labels
 
 
 def tokenize_messages(
@@ -183,18 +209,34 @@ def tokenize_messages(
     *,
     max_length: int,
 ) -> tuple[TokenizedExample, bool]:
-    """Tokenize one conversation; return the example and whether it was truncated."""
-    text, spans = assistant_char_spans(tokenizer, messages, trainable, tools)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
-    labels = [IGNORE_INDEX] * len(ids)
-    span_i = 0
-    for t, (start, _end) in enumerate(offsets):
-        while span_i < len(spans) and start >= spans[span_i][1]:
-            span_i += 1
-        if span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]:
-            labels[t] = ids[t]
+    """Tokenize one conversation; return the example and whether it was truncated.
+
+    The last trainable assistant message is trained exactly as it is served: the example is the
+    prompt serving renders for it (:func:`distillery.chat_templates.prompt_ids` of the messages
+    before it) followed by the tokens of its answer, up to and including the template's
+    end-of-turn token; nothing after it is kept (no loss is taken there). Earlier trainable
+    assistant messages are labelled inside that prompt.
+    """
+    last = max(i for i, train in enumerate(trainable) if train)
+    prompt = _render(tokenizer, messages[:last], tools, add_generation_prompt=True) if last else ""
+    through = _render(tokenizer, messages[: last + 1], tools)
+    if last and through.startswith(prompt) and len(through) > len(prompt):
+        answer = through[len(prompt) : _end_of_turn(tokenizer, through, len(prompt))]
+    else:  # the template rewrites earlier turns (or the conversation opens with the answer)
+        content = str(messages[last].get("content") or "")
+        start, end = _locate(tokenizer, through, content, 0, last) if last else (0, len(through))
+        answer = through[start:end]
+    earlier = [train and i < last for i, train in enumerate(trainable)]
+    cursor = 0
+    spans: list[tuple[int, int]] = []
+    for i, train in enumerate(earlier):
+        if train:
+            spans.append(_turn_span(tokenizer, prompt, messages, i, tools, cursor))
+            cursor = spans[-1][1]
+    ids, labels = _labelled(tokenizer, prompt, spans)
+    answer_ids = chat_templates.encode(tokenizer, answer)
+    ids += answer_ids
+    labels += answer_ids
     truncated = len(ids) > max_length
     return TokenizedExample(ids[:max_length], labels[:max_length]), truncated
 

@@ -168,7 +168,7 @@ class LocalSFTTrainer:
         cfg = self.config
         source = weights.resolve_source(cfg.base_model, cfg.base_model_path)
         self.source = source
-        self.tokenizer = weights.load_tokenizer(source)
+        self.tokenizer = weights.load_tokenizer(source, chat_template=cfg.chat_template)
         self.train_data = load_chat_dataset(
             self.training_file, self.tokenizer, max_length=cfg.max_length
         )
