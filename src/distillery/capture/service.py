@@ -7,12 +7,15 @@ cost, status and error are recorded under the completion's id before the answer 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from distillery import ids
-from distillery.capture.streaming import StreamAccumulator
+from distillery.capture.storable import token_count
+from distillery.capture.streaming import IdRewriter, StreamAccumulator
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError, InvalidRequestError
@@ -119,6 +122,7 @@ class CaptureService:
                 yield chunk
             return
         acc = StreamAccumulator()
+        gate = _IdGate(self.writer)
         held = b""
         error: DistilleryError | None = None
         pending = [first]
@@ -126,26 +130,24 @@ class CaptureService:
             while True:
                 chunk = pending.pop() if pending else await source.__anext__()
                 acc.feed(chunk)
+                chunk = await gate.through(chunk, acc)
                 if acc.done:  # hold the [DONE] event until the record is durable
                     held += chunk
-                    continue
-                yield chunk
+                elif chunk:
+                    yield chunk
         except StopAsyncIteration:
             pass
         except DistilleryError as exc:
             error = exc
+        held = await gate.finish(held)
         latency_ms = (time.perf_counter() - started) * 1000
-        response = acc.completion()
-        if error is not None or acc.error is not None:
-            err = error.to_dict()["error"] if error is not None else acc.error
-            record = self._record(
-                upstream, provider, metadata, response, created_at, latency_ms, True, error=err
-            )
-        else:
-            record = self._record(
-                upstream, provider, metadata, response, created_at, latency_ms, True
-            )
-        await self.writer.write(record)
+        err = error.to_dict()["error"] if error is not None else acc.error
+        record = self._record(
+            upstream, provider, metadata, acc.completion(), created_at, latency_ms, True, error=err
+        )
+        if record.response is not None:
+            record = replace(record, response={**record.response, "id": gate.id})
+        await self.writer.write(replace(record, id=gate.id), claimed=True)
         if held:
             yield held
         if error is not None:
@@ -164,9 +166,10 @@ class CaptureService:
         error: dict[str, Any] | None = None,
     ) -> NewCompletion:
         usage = response.get("usage") or {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        # counts the integer columns cannot hold (an upstream's 2**63) are not counts: None
+        prompt = token_count(usage.get("prompt_tokens"))
+        completion = token_count(usage.get("completion_tokens"))
+        cached = token_count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
         upstream_id = response.get("id")
         completion_id = upstream_id if isinstance(upstream_id, str) and upstream_id else None
         if completion_id is None or len(completion_id) > 64:
@@ -214,3 +217,36 @@ class CaptureService:
             latency_ms=(time.perf_counter() - started) * 1000,
         )
         await self.writer.write(record)
+
+
+class _IdGate:
+    """The client sees the id its stream is stored under.
+
+    The bytes are held until the first event names the upstream's id; the writer then claims
+    it (a fresh id when it is stored or in flight already, or unusable), and the events are
+    rewritten only when the two differ, so the usual stream passes through unchanged.
+    """
+
+    def __init__(self, writer: CompletionWriter) -> None:
+        self.writer = writer
+        self.id = ""
+        self._waiting: list[bytes] | None = []
+        self._rewriter: IdRewriter | None = None
+
+    async def through(self, chunk: bytes, acc: StreamAccumulator) -> bytes:
+        if self._waiting is not None:
+            self._waiting.append(chunk)
+            if acc.id is None and not acc.done:
+                return b""
+            self.id = await asyncio.to_thread(self.writer.claim, acc.id)
+            if self.id != acc.id:
+                self._rewriter = IdRewriter(acc.id, self.id)
+            chunk, self._waiting = b"".join(self._waiting), None
+        return self._rewriter.feed(chunk) if self._rewriter is not None else chunk
+
+    async def finish(self, held: bytes) -> bytes:
+        """What is left to send before ``held``; claims an id if no event named one."""
+        if self._waiting is not None:
+            self.id = await asyncio.to_thread(self.writer.claim, None)
+            return b"".join(self._waiting) + held
+        return held + self._rewriter.flush() if self._rewriter is not None else held

@@ -132,3 +132,50 @@ class StreamAccumulator:
             "system_fingerprint": self.system_fingerprint,
             "service_tier": self.service_tier,
         }
+
+
+class IdRewriter:
+    """Rewrites the ``id`` of each ``chat.completion.chunk`` event from ``old`` to ``new``.
+
+    Used only when a stream is stored under another id than the upstream's (the upstream reused
+    a stored id, or sent none usable), so that the client sees the id it can look up. Events are
+    re-framed: ``feed`` returns the complete events seen so far, ``flush`` what is left.
+    """
+
+    def __init__(self, old: str | None, new: str) -> None:
+        self.old = old
+        self.new = new
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out: list[bytes] = []
+        while True:
+            positions = [(self._buffer.find(sep), sep) for sep in (b"\n\n", b"\r\n\r\n")]
+            found = [(p, sep) for p, sep in positions if p >= 0]
+            if not found:
+                return b"".join(out)
+            end, sep = min(found)
+            out.append(self._event(self._buffer[:end]) + sep)
+            self._buffer = self._buffer[end + len(sep) :]
+
+    def flush(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    def _event(self, raw: bytes) -> bytes:
+        lines = raw.splitlines()
+        data = [line for line in lines if line.startswith(b"data:")]
+        if not data:
+            return raw
+        payload = b"".join(line[5:].lstrip() for line in data)
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return raw
+        if not isinstance(chunk, dict) or "id" not in chunk:
+            return raw
+        if chunk["id"] == self.old or self.old is None:
+            chunk["id"] = self.new
+        others = [line for line in lines if not line.startswith(b"data:")]
+        return b"\n".join([*others, b"data: " + orjson.dumps(chunk)])
