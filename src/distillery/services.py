@@ -97,6 +97,28 @@ class Services:
         self.extras.setdefault("shutdown", []).append(lambda: self.evals.shutdown())
         self.extras["startup"].append(self._start_retention)
         self.extras["shutdown"].append(self._stop_retention)
+        self.extras["startup"].append(self._start_capture_watch)
+        self.extras["shutdown"].append(self._stop_capture_watch)
+
+    async def _start_capture_watch(self) -> None:
+        """Every second: restart a dead or stuck writer, replay the spool once the database is
+        back (so an outage heals while running, not at the next start)."""
+        import asyncio
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    await asyncio.to_thread(self.writer.maintain)
+                except Exception:
+                    log.exception("capture watch failed; retrying in a second")
+
+        self.extras["capture_watch"] = asyncio.create_task(watch())
+
+    async def _stop_capture_watch(self) -> None:
+        task = self.extras.pop("capture_watch", None)
+        if task is not None:
+            task.cancel()
 
     async def _start_retention(self) -> None:
         import asyncio
@@ -238,9 +260,11 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
         _serve_remote_model(providers, model)
     prices = PriceTable(config.prices)
     writer = CompletionWriter(
-        completions.insert_many, spool=settings.home / "spool" / "completions.jsonl"
+        completions.insert_many,
+        spool=settings.home / "spool" / "completions.jsonl",
+        exists=completions.exists,
     )
-    writer.replay_spool()
+    writer.replay_spool()  # never raises for a record: what the database refuses is dead-lettered
     capture = CaptureService(
         providers=providers, writer=writer, gateway=config.gateway, prices=prices
     )

@@ -12,11 +12,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from distillery.errors import AuthenticationError, PermissionDeniedError
+from distillery.capture.writer import is_outage
+from distillery.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from distillery.security.keys import hash_key
 from distillery.services import Services
 
 _CACHE_TTL_S = 5.0
+_OUTAGE_RETRY_S = 1.0
 
 
 async def get_services(request: Request) -> Services:
@@ -39,7 +41,19 @@ class KeyCache:
         hit = self._entries.get(digest)
         if hit is not None and now - hit[0] < _CACHE_TTL_S:
             return hit[1]
-        scope = await asyncio.to_thread(self._lookup, services, secret)
+        try:
+            scope = await asyncio.to_thread(self._lookup, services, secret)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if hit is None:
+                raise ServiceUnavailableError(
+                    "The database is unavailable and this API key was not checked recently."
+                ) from None
+            # The database is unreachable: a key seen before keeps its scope (checked again
+            # every second, so a revocation takes effect as soon as the database is back).
+            self._entries[digest] = (now - _CACHE_TTL_S + _OUTAGE_RETRY_S, hit[1])
+            return hit[1]
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[digest] = (now, scope)
