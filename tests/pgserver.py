@@ -74,6 +74,18 @@ class PostgresServer:
             "UTF8",
             "--no-locale",
         )
+        self.resume()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def resume(self) -> None:
+        """Start the server (again, after ``pause``) on the same port and data."""
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -89,14 +101,10 @@ class PostgresServer:
             str(self.dir / "log"),
             "start",
         )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database outage, for the reliability tests)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def create_database(self, name: str) -> str:
         import psycopg

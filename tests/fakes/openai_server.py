@@ -94,6 +94,8 @@ class FakeOpenAI:
                     status_code=status,
                     media_type="application/json",
                 )
+            if model.startswith("poison-"):
+                return self.poison(model, body)
             if model.startswith("slow-"):
                 await asyncio.sleep(int(model.split("-")[1]) / 1000)
             self.counter += 1
@@ -170,6 +172,41 @@ class FakeOpenAI:
         if include_usage:
             yield event({}, None, usage, choices=False)
         yield b"data: [DONE]\n\n"
+
+    def poison(self, model: str, body: dict[str, Any]) -> Response:
+        """Valid answers that are hard to store (the reliability tests):
+
+        - ``poison-deep``: ``usage`` carries a field nested 600 levels (orjson reads 1,024
+          levels but writes at most 254, so it cannot be re-encoded as it is);
+        - ``poison-huge``: ``usage`` counts 2**63 prompt tokens (beyond SQLite's integers).
+        """
+        self.counter += 1
+        cid = self.reuse_id or f"chatcmpl-fake{self.counter:08d}"
+        if model == "poison-deep":
+            usage = b'{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"deep":'
+            usage += b"[" * 600 + b"]" * 600 + b"}"
+        else:
+            usage = b'{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}' % (
+                2**63,
+                2**63 + 1,
+            )
+        text = self.answer(body)
+        head = {"id": cid, "created": int(time.time()), "model": model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            data = {
+                **head,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+            body_bytes = orjson.dumps(data)[:-1] + b',"usage":' + usage + b"}"
+            return Response(body_bytes, media_type="application/json")
+        chunk = {**head, "object": "chat.completion.chunk"}
+        delta = {"role": "assistant", "content": text}
+        first = {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": "stop"}]}
+        last = orjson.dumps({**chunk, "choices": []})[:-1] + b',"usage":' + usage + b"}"
+        events = b"data: " + orjson.dumps(first) + b"\n\ndata: " + last + b"\n\ndata: [DONE]\n\n"
+        return Response(events, media_type="text/event-stream")
 
     def start(self) -> FakeOpenAI:
         with socket.socket() as s:
