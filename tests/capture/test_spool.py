@@ -29,7 +29,8 @@ def test_database_down_spools_then_replays(client: openai.OpenAI, gateway, monke
         client.chat.completions.retrieve(resp.id)
 
     monkeypatch.setattr(writer, "_insert_many", real)
-    assert writer.replay_spool() == 1
+    # the server's own watch (every second) may replay it first: either way it is stored once
+    assert writer.replay_spool() in (0, 1) and writer.spooled() == 0
     stored = client.chat.completions.retrieve(resp.id)
     assert stored.metadata == {"case": "spool"}
     assert httpx.get(gateway.url + "/health").json()["spooled_completions"] == 0

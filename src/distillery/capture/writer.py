@@ -263,7 +263,8 @@ class CompletionWriter:
         """How many records wait in the spool."""
         if self.spool is None:
             return 0
-        return _count_lines(self.spool) + _count_lines(self._replaying)
+        with self._spool_lock:
+            return _count_lines(self.spool) + _count_lines(self._replaying)
 
     def dead_letters(self) -> int:
         """How many records were moved to the dead-letter file."""
@@ -290,21 +291,22 @@ class CompletionWriter:
                 return 0
             lines = [line for line in self._replaying.read_bytes().splitlines() if line.strip()]
             replayed = dead = 0
+            kept: list[bytes] = []
             for index, line in enumerate(lines):
                 try:
                     stored = self._replay_line(line)
                 except _Unreachable as exc:
-                    with self._spool_lock:
-                        _append(self.spool, lines[index:])
-                    log.info(
-                        "database still unavailable (%s): %d stay spooled", exc, len(lines) - index
-                    )
+                    kept = lines[index:]
+                    log.info("database still unavailable (%s): %d stay spooled", exc, len(kept))
                     break
                 if stored is None:
                     dead += 1
                 elif stored:
                     replayed += 1
-            self._replaying.unlink()
+            with self._spool_lock:  # one step for spooled(): never counted twice
+                if kept:
+                    _append(self.spool, kept)
+                self._replaying.unlink()
         if replayed:
             log.info("replayed %d spooled completions", replayed)
         if dead:
