@@ -13,6 +13,12 @@ Design
   padding, a mask per slot). A step writes one column in place; the buffer is re-laid out
   (compacted, trimmed or grown, one copy) only when slots or capacity run out or more than half
   of it is waste. Free slots ride along with a dummy token until the next re-layout.
+* Attention: the engine passes its own 4D masks, built from that column timeline. A model with
+  sliding-window layers (Gemma 3, Mistral, Phi-3, Qwen2/Qwen3 with ``sliding_window``) also gets
+  one windowed mask per window, by token position (the cache tracks each column's position), and
+  the engine's attention function gives each layer the mask of its own window (``attention``), so
+  that every layer attends exactly as in ``model.generate``, also past the window. A model the
+  engine cannot run exactly is refused at load with a 400 naming its architecture.
 * Prefill: requests admitted together are prefilled as one padded batch; when their prompts
   share a prefix (one system prompt, many questions), the prefix runs once and its KV is copied
   to every row. An idle engine waits a few ms for a burst of requests to arrive together.
@@ -45,6 +51,7 @@ from distillery.errors import (
     InvalidRequestError,
     ServiceUnavailableError,
 )
+from distillery.serving import attention
 from distillery.serving.adapters import AdapterPool, AdapterRef
 from distillery.serving.chat_template import render_prompt
 from distillery.serving.constrained import GrammarCompiler, ResponseFormat, TokenConstraint
@@ -296,6 +303,7 @@ class GenerationEngine:
         self._pad = 0
         self._kv_budget_tokens = 0
         self._kv_shape = (0, 0, 0)  # layers, kv heads, head dim
+        self._windows: tuple[int, ...] = ()  # the sliding windows of the model's layers
         self._compiler: GrammarCompiler | None = None
         self._adapters: AdapterPool | None = None
         self._adapter_snapshot: tuple[tuple[str, int], ...] = ()
@@ -368,7 +376,7 @@ class GenerationEngine:
         model = weights.load_model(source, dtype=dtype, device=device)
         model.eval()  # type: ignore[no-untyped-call]
         config = model.config.get_text_config()
-        _check_architecture(self.model_name, model)
+        self._windows = _check_architecture(self.model_name, model)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or int(
             getattr(tokenizer, "model_max_length", 2048)
         )
@@ -646,7 +654,10 @@ class GenerationEngine:
         first: int,
     ) -> torch.Tensor:
         """Run columns ``first..`` of ``ids`` (rows x width) through the model in chunks; columns
-        before ``first`` are already in ``cache``. Returns the logits of the last column."""
+        before ``first`` are already in ``cache``. Returns the logits of the last column.
+
+        Sliding-window layers get the mask of their window, by token position (``positions``),
+        the other layers the full causal mask (see ``attention``)."""
         import torch
 
         assert self.model is not None
@@ -666,17 +677,30 @@ class GenerationEngine:
                 cache=cache.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **self._window_kwargs(allowed, positions[:, start:end], positions[:, :end]),
             )
             logits = out.logits[:, -1, :]
         assert logits is not None
         return logits
 
+    def _window_kwargs(
+        self, full: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor
+    ) -> dict[str, attention.WindowMasks]:
+        """The forward kwarg carrying the sliding-window masks (none for full-attention models)."""
+        if not self._windows:
+            return {}
+        masks = attention.window_masks(full, query_positions, key_positions, self._windows)
+        return {attention.KWARG: masks}
+
     def _prefill(
         self, key: str | None, prompts: list[list[int]]
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, int]:
+    ) -> tuple[
+        list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, torch.Tensor, int
+    ]:
         """Run the prompts through the model (with the adapter of batch ``key`` active): per-layer
-        KV (rows x width), the valid-column mask, the logits of each prompt's last token and how
-        many leading tokens of each prompt came from the prefix cache.
+        KV (rows x width), the valid-column mask, the position ids of the columns, the logits of
+        each prompt's last token and how many leading tokens of each prompt came from the prefix
+        cache.
 
         Prompts are left padded. Their common prefix (one system prompt, many questions) runs
         once, or not at all when the prefix cache holds it from an earlier prefill, and its KV is
@@ -724,7 +748,7 @@ class GenerationEngine:
             cache.relayout([], 0, slots=rows, length=0, capacity=width)
         logits = self._forward_columns(cache, ids, valid, positions, shared)
         kv = [(layer.kb, layer.vb) for layer in cache.layers]
-        return kv, valid, logits, hit if shared else 0
+        return kv, valid, positions, logits, hit if shared else 0
 
     def _prefill_and_join(self, batch: _Batch, items: list[tuple[_Request, int]]) -> None:
         assert self.tokenizer is not None
@@ -735,7 +759,7 @@ class GenerationEngine:
             if id(request) not in unique:
                 unique[id(request)] = len(prompts)
                 prompts.append(request.prepared.prompt_ids)
-        kv, valid, logits, cached = self._prefill(batch.key, prompts)
+        kv, valid, positions, logits, cached = self._prefill(batch.key, prompts)
         tokenizer = self.tokenizer
 
         def decode(ids: list[int]) -> str:
@@ -756,7 +780,7 @@ class GenerationEngine:
             batch.compact(extra_slots=len(rows), min_length=width, extra=rows)
             free = [i for i, r in enumerate(batch.slots) if r is None]
         slots = free[: len(rows)]
-        cache.place(slots, kv, valid, source)
+        cache.place(slots, kv, valid, positions, source)
         first_column = valid.int().argmax(dim=1).tolist()
         for slot, row, src in zip(slots, rows, source, strict=True):
             batch.slots[slot] = row
@@ -784,20 +808,23 @@ class GenerationEngine:
         if batch.needs_compaction():
             batch.compact()
         cache = batch.cache
-        assert cache.mask is not None
+        assert cache.mask is not None and cache.positions is not None
         device = self.model.device
         slots = batch.slots
         length = cache.length
         ids = torch.tensor([[r.last_token if r else self._pad] for r in slots], device=device)
         positions = torch.tensor([[r.pos if r else 0] for r in slots], device=device)
         cache.mask[:, length] = True
+        cache.positions[:, length] = positions[:, 0]
+        full = cache.mask[:, None, None, : length + 1]
         self._activate(batch)
         out = self.model(
             input_ids=ids,
             position_ids=positions,
-            attention_mask=cache.mask[:, None, None, : length + 1],
+            attention_mask=full,
             cache=cache.cache,
             use_cache=True,
+            **self._window_kwargs(full, positions, cache.positions[:, : length + 1]),
         )
         cache.length = length + 1
         free = [i for i, r in enumerate(slots) if r is None]
@@ -875,23 +902,62 @@ class GenerationEngine:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_architecture(name: str, model: PreTrainedModel) -> None:
+class ModelNotSupportedError(InvalidRequestError):
+    """A local model whose architecture the engine cannot run exactly: refused (a 400 naming the
+    architecture), never answered approximately."""
+
+    default_code = "model_not_supported"
+
+
+def _check_architecture(name: str, model: PreTrainedModel) -> tuple[int, ...]:
+    """Refuse a model the engine cannot run exactly, set its attention to the engine's
+    (``attention.ATTENTION``) and return the sliding windows its layers use (none: full
+    attention everywhere).
+
+    Every layer must be full causal or sliding-window attention, and the window each layer
+    announces (one probe forward pass) must be the one its configuration describes: a model
+    that slides otherwise (in its own mask builder only) would get full attention here.
+    """
     config = model.config.get_text_config()
-    layer_types = getattr(config, "layer_types", None) or []
-    sliding = getattr(config, "use_sliding_window", False) and getattr(
-        config, "sliding_window", None
-    )
-    if sliding or any(t != "full_attention" for t in layer_types):
-        raise DistilleryError(
-            f"model {name!r}: sliding-window or hybrid attention is not supported by the local engine",
-            code="model_not_supported",
+    arch = type(model).__name__
+
+    def refuse(why: str) -> ModelNotSupportedError:
+        return ModelNotSupportedError(
+            f"model {name!r} ({arch}, model_type {getattr(config, 'model_type', '?')!r}) is not "
+            f"supported by the local engine: {why}",
+            param="model",
         )
-    if getattr(config, "is_encoder_decoder", False):
-        raise DistilleryError(
-            f"model {name!r}: encoder-decoder models are not supported", code="model_not_supported"
+
+    if getattr(config, "is_encoder_decoder", False) or model.config.is_encoder_decoder:
+        raise refuse("encoder-decoder models are not supported")
+    if getattr(config, "use_bidirectional_attention", False) or not getattr(
+        config, "is_causal", True
+    ):
+        raise refuse("bidirectional attention is not supported")
+    if getattr(config, "attn_logit_softcapping", None):
+        raise refuse("attention logit soft-capping is not supported")
+    expected = attention.configured_windows(config)
+    if expected is None:
+        kinds = sorted(set(getattr(config, "layer_types", None) or []))
+        raise refuse(f"layer types {kinds}: only full and sliding-window attention are supported")
+    try:
+        model.set_attn_implementation(attention.register())
+    except (ValueError, ImportError) as exc:
+        raise refuse(f"it has no SDPA attention ({exc})") from exc
+    report = attention.probe(model)
+    if report.unsupported:
+        raise refuse(f"its attention needs {', '.join(report.unsupported)}")
+    sliding = any(w is not None for w in (*expected, *report.windows))
+    if sliding and list(report.windows) != expected:
+        raise refuse(
+            f"its layers apply the sliding windows {_windows_text(report.windows)} but its "
+            f"configuration describes {_windows_text(expected)}"
         )
-    if model.config._attn_implementation != "sdpa":
-        model.set_attn_implementation("sdpa")
+    return tuple(sorted({w for w in expected if w is not None}))
+
+
+def _windows_text(windows: Sequence[int | None]) -> str:
+    return "[" + ", ".join("full" if w is None else str(w) for w in windows) + "]"
 
 
 def _shared_prefix(prompts: list[list[int]]) -> int:
@@ -935,7 +1001,9 @@ def _memory_budget(device: str) -> int:
 
 
 def _load_error(model: str, exc: BaseException) -> DistilleryError:
-    if isinstance(exc, DistilleryError) and not isinstance(exc, InvalidRequestError):
+    if isinstance(exc, ModelNotSupportedError) or (
+        isinstance(exc, DistilleryError) and not isinstance(exc, InvalidRequestError)
+    ):
         return exc
     message = exc.message if isinstance(exc, DistilleryError) else f"{type(exc).__name__}: {exc}"
     return DistilleryError(
@@ -949,6 +1017,7 @@ __all__ = [
     "EngineEvent",
     "EngineStatus",
     "GenerationEngine",
+    "ModelNotSupportedError",
     "PreparedRequest",
     "RequestDone",
     "RequestFailed",

@@ -2,7 +2,9 @@
 
 All slots share one column timeline: a decoding step writes column ``L`` for every slot, a
 sequence occupies columns ending at ``L`` (left padding; a shared prompt prefix may leave masked
-holes) and a boolean mask per slot marks the columns it attends to. transformers'
+holes) and a boolean mask per slot marks the columns it attends to; next to it each slot's
+column positions (the position id of the token in each column) let the engine build
+sliding-window masks by token position (see ``attention``). transformers'
 ``DynamicCache`` concatenates, i.e. copies the whole cache, on every step; here a step writes one
 column in place and returns views, and the buffers are re-laid out (one copy) only when the batch
 engine compacts, trims or grows them.
@@ -49,7 +51,8 @@ def _buffer_layer_class() -> type[Any]:
 
 
 class SlotCache:
-    """KV buffers of one batch plus the per-slot column mask (see the module docstring)."""
+    """KV buffers of one batch plus the per-slot column mask and column positions (see the
+    module docstring)."""
 
     def __init__(self, *, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any):
         from transformers import DynamicCache
@@ -62,7 +65,8 @@ class SlotCache:
         self.cache = DynamicCache()
         self.cache.layers = list(self.layers)
         self.cache.layer_class_to_replicate = None
-        self.mask: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None  # slots x capacity: the columns each slot attends to
+        self.positions: torch.Tensor | None = None  # slots x capacity: position id per column
         self.length = 0
         self.capacity = 0
         self.slots = 0
@@ -90,6 +94,7 @@ class SlotCache:
 
         ks, vs = self.allocate(slots, capacity)
         mask = torch.zeros((slots, capacity), dtype=torch.bool, device=self._device)
+        positions = torch.zeros((slots, capacity), dtype=torch.long, device=self._device)
         if keep and window > 0:
             index = torch.tensor(list(keep), device=self._device)
             lo, hi = self.length - window, self.length
@@ -97,21 +102,29 @@ class SlotCache:
             for layer, k, v in zip(self.layers, ks, vs, strict=True):
                 k[: len(keep), :, dst] = layer.kb[:, :, lo:hi].index_select(0, index)
                 v[: len(keep), :, dst] = layer.vb[:, :, lo:hi].index_select(0, index)
-            assert self.mask is not None
+            assert self.mask is not None and self.positions is not None
             mask[: len(keep), dst] = self.mask[:, lo:hi].index_select(0, index)
+            positions[: len(keep), dst] = self.positions[:, lo:hi].index_select(0, index)
         for layer, k, v in zip(self.layers, ks, vs, strict=True):
             layer.bind(k, v, length)
         self.mask = mask
+        self.positions = positions
         self.length = length
         self.capacity = capacity
         self.slots = slots
 
     def fill_prefix(self, prefix: SlotCache, columns: int) -> None:
-        """Copy the first ``columns`` of ``prefix`` (one row) into every row; continue after them."""
+        """Copy the first ``columns`` of ``prefix`` (one row, positions 0..) into every row;
+        continue after them."""
+        import torch
+
         for layer, source in zip(self.layers, prefix.layers, strict=True):
             layer.kb[:, :, :columns] = source.kb[:, :, :columns]
             layer.vb[:, :, :columns] = source.vb[:, :, :columns]
             layer.bind(layer.kb, layer.vb, columns)
+        assert self.mask is not None and self.positions is not None
+        self.mask[:, :columns] = True
+        self.positions[:, :columns] = torch.arange(columns, device=self._device)
         self.length = columns
 
     def place(
@@ -119,10 +132,11 @@ class SlotCache:
         slots: Sequence[int],
         source: list[tuple[torch.Tensor, torch.Tensor]],
         valid: torch.Tensor,
+        positions: torch.Tensor,
         rows: Sequence[int],
     ) -> None:
-        """Copy prefilled rows ``rows`` of ``source`` (per layer (k, v), T columns) into ``slots``,
-        ending at the current column."""
+        """Copy prefilled rows ``rows`` of ``source`` (per layer (k, v), T columns; their valid
+        columns and position ids, rows x T) into ``slots``, ending at the current column."""
         import torch
 
         width = valid.shape[1]
@@ -132,12 +146,13 @@ class SlotCache:
             for slot, row in pairs:  # plain slice copies: advanced-index puts are far slower
                 layer.kb[slot, :, dst].copy_(pk[row])
                 layer.vb[slot, :, dst].copy_(pv[row])
-        assert self.mask is not None
+        assert self.mask is not None and self.positions is not None
         slot_index = torch.tensor(list(slots), device=self._device)
+        row_index = torch.tensor(list(rows), device=self._device)
         self.mask[slot_index] = False
-        self.mask[slot_index, dst] = valid.index_select(
-            0, torch.tensor(list(rows), device=self._device)
-        )
+        self.mask[slot_index, dst] = valid.index_select(0, row_index)
+        self.positions[slot_index] = 0
+        self.positions[slot_index, dst] = positions.index_select(0, row_index)
 
 
 class PrefixCache:
