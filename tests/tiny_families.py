@@ -6,8 +6,8 @@ with the family's attention layout and a window shorter than the test prompts
 (``use_sliding_window``, ``max_window_layers``), Mistral and Phi-3 slide every layer, Llama none.
 ``initializer_range`` is large so that greedy choices are never near ties.
 
-The tokenizer is word-level over single CJK characters (one character per id, ``</s>`` = 1 the
-only special token), so decoded text maps back to exactly one id sequence: comparing texts
+The tokenizer is word-level over single CJK characters (one character per id; ``</s>`` = 1 and ``<s>`` = 2
+the only special tokens), so decoded text maps back to exactly one id sequence: comparing texts
 compares tokens.
 """
 
@@ -28,6 +28,7 @@ WINDOWS: dict[str, int | None] = {
 }
 VOCAB = 256
 EOS = 1
+BOS = 2
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
 
 
@@ -36,12 +37,14 @@ def word_tokenizer_dir(folder: Path, model_type: str) -> Path:
     from transformers import PreTrainedTokenizerFast
 
     vocab = {chr(0x4E00 + i): i for i in range(VOCAB)}
-    del vocab[chr(0x4E00 + EOS)]
-    vocab["</s>"] = EOS
+    del vocab[chr(0x4E00 + EOS)], vocab[chr(0x4E00 + BOS)]
+    vocab["</s>"], vocab["<s>"] = EOS, BOS
     tok = Tokenizer(models.WordLevel(vocab, unk_token=chr(0x4E00)))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="</s>", bos_token="<s>"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(folder))
     (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
@@ -62,7 +65,7 @@ def family_config(family: str) -> Any:
         "max_position_embeddings": 256,
         "initializer_range": 0.2,
         "eos_token_id": EOS,
-        "bos_token_id": 2,
+        "bos_token_id": BOS,
         "pad_token_id": 0,
         "tie_word_embeddings": False,
     }

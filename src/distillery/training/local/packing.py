@@ -14,6 +14,13 @@ with transformers 5.24 / torch 2.13 on CPU (Llama, SmolLM2-135M):
   masked-out blocks. On CPU it is plain bf16 matmuls with grouped-query heads folded into the
   matmul and an fp32 softmax (~3x faster than ``sdpa``'s CPU flash kernel for ~150-token
   examples); on CUDA it calls ``scaled_dot_product_attention(is_causal=True)`` per example.
+- sliding-window layers (Gemma 3 slides five layers of six, Qwen2/Qwen3 their upper layers,
+  Mistral and Phi-3 all of them) are windowed exactly as transformers defines it (a query at
+  position ``q`` sees keys at ``q - window < k <= q``, ``masking_utils.sliding_window_overlay``):
+  each layer's window is the ``sliding_window`` its attention module passes (else the module's
+  ``sliding_window`` attribute). :func:`supports_packing` checks, with one probe pass, that the
+  windows the layers announce are those the configuration describes; a model that slides
+  otherwise (in its own mask builder only) trains padded instead, which is exact.
 
 Targets are shifted per example before concatenation, so no example predicts its neighbour's
 first token.
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
     import torch
 
 PACKED_ATTENTION = "distillery_packed"
+PROBE = "distillery_probe"  # forward kwarg: a list collecting each layer's (window, unsupported)
+_UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks")  # attention soft-capping, attention sinks
 
 
 @dataclass
@@ -187,7 +196,8 @@ def packed_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Causal attention within each packed example (``cu_seq_lens_q`` boundaries).
+    """Causal attention within each packed example (``cu_seq_lens_q`` boundaries), within the
+    layer's sliding window if it has one.
 
     ``query`` is ``[1, heads, tokens, dim]``, ``key``/``value`` ``[1, kv_heads, tokens, dim]``;
     returns ``[1, tokens, heads, dim]`` as transformers' attention functions do.
@@ -195,9 +205,18 @@ def packed_attention(
     import torch
     import torch.nn.functional as F
 
+    window = layer_window(module, kwargs)
+    probe = kwargs.pop(PROBE, None)
+    if probe is not None:
+        probe.append((window, tuple(k for k in _UNSUPPORTED_KWARGS if kwargs.get(k) is not None)))
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or query.shape[0] != 1:  # not a packed row (e.g. generation): plain sdpa
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        if window is not None and attention_mask is None and key.shape[2] > window:
+            raise RuntimeError(  # no mask is built for this attention: it would not slide
+                f"{PACKED_ATTENTION}: a sliding-window layer runs packed rows only"
+            )
 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -219,7 +238,14 @@ def packed_attention(
         if visible:
             k = torch.cat([key[:, :, :visible], k], dim=2)
             v = torch.cat([value[:, :, :visible], v], dim=2)
-        if query.device.type == "cpu" and not visible and length >= SDPA_MIN_LENGTH:
+        # the window only matters when the segment (with the prefix) is longer than it
+        limit = window if window is not None and visible + length > window else None
+        if (
+            query.device.type == "cpu"
+            and not visible
+            and limit is None
+            and length >= SDPA_MIN_LENGTH
+        ):
             o = F.scaled_dot_product_attention(
                 q,
                 k.repeat_interleave(groups, dim=1),
@@ -235,6 +261,12 @@ def packed_attention(
             future = torch.cat(
                 [torch.zeros(length, visible, dtype=torch.bool, device=q.device), future], dim=1
             )
+        if limit is not None:
+            # key column c holds position c (the shared prefix, then this example's tokens after
+            # it); query i has position visible + i: keys at window or more behind are masked
+            queries = torch.arange(visible, visible + length, device=q.device)
+            keys = torch.arange(visible + length, device=q.device)
+            future |= queries[:, None] - keys[None, :] >= limit
         if query.device.type != "cpu":
             o = F.scaled_dot_product_attention(
                 q,
@@ -266,18 +298,76 @@ def register_packed_attention() -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 
 
+def layer_window(module: Any, kwargs: dict[str, Any]) -> int | None:
+    """The sliding window of the attention layer ``module`` (None: full attention)."""
+    if "sliding_window" in kwargs:
+        value = kwargs["sliding_window"]
+    else:
+        value = getattr(module, "sliding_window", None)
+    return int(value) if value else None
+
+
+def configured_windows(config: Any) -> list[int | None] | None:
+    """Each layer's window as the text config describes it (``layer_types``, else one
+    ``sliding_window`` for every layer); None for a layer type other than full or sliding-window
+    attention (chunked, linear, recurrent...)."""
+    layers = int(config.num_hidden_layers)
+    window = getattr(config, "sliding_window", None)
+    if not getattr(config, "use_sliding_window", True):
+        window = None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        if any(t not in ("full_attention", "sliding_attention") for t in layer_types):
+            return None
+        return [int(window) if t == "sliding_attention" and window else None for t in layer_types]
+    return [int(window) if window else None] * layers
+
+
+def announced_windows(model: Any) -> tuple[list[int | None], set[str]]:
+    """One probe pass of two packed tokens: the window each attention call announced, in order,
+    and the kwargs it passed that :func:`packed_attention` cannot honour."""
+    import torch
+
+    previous = model.config._attn_implementation
+    register_packed_attention()
+    model.set_attn_implementation(PACKED_ATTENTION)
+    calls: list[tuple[int | None, tuple[str, ...]]] = []
+    cu = torch.tensor([0, 2], dtype=torch.int32, device=model.device)
+    try:
+        with torch.no_grad():
+            model(
+                input_ids=torch.zeros((1, 2), dtype=torch.long, device=model.device),
+                position_ids=torch.arange(2, device=model.device).unsqueeze(0),
+                cu_seq_lens_q=cu,
+                cu_seq_lens_k=cu,
+                max_length_q=2,
+                max_length_k=2,
+                use_cache=False,
+                **{PROBE: calls},
+            )
+    finally:
+        model.set_attn_implementation(previous)
+    return [w for w, _ in calls], {name for _, bad in calls for name in bad}
+
+
 def supports_packing(model: Any) -> bool:
     """Whether ``model`` can run packed rows through :func:`packed_attention`.
 
-    It needs transformers' pluggable attention and plain full causal attention (no sliding
-    window, no attention soft-capping, no attention sinks).
+    It needs transformers' pluggable attention, layers of full causal or sliding-window
+    attention whose windows (as the probe pass sees them) are those of the configuration, no
+    attention soft-capping and no attention sinks.
     """
-    config = model.config
+    config = model.config.get_text_config()
     if not getattr(model, "_can_set_attn_implementation", lambda: False)():
-        return False
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return False
     if getattr(config, "attn_logit_softcapping", None):
         return False
-    layer_types = getattr(config, "layer_types", None)
-    return not (layer_types and any(t != "full_attention" for t in layer_types))
+    if getattr(config, "use_bidirectional_attention", False) or not getattr(
+        config, "is_causal", True
+    ):
+        return False
+    expected = configured_windows(config)
+    if expected is None:
+        return False
+    windows, unsupported = announced_windows(model)
+    return not unsupported and windows == expected
