@@ -135,5 +135,8 @@ def window_masks(
     """The masks of ``windows`` for a forward pass whose full mask is ``full``
     (rows x 1 x queries x keys): ``full`` and within the window, by token position (rows x
     queries and rows x keys)."""
-    distance = query_positions[:, None, :, None] - key_positions[:, None, None, :]
-    return WindowMasks({w: full & (distance < w) for w in windows})
+    keys = key_positions[:, None, None, :]
+    # q - window < k, compared without materializing a (large) integer distance tensor
+    return WindowMasks(
+        {w: full & (keys > (query_positions - w)[:, None, :, None]) for w in windows}
+    )
