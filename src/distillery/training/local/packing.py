@@ -319,7 +319,10 @@ def configured_windows(config: Any) -> list[int | None] | None:
     if layer_types:
         if any(t not in ("full_attention", "sliding_attention") for t in layer_types):
             return None
-        return [int(window) if t == "sliding_attention" and window else None for t in layer_types]
+        return [
+            int(window) if t == "sliding_attention" and window else None
+            for t in layer_types[:layers]
+        ]
     return [int(window) if window else None] * layers
 
 
