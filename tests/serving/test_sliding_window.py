@@ -202,7 +202,8 @@ def test_shared_prefix_longer_than_the_window(family: Family) -> None:
 
 def test_lora_batches_equal_the_adapters_generate(family: Family) -> None:
     prompts = [prompt(30 + i, n) for i, n in enumerate(LENGTHS)]
-    flags = [i % 2 == 0 for i in range(len(prompts))]
+    check(family, prompts[:1], serve(family, prompts[:1], [True]), [True])  # alone
+    flags = [i % 2 == 0 for i in range(len(prompts))]  # a base and an adapter batch, in turn
     check(family, prompts, serve(family, prompts, flags), flags)
     everyone = [True] * len(prompts)
     check(family, prompts, serve(family, prompts, everyone, waves=2), everyone)
