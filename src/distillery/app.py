@@ -10,7 +10,9 @@ __all__ = ["Services", "build_services", "create_app"]
 
 
 def create_app(services: Services | None = None) -> Any:
-    """The ASGI app: API under /v1, dashboard at /, health at /health."""
+    """The ASGI app: API under /v1, dashboard at /, health at /health, behind the request guard
+    (request ids, trusted hosts, cross-site requests, form body limits: ``api/guard.py``)."""
+    from distillery.api.guard import RequestGuard
     from distillery.api.main import build_api
     from distillery.web.pages import router as web_router
     from distillery.worker import install as install_worker
@@ -19,4 +21,4 @@ def create_app(services: Services | None = None) -> Any:
     install_worker(services)  # the job worker runs with the server (server.workers_in_serve)
     app = build_api(services)
     app.include_router(web_router)  # after the API: its not-found page catches the rest
-    return app
+    return RequestGuard(app, trusted_hosts=app.state.trusted_hosts)

@@ -78,6 +78,12 @@ class PayloadTooLargeError(DistilleryError):
     default_code = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(DistilleryError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
 class UnprocessableError(DistilleryError):
     status = 422
     type = "invalid_request_error"

@@ -70,6 +70,18 @@ class ServerConfig(BaseModel):
         description="Require `Authorization: Bearer <key>` on /v1 (keys from `distillery keys create`).",
     )
     workers_in_serve: bool = Field(default=True, description="Run the job worker inside `serve`.")
+    trusted_hosts: list[str] | None = Field(
+        default=None,
+        description="Host names the server answers (`Host` header; `*.example.com` and `*` "
+        "allowed); others get a 400. Default: the loopback names when bound to loopback, any "
+        "name otherwise (auth is then required).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request headers have not all arrived after this many "
+        "seconds is closed (slow-header clients).",
+    )
 
 
 class GatewayConfig(BaseModel):

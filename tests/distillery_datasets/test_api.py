@@ -156,5 +156,5 @@ def test_errors_are_openai_shaped_and_store_nothing(
 def test_not_found_and_bad_version(http: httpx.Client) -> None:
     assert http.get("/datasets/ds_nope").status_code == 404
     assert http.get("/datasets/ds_nope/versions/abc").status_code in (400, 404)
-    r = http.post("/datasets", content=b"{not json")
+    r = http.post("/datasets", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

@@ -6,6 +6,7 @@ It speaks the real wire format. Behaviour is chosen by the model name:
 - ``fail-400`` / ``fail-401`` / ``fail-404`` / ``fail-500``: upstream errors;
 - ``slow-<ms>``: sleeps before answering (timeouts);
 - ``judge-<label>``: a model grader's JSON verdict with that label (``judge-garbage``: no label);
+- ``poison-*`` / ``hostile-*``: hard-to-store answers and a hostile upstream (reliability tests);
 anything else behaves like ``echo``. Requests received are kept in ``FakeOpenAI.requests``.
 Files and fine-tuning jobs (``FakeFineTuning``): a job moves validating_files -> queued ->
 running -> succeeded over successive retrievals (``fail-*`` base models fail while running).
@@ -39,6 +40,7 @@ class FakeOpenAI:
         self.headers: list[dict[str, str]] = []
         self.counter = 0
         self.reuse_id: str | None = None
+        self.redirected: list[dict[str, str]] = []
         self.ft = FakeFineTuning()
         self.app = self._build()
         self.ft.install(self.app)
@@ -96,6 +98,8 @@ class FakeOpenAI:
                 )
             if model.startswith("poison-"):
                 return self.poison(model, body)
+            if model.startswith("hostile-"):
+                return self.hostile(model, body, request)
             if model.startswith("slow-"):
                 await asyncio.sleep(int(model.split("-")[1]) / 1000)
             self.counter += 1
@@ -135,7 +139,86 @@ class FakeOpenAI:
             }
             return Response(orjson.dumps(data), media_type="application/json")
 
+        @app.post("/v1/redirected/chat/completions")
+        async def redirected(request: Request) -> Response:
+            """Where ``hostile-redirect-*`` send the gateway (counts who followed)."""
+            self.redirected.append(dict(request.headers))
+            body = orjson.loads(await request.body())
+            return self.completion(body, f"chatcmpl-redirected{len(self.redirected):04d}")
+
         return app
+
+    def completion(self, body: dict[str, Any], cid: str, **extra: Any) -> Response:
+        """A plain non-streamed answer to ``body`` (``extra`` replaces top-level fields)."""
+        text = self.answer(body)
+        data = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            **extra,
+        }
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    def hostile(self, model: str, body: dict[str, Any], request: Request) -> Response:
+        """Answers of a hostile or broken upstream (the reliability tests):
+
+        - ``hostile-echo-401``: a 401 whose message echoes the bearer key it was sent;
+        - ``hostile-echo-html``: a 502 HTML error page that prints the request's headers;
+        - ``hostile-echo-200``: a 200 whose answer text contains the bearer key;
+        - ``hostile-bad-usage``: a 200 whose ``usage`` is a list, not an object (streamed too);
+        - ``hostile-tool-calls``: a 200 whose message's ``tool_calls`` is a number;
+        - ``hostile-redirect-away``: a 307 to the same server under another origin
+          (``localhost`` instead of ``127.0.0.1``);
+        - ``hostile-redirect-same``: a 307 to another path of the same origin.
+        """
+        self.counter += 1
+        cid = f"chatcmpl-hostile{self.counter:08d}"
+        auth = request.headers.get("authorization", "")
+        key = auth.removeprefix("Bearer ")
+        if model == "hostile-echo-401":
+            error = {
+                "message": f"Incorrect API key provided: {key}. You can find your API key at ...",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+            return Response(
+                orjson.dumps({"error": error}), status_code=401, media_type="application/json"
+            )
+        if model == "hostile-echo-html":
+            lines = "".join(f"<li>{k}: {v}</li>" for k, v in request.headers.items())
+            page = f"<html><body><h1>Bad gateway</h1><ul>{lines}</ul></body></html>"
+            return Response(page, status_code=502, media_type="text/html")
+        if model == "hostile-echo-200":
+            body = {**body, "messages": [{"role": "user", "content": f"your key is {key}"}]}
+            return self.completion(body, cid)
+        if model == "hostile-bad-usage" and body.get("stream"):
+            head = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model}
+            delta = {"role": "assistant", "content": self.answer(body)}
+            events = [
+                {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": "stop"}]},
+                {**head, "choices": [], "usage": [1, 2, 3]},
+            ]
+            data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+            return Response(data + b"data: [DONE]\n\n", media_type="text/event-stream")
+        if model == "hostile-bad-usage":
+            return self.completion(body, cid, usage=[1, 2, 3])
+        if model == "hostile-tool-calls":
+            message = {"role": "assistant", "content": self.answer(body), "tool_calls": 5}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return self.completion(body, cid, choices=[choice])
+        path = "/v1/redirected/chat/completions"
+        host = "localhost" if model == "hostile-redirect-away" else "127.0.0.1"
+        return Response(status_code=307, headers={"location": f"http://{host}:{self.port}{path}"})
 
     async def _stream(
         self,

@@ -13,6 +13,8 @@ from conftest import write_config
 from fakes.openai_server import FakeOpenAI
 from live import LiveServer
 
+from .hostile import hostile_live, hostile_sqlite  # noqa: F401  (fixtures of the hostile tests)
+
 # the fake's hard-to-store answers (FakeOpenAI.poison), served by a provider of their own
 POISON = """
 [providers.poison]

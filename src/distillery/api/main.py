@@ -13,13 +13,26 @@ from distillery.api import errors
 from distillery.api.deps import KeyCache
 from distillery.api.responses import json_response
 from distillery.api.routes import ROUTERS
+from distillery.security import redact
+from distillery.security.origins import trusted_hosts
 from distillery.services import Services
 from distillery.weights import preparing
+
+
+def _secrets(services: Services) -> list[str]:
+    """The provider keys and the bootstrap admin key: masked in every log line."""
+    found = [services.settings.api_key or ""]
+    for provider in services.providers.providers.values():
+        found += getattr(provider, "secrets", ())
+    return [s for s in found if s]
 
 
 def build_api(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # logging is configured by now (uvicorn sets up its handlers after the services are
+        # built): every handler masks tokens and the configured keys from here on
+        redact.install(_secrets(services))
         for hook in services.extras.get("startup", []):
             await hook()
         try:
@@ -38,6 +51,9 @@ def build_api(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.state.key_cache = KeyCache()
+    services.keys.on_revoke(app.state.key_cache.forget)
+    server = services.config.server
+    app.state.trusted_hosts = trusted_hosts(server.trusted_hosts, server.host)
     errors.install(app)
 
     @app.get("/health", include_in_schema=False)

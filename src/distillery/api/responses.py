@@ -6,9 +6,14 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from distillery.errors import InvalidRequestError, PayloadTooLargeError
+from distillery.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -28,27 +33,87 @@ def list_response(data: list[dict[str, Any]], has_more: bool) -> Response:
     )
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed body; 413 beyond ``limit`` bytes, 400 for invalid JSON."""
+# orjson reads 1,024 levels of nesting but writes at most 254: deeper bodies could be neither
+# forwarded nor stored as they are.
+MAX_JSON_DEPTH = 254
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, cut off with a 413 as soon as more than ``limit`` bytes have arrived (a
+    declared Content-Length is checked first; a chunked body is counted as it streams in)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return orjson.loads(raw)
+        async for chunk in request.stream():
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+                chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer: no traceback in the log either
+        raise InvalidRequestError("The client disconnected before its body was read.") from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
+def _parse(request: Request, raw: bytes, check_depth: bool) -> Any:
+    if raw and not _is_json(request.headers.get("content-type")):
+        raise UnsupportedMediaTypeError(
+            "Send the request body as JSON with 'Content-Type: application/json'."
+        )
+    try:
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(
             f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
         ) from exc
+    if check_depth and _too_deep(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(
+            f"The JSON body of your request is nested more than {MAX_JSON_DEPTH} levels deep.",
+            code="invalid_json",
+        )
+    return body
+
+
+async def read_json(request: Request, limit: int, *, check_depth: bool = True) -> Any:
+    """The parsed body: 413 beyond ``limit`` bytes, 415 unless the content type is JSON (a page
+    on another site can POST ``text/plain``), 400 for invalid JSON or JSON nested deeper than
+    ``MAX_JSON_DEPTH``. The gateway skips the depth walk (``check_depth=False``): its provider
+    refuses what it cannot encode, at no cost to the usual request."""
+    return _parse(request, await read_body(request, limit), check_depth)
 
 
 async def read_object(request: Request, limit: int) -> dict[str, Any]:
     """A JSON object body (an empty body is ``{}``)."""
-    if not await request.body():
+    raw = await read_body(request, limit)
+    if not raw:
         return {}
-    body = await read_json(request, limit)
+    body = _parse(request, raw, True)
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
     return body

@@ -165,11 +165,15 @@ class CaptureService:
         *,
         error: dict[str, Any] | None = None,
     ) -> NewCompletion:
-        usage = response.get("usage") or {}
+        # a usage (or its details) that is not an object is kept as sent, but counts nothing
+        usage = response.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, dict) else {}
         # counts the integer columns cannot hold (an upstream's 2**63) are not counts: None
         prompt = token_count(usage.get("prompt_tokens"))
         completion = token_count(usage.get("completion_tokens"))
-        cached = token_count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
+        cached = token_count(details.get("cached_tokens")) or 0
         upstream_id = response.get("id")
         completion_id = upstream_id if isinstance(upstream_id, str) and upstream_id else None
         if completion_id is None or len(completion_id) > 64:

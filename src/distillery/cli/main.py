@@ -56,12 +56,17 @@ def serve(
     """Run the gateway, the API, the dashboard and the job worker."""
     import uvicorn
 
+    from distillery.api.server import uvicorn_options
     from distillery.app import create_app
+    from distillery.security import redact
 
     svc = services()
     logging.basicConfig(level=log_level.upper())
+    redact.install()  # the app's start-up adds the provider keys once uvicorn set up logging
     bind_host = host or svc.config.server.host
     bind_port = port or svc.config.server.port
+    # the trusted hosts default to the loopback names when bound to loopback
+    svc.config.server = svc.config.server.model_copy(update={"host": bind_host, "port": bind_port})
     if not _is_loopback(bind_host) and not (svc.config.server.auth and _has_keys(svc)):
         raise fail(
             ConfigError(
@@ -75,9 +80,9 @@ def serve(
         port=bind_port,
         log_level=log_level,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(svc.config.server),  # httptools, with a deadline on request headers
     )
 
 

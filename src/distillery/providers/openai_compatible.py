@@ -7,6 +7,12 @@ aiohttp rather than httpx on this hot path, measured against the benchmarks' can
 (httpcore's pool polls every idle connection's socket on each request). Streaming yields the
 upstream's bytes as they arrive, unchanged. Failures map to OpenAI-style errors: timeout 504,
 connection failure 502, upstream 4xx passed through with its message, upstream 5xx 502.
+
+A hostile or broken upstream: the provider's keys (``api_key_env`` and secret-looking headers) are
+replaced by ``***`` wherever its answers echo them (error messages, HTML error pages, bodies,
+streamed chunks), a ``usage`` that is not an object is a 502, and redirects are followed only
+within the provider's origin (307/308, at most 3); any other is a 502. A body nested too deeply to
+encode (orjson writes 254 levels) is a 400.
 """
 
 from __future__ import annotations
@@ -15,22 +21,27 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
 
 from distillery.errors import (
     DistilleryError,
+    InvalidRequestError,
     NotFoundError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
 from distillery.providers.base import ModelInfo
+from distillery.security.redact import redact
 from distillery.settings import ProviderConfig
 
 _DEFAULT_TIMEOUT_S = 600.0
+_MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 
 
 class OpenAICompatibleProvider:
@@ -49,6 +60,8 @@ class OpenAICompatibleProvider:
             self._headers["authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None
         self._models = list(config.models)
+        self.secrets: tuple[str, ...] = _secrets(key, config.headers)
+        self._secret_bytes = tuple(s.encode() for s in self.secrets)
 
     def _client(self) -> aiohttp.ClientSession:
         """The pooled session of the running event loop (a session belongs to one loop)."""
@@ -88,13 +101,51 @@ class OpenAICompatibleProvider:
 
     # -- calls -----------------------------------------------------------------------------------
 
+    def _payload(self, body: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(self.upstream_body(body))
+        except orjson.JSONEncodeError as exc:  # valid JSON nested 255-1024 levels
+            raise InvalidRequestError(
+                f"The request body cannot be forwarded ({exc}): JSON may nest at most 254 levels.",
+                code="invalid_json",
+            ) from None
+
+    def _scrub(self, content: bytes) -> bytes:
+        """``content`` with the provider's keys replaced (a search per key when none is there)."""
+        for secret in self._secret_bytes:
+            if secret in content:
+                content = content.replace(secret, b"***")
+        return content
+
+    async def _post(self, url: str, payload: bytes) -> aiohttp.ClientResponse:
+        """The upstream's response, after redirects within its origin (307/308 keep the method
+        and body); a redirect elsewhere is refused, so the key and the prompt stay with it."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = await self._client().post(
+                url, data=payload, proxy=_env_proxy(url), allow_redirects=False
+            )
+            if response.status not in _REDIRECTS:
+                return response
+            target = urljoin(url, response.headers.get("location", ""))
+            response.release()
+            if response.status not in (307, 308) or _origin(target) != _origin(url):
+                raise UpstreamError(
+                    f"provider {self.name!r} answered HTTP {response.status}, a redirect to "
+                    f"{_origin(target)!r}: only 307/308 redirects within the provider's own "
+                    "origin are followed"
+                )
+            url = target
+        raise UpstreamError(f"provider {self.name!r} redirected more than {_MAX_REDIRECTS} times")
+
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]
-        payload = orjson.dumps(self.upstream_body(body))
+        payload = self._payload(body)
         try:
-            url = self.url(model)
-            async with self._client().post(url, data=payload, proxy=_env_proxy(url)) as response:
-                status, content = response.status, await response.read()
+            response = await self._post(self.url(model), payload)
+            try:
+                status, content = response.status, self._scrub(await response.read())
+            finally:
+                response.release()
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
         except aiohttp.ClientError as exc:
@@ -107,25 +158,32 @@ class OpenAICompatibleProvider:
             raise UpstreamError(f"provider {self.name!r} returned invalid JSON") from exc
         if not isinstance(data, dict):
             raise UpstreamError(f"provider {self.name!r} returned a non-object response")
+        usage = data.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise UpstreamError(
+                f"provider {self.name!r} returned a 'usage' that is not an object: "
+                f"{redact(orjson.dumps(usage).decode()[:200])}"
+            )
         return data
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         model = body["model"]
-        payload = orjson.dumps(self.upstream_body(body))
+        payload = self._payload(body)
         try:
-            url = self.url(model)
-            response = await self._client().post(url, data=payload, proxy=_env_proxy(url))
+            response = await self._post(self.url(model), payload)
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"provider {self.name!r} is unreachable: {exc!r}") from exc
         try:
             if response.status >= 400:
-                content = await response.read()
+                content = self._scrub(await response.read())
                 raise _status_error(self.name, response.status, content)
+            secrets = self._secret_bytes
             try:
                 async for chunk in response.content.iter_any():
-                    yield chunk
+                    # a key split across two chunks is not caught (see docs/reliability.md)
+                    yield self._scrub(chunk) if secrets else chunk
             except TimeoutError as exc:
                 raise UpstreamTimeoutError(f"provider {self.name!r} timed out mid-stream") from exc
             except aiohttp.ClientError as exc:
@@ -185,7 +243,24 @@ def _env_proxy(url: str) -> str | None:
     return _origin_proxy(parts.scheme, parts.hostname or "")
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _secrets(key: str | None, headers: dict[str, str]) -> tuple[str, ...]:
+    """The provider's key and the values of its secret-looking headers (8 characters or more)."""
+    found = [key or ""]
+    for name, value in headers.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+            found += [value, value.partition(" ")[2]]  # also the token of "Bearer <token>"
+    return tuple(s for s in dict.fromkeys(v.strip() for v in found) if len(s) >= 8)
+
+
 def _status_error(provider: str, status: int, content: bytes) -> DistilleryError:
+    """The upstream's error (``content`` already scrubbed of the provider's keys), with any
+    other token-looking text masked too (``security.redact``)."""
     message = f"provider {provider!r} answered HTTP {status}"
     err_type: str | None = None
     param: str | None = None
@@ -194,14 +269,14 @@ def _status_error(provider: str, status: int, content: bytes) -> DistilleryError
         data = orjson.loads(content)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            message = str(err.get("message") or message)
+            message = redact(str(err.get("message") or message))
             err_type = err.get("type")
             param = err.get("param")
             code = None if err.get("code") is None else str(err.get("code"))
         elif isinstance(err, str):
-            message = err
+            message = redact(err)
     except orjson.JSONDecodeError:
-        text = content[:500].decode("utf-8", "replace").strip()
+        text = redact(content[:500].decode("utf-8", "replace").strip())
         if text:
             message = f"{message}: {text}"
     if status >= 500:

@@ -164,10 +164,12 @@ class CompletionsRepo:
         if status is not None:
             stmt = stmt.where(CompletionRow.status == status)
         if search:
-            like = f"%{search}%"
+            # the text itself: % and _ (and the escape character) match only themselves
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{escaped}%"
             stmt = stmt.where(
-                cast(CompletionRow.request, Text).like(like)
-                | cast(CompletionRow.response, Text).like(like)
+                cast(CompletionRow.request, Text).like(like, escape="\\")
+                | cast(CompletionRow.response, Text).like(like, escape="\\")
             )
         return stmt
 

@@ -60,13 +60,30 @@ def message_view(raw: Any) -> Message:
         text=text,
         name=raw.get("name"),
         lang="ja" if is_japanese(text) else None,
-        tool_calls=list(raw.get("tool_calls") or []),
+        tool_calls=_tool_calls(raw.get("tool_calls")),
     )
 
 
+def _tool_calls(value: Any) -> list[dict[str, Any]]:
+    """Stored tool calls as a list of objects, whatever a client or an upstream sent (a stored
+    record that is not well-formed must not break the pages)."""
+    if not value:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [c if isinstance(c, dict) else {"value": c} for c in value]
+    return [{"value": value}]
+
+
+def _choices(c: StoredCompletion) -> list[dict[str, Any]]:
+    response = c.response if isinstance(c.response, dict) else {}
+    choices = response.get("choices")
+    return [ch for ch in choices if isinstance(ch, dict)] if isinstance(choices, list) else []
+
+
 def _outputs(c: StoredCompletion) -> list[Message]:
-    choices = (c.response or {}).get("choices") or []
-    return [message_view(ch.get("message") or {}) for ch in choices if isinstance(ch, dict)]
+    return [message_view(ch.get("message") or {}) for ch in _choices(c)]
 
 
 def _preview(text: str) -> str:
@@ -185,8 +202,9 @@ def completions_list(
 @router.get("/completions/{completion_id}")
 def completion_detail(request: Request, completion_id: str) -> Response:
     c = services_of(request).completions.get(completion_id)
-    response = c.response or {}
-    usage = dict(response.get("usage") or {})
+    response = c.response if isinstance(c.response, dict) else {}
+    usage = response.get("usage")
+    usage = dict(usage) if isinstance(usage, dict) else {} if usage is None else {"usage": usage}
     if not usage and c.prompt_tokens is not None:
         usage = {
             "prompt_tokens": c.prompt_tokens,
@@ -194,7 +212,7 @@ def completion_detail(request: Request, completion_id: str) -> Response:
             "cached_tokens": c.cached_tokens,
         }
     params = {k: v for k, v in c.request.items() if k not in ("messages", "metadata", "store")}
-    choices = response.get("choices") or []
+    choices = _choices(c)
     context = CompletionDetailPage(
         id=c.id,
         created_at=c.created_at,
@@ -204,7 +222,7 @@ def completion_detail(request: Request, completion_id: str) -> Response:
         stream=c.stream,
         messages=[message_view(m) for m in c.messages],
         outputs=_outputs(c),
-        finish_reasons=[str(ch.get("finish_reason")) for ch in choices if isinstance(ch, dict)],
+        finish_reasons=[str(ch.get("finish_reason")) for ch in choices],
         metadata=c.metadata,
         params=params,
         usage=usage,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from fastapi import Request
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distillery import __version__
 from distillery.errors import DistilleryError
+from distillery.security.origins import same_origin
 from distillery.services import Services
 from distillery.web.contexts import ErrorPage, Layout, NavItem
 
@@ -206,13 +207,16 @@ def error_page(request: Request, status: int, message: str, title: str | None = 
 
 
 def _cross_site(request: Request) -> bool:
-    """A state-changing request from another site (CSRF): refuse it."""
+    """A state-changing request from another site (CSRF): refuse it. The ``Host`` header alone
+    is not trusted: a DNS-rebinding page's origin matches the Host it sends, so the origin's name
+    must also be a trusted host (``security.origins``)."""
     if request.headers.get("sec-fetch-site") == "cross-site":
         return True
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin == "null"
-    return urlsplit(origin).netloc != request.headers.get("host", "")
+    if origin is None:
+        return False
+    trusted: tuple[str, ...] = getattr(request.app.state, "trusted_hosts", ("*",))
+    return not same_origin(origin, request.headers.get("host"), trusted)
 
 
 def _error_response(request: Request, exc: Exception) -> Response:

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
 
 @router.post("", dependencies=[INGEST])
 async def create_chat_completion(request: Request, services: ServicesDep) -> Response:
-    body = await read_json(request, services.config.gateway.max_body_bytes)
+    # no depth walk on the hot path: the provider refuses a body it cannot encode (400)
+    body = await read_json(request, services.config.gateway.max_body_bytes, check_depth=False)
     if isinstance(body, dict) and body.get("stream") is True:
         stream = await services.capture.stream(body)
         return StreamingResponse(
@@ -33,8 +34,16 @@ async def create_chat_completion(request: Request, services: ServicesDep) -> Res
 def _metadata_filter(request: Request) -> dict[str, str]:
     found: dict[str, str] = {}
     for key, value in request.query_params.multi_items():
-        if key.startswith("metadata[") and key.endswith("]"):
-            found[key[9:-1]] = value
+        if key != "metadata" and not key.startswith("metadata["):
+            continue
+        if not key.endswith("]") or len(key) < len("metadata[x]"):
+            # a malformed filter must not quietly list everything
+            raise InvalidRequestError(
+                f"Invalid query parameter '{key}': filter by metadata as metadata[KEY]=VALUE.",
+                param=key,
+                code="invalid_value",
+            )
+        found[key[9:-1]] = value
     return found
 
 
