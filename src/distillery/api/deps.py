@@ -35,6 +35,10 @@ class KeyCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, str | None]] = {}
 
+    def forget(self, key_hash: str) -> None:
+        """Drop a key (revoked in this process: ``KeysRepo.on_revoke``), so it stops at once."""
+        self._entries.pop(key_hash, None)
+
     async def scope_of(self, services: Services, secret: str) -> str | None:
         digest = hash_key(secret)
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -40,6 +41,12 @@ def _record(row: ApiKeyRow) -> ApiKey:
 class KeysRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # called with the hash of each key revoked through this repository, once committed:
+        # the caches of this process (API key cache, dashboard sessions) drop it at once
+        self._on_revoke: list[Callable[[str], None]] = []
+
+    def on_revoke(self, listener: Callable[[str], None]) -> None:
+        self._on_revoke.append(listener)
 
     def create(self, *, scope: str, name: str | None = None) -> tuple[ApiKey, str]:
         """Create a key; returns the record and the only copy of the secret."""
@@ -72,6 +79,17 @@ class KeysRepo:
                 raise NotFoundError(f"no API key {key_id!r}", param="id")
             row.revoked_at = row.revoked_at or int(time.time())
             session.flush()
+            record, key_hash = _record(row), row.key_hash
+        for listener in list(self._on_revoke):
+            listener(key_hash)
+        return record
+
+    def active_hash(self, key_hash: str) -> ApiKey | None:
+        """The active key whose secret has this SHA-256, or None (revoked or deleted)."""
+        with self.store.read() as session:
+            row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+            if row is None or row.revoked_at is not None:
+                return None
             return _record(row)
 
     def authenticate(self, secret: str) -> ApiKey | None:
