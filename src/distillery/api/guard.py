@@ -16,6 +16,7 @@ headers and one header appended to the response.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from typing import Any
 
@@ -28,8 +29,13 @@ FORM_BODY_LIMIT = 8 * 1024 * 1024
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+# unique, not secret: a random prefix per process and a counter (no system call per request)
+_ID_PREFIX = "req_" + secrets.token_hex(10)
+_ID_COUNTER = itertools.count()
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(16)
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 class RequestGuard:
@@ -39,6 +45,7 @@ class RequestGuard:
         self.app = app
         self.trusted_hosts = trusted_hosts
         self.form_limit = form_limit
+        self._hosts: dict[str, bool] = {}  # Host header -> answered (a few distinct values)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +68,7 @@ class RequestGuard:
                 fetch_site = value
             elif name == b"content-length":
                 length = value
-        if not host_allowed(host, self.trusted_hosts):
+        if not self._host_allowed(host):
             response = error_response(
                 400, f"Invalid host header: {host!r} is not a trusted host.", code="invalid_host"
             )
@@ -90,6 +97,16 @@ class RequestGuard:
             await self._too_large(scope, receive, send_with_id)
             return
         await _LimitedBody(self, scope, receive, send_with_id).run()
+
+    def _host_allowed(self, host: str | None) -> bool:
+        if host is None:
+            return True
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = host_allowed(host, self.trusted_hosts)
+            if len(self._hosts) < 1024:
+                self._hosts[host] = allowed
+        return allowed
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
