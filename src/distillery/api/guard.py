@@ -70,7 +70,9 @@ class RequestGuard:
                 length = value
         if not self._host_allowed(host):
             response = error_response(
-                400, f"Invalid host header: {host!r} is not a trusted host.", code="invalid_host"
+                400,
+                f"Invalid host header: {host[:100]!r} is not a trusted host.",
+                code="invalid_host",
             )
             await response(scope, receive, send_with_id)
             return
