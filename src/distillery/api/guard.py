@@ -58,7 +58,10 @@ class RequestGuard:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
-        host = origin = fetch_site = length = None
+        host: str | None = None
+        origin: str | None = None
+        fetch_site: bytes | None = None
+        length: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
@@ -71,7 +74,7 @@ class RequestGuard:
         if not self._host_allowed(host):
             response = error_response(
                 400,
-                f"Invalid host header: {host[:100]!r} is not a trusted host.",
+                f"Invalid host header: {(host or '')[:100]!r} is not a trusted host.",
                 code="invalid_host",
             )
             await response(scope, receive, send_with_id)
