@@ -121,3 +121,40 @@ def test_system_prompt_and_messages(inquiries: list[Inquiry]) -> None:
         {"role": "system", "content": prompt},
         {"role": "user", "content": inquiries[0].question},
     ]
+
+
+def test_answers_are_compact_in_schema_order(inquiries: list[Inquiry]) -> None:
+    """As OpenAI's structured outputs write them: what the constrained student must emit too."""
+    for inquiry in inquiries[:50]:
+        output = inquiry.reference_output()
+        assert output.startswith('{"reason":"') and '","category":"' in output
+        assert ", " not in output.split('"reason":"')[0]
+
+
+def test_teacher_errors_are_realistic_and_corrected(inquiries: list[Inquiry]) -> None:
+    from distillery.demo.dataset import ERROR_KINDS, corrections, teacher_errors, teacher_output
+
+    errors, fixes = teacher_errors(), corrections()
+    by_id = {i.id: i for i in inquiries}
+    assert set(errors) == set(fixes) and set(errors) <= set(by_id)
+    for split in ("train", "test"):
+        items = [i for i in inquiries if i.split == split]
+        share = sum(i.id in errors for i in items) / len(items)
+        assert 0.07 <= share <= 0.11, (split, share)
+    assert {e.kind for e in errors.values()} == set(ERROR_KINDS)
+    for error in errors.values():
+        gold = by_id[error.id]
+        assert teacher_output(gold) == error.output
+        assert fixes[error.id].output == gold.reference_output()  # the correction is the gold
+        if error.kind == "malformed":
+            with pytest.raises(ValueError):
+                json.loads(error.output)
+            continue
+        answer = json.loads(error.output)
+        if error.kind == "topic_mentioned":
+            assert answer["category"] in LABELS and answer["category"] != gold.category
+        else:  # wrong_language: the right label, a reason in the other language
+            assert answer["category"] == gold.category
+            assert _is_japanese(answer["reason"]) != (gold.lang == "ja")
+    right = [i for i in inquiries if i.id not in errors]
+    assert all(teacher_output(i) == i.reference_output() for i in right)

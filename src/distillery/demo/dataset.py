@@ -37,8 +37,23 @@ class Inquiry:
     split: str
 
     def reference_output(self) -> str:
-        """The exact JSON answer the model is expected to produce for this inquiry."""
-        return json.dumps({"reason": self.reason, "category": self.category}, ensure_ascii=False)
+        """The exact JSON answer the model is expected to produce for this inquiry: compact, keys
+        in the schema's order, as OpenAI's structured outputs write it."""
+        return compact_json({"reason": self.reason, "category": self.category})
+
+
+def compact_json(value: Any) -> str:
+    """JSON as structured outputs emit it (no blanks between tokens), non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _as_emitted(text: str) -> str:
+    """A well-formed answer re-written as structured outputs emit it; a malformed one as it is."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return compact_json(value) if isinstance(value, dict) else text
 
 
 def response_schema() -> dict[str, Any]:
@@ -99,7 +114,9 @@ def teacher_errors() -> dict[str, TeacherError]:
     """The shipped teacher mistakes by inquiry id (about 9% of the items)."""
     out: dict[str, TeacherError] = {}
     for row in _jsonl(_TEACHER_ERRORS):
-        error = TeacherError(id=str(row["id"]), kind=str(row["kind"]), output=str(row["output"]))
+        error = TeacherError(
+            id=str(row["id"]), kind=str(row["kind"]), output=_as_emitted(str(row["output"]))
+        )
         if error.kind not in ERROR_KINDS:
             raise ValueError(f"{_TEACHER_ERRORS}: {error.id}: unknown kind {error.kind!r}")
         out[error.id] = error
@@ -112,7 +129,7 @@ def corrections() -> dict[str, Correction]:
     return {
         str(row["id"]): Correction(
             id=str(row["id"]),
-            output=str(row["output"]),
+            output=_as_emitted(str(row["output"])),
             rating=int(row.get("rating", 1)),
             note=str(row.get("note", "")),
         )
