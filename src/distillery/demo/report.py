@@ -74,12 +74,14 @@ def print_report(report: DemoReport, console: Console) -> None:
         )
     console.print(table)
     for r in report.results:
-        tokens = r.prompt_tokens_per_request + r.completion_tokens_per_request
-        console.print(
-            f"  {_short(r.label)}: [dim]{r.model}[/dim], {tokens:.0f} tokens/request, "
-            f"schema {_pct(r.schema)}",
-            overflow="fold",
-        )
+        console.print(f"  {_short(r.label)}: [dim]{r.model}[/dim]", overflow="fold")
+    tokens = [
+        f"{_short(r.label)} {r.prompt_tokens_per_request + r.completion_tokens_per_request:.0f}"
+        for r in report.results
+    ]
+    console.print("  tokens/request: " + ", ".join(tokens), overflow="fold")
+    schema = [f"{_short(r.label)} {_pct(r.schema)}" for r in report.results]
+    console.print("  matches the schema: " + ", ".join(schema), overflow="fold")
     corrected = (
         f"{report.corrected_examples} teacher answers corrected by review"
         if report.corrected_examples
