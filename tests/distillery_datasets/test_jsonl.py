@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from distillery.datasets.jsonl import (
+from distillery.wire.fine_tuning_jsonl import (
     ApproxTokenCounter,
     Issue,
     build_example,

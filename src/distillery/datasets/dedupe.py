@@ -3,7 +3,7 @@
 - ``exact``: the same normalized conversation (every message, the output included; NFKC,
   case-folded, whitespace collapsed).
 - ``near``: also examples whose embeddings (all-MiniLM-L6-v2 from
-  :mod:`distillery.evals.embedders`, imported only when used) have a cosine similarity at or above
+  :mod:`distillery.embedders`, loaded only when used) have a cosine similarity at or above
   ``threshold`` with an earlier kept example.
 
 The first example of each group is kept (selection order: oldest first); every other one is a
@@ -15,17 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from distillery.datasets.split import normalize
+from distillery.embedders import Embedder, default_embedder
 from distillery.wire.chat import message_text
 
 DedupeMode = Literal["exact", "near", "none"]
 DEFAULT_NEAR_THRESHOLD = 0.95
-
-
-class Embedder(Protocol):
-    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,6 @@ def find_duplicates(
     found = find_exact(texts)
     if mode == "near":
         if embedder is None:
-            from distillery.evals.embedders import default_embedder
-
             embedder = default_embedder()
         found += find_near(
             texts,

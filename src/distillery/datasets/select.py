@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distillery.datasets.jsonl import build_example
 from distillery.errors import InvalidRequestError
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import StoredCompletion
+from distillery.wire.fine_tuning_jsonl import build_example
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService

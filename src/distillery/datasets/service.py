@@ -26,18 +26,11 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from distillery.costs.prices import PriceTable
-from distillery.datasets.dedupe import DEFAULT_NEAR_THRESHOLD, DedupeMode, Embedder, example_text
+from distillery.datasets.dedupe import DEFAULT_NEAR_THRESHOLD, DedupeMode, example_text
 from distillery.datasets.dedupe import find_duplicates as _find_duplicates
-from distillery.datasets.jsonl import (
-    TokenCounter,
-    dump_line,
-    example_problems,
-    example_tokens,
-    parse_jsonl,
-    token_counter,
-)
 from distillery.datasets.select import DatasetSource, example_from_completion, select_completions
 from distillery.datasets.split import SPLITS, assign, group_key, parse_ratios
+from distillery.embedders import Embedder
 from distillery.errors import ConflictError, InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.settings import FilesConfig
@@ -50,6 +43,14 @@ from distillery.store.datasets import (
     NewDatasetItem,
 )
 from distillery.store.records import Page
+from distillery.wire.fine_tuning_jsonl import (
+    TokenCounter,
+    dump_line,
+    example_problems,
+    example_tokens,
+    parse_jsonl,
+    token_counter,
+)
 from distillery.wire.params import parse_params
 
 if TYPE_CHECKING:

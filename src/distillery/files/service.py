@@ -2,10 +2,11 @@
 
 An upload is streamed to a temporary file beside its final place while its size is limited, its
 SHA-256 taken and its bytes sniffed (archives, binary data and text that is not UTF-8 are refused
-for the JSONL purposes); a ``fine-tune`` file is then validated as OpenAI's chat fine-tuning JSONL
-(:mod:`distillery.datasets.jsonl`) and an ``evals`` file must hold one JSON object per line. Only a
-file that passes is renamed (atomically) to ``files/<id>`` and recorded, so a failed or interrupted
-upload leaves nothing behind. The client's file name is kept only as metadata, without any path.
+for the JSONL purposes); a ``fine-tune`` file is then validated as OpenAI's chat fine-tuning
+JSONL (:mod:`distillery.wire.fine_tuning_jsonl`) and an ``evals`` file must hold one JSON object
+per line. Only a file that passes is renamed (atomically) to ``files/<id>`` and recorded, so a
+failed or interrupted upload leaves nothing behind. The client's file name is kept only as
+metadata, without any path.
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from pathlib import Path
 from typing import IO, Literal
 
 from distillery import ids
-from distillery.datasets.jsonl import (
+from distillery.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from distillery.settings import FilesConfig
+from distillery.store.files import FilesRepo, StoredFile
+from distillery.store.records import Page
+from distillery.wire.fine_tuning_jsonl import (
     Issue,
     TokenCounter,
     read_lines,
     token_counter,
     validate_jsonl,
 )
-from distillery.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from distillery.settings import FilesConfig
-from distillery.store.files import FilesRepo, StoredFile
-from distillery.store.records import Page
 
 PURPOSES = ("fine-tune", "evals")
 JSONL_PURPOSES = frozenset(PURPOSES)

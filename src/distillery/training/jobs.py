@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from distillery import ids
-from distillery.datasets.jsonl import MIN_EXAMPLES, validate_jsonl
 from distillery.errors import DistilleryError, InvalidRequestError, NotFoundError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.store.jobs import JobRecord, JobsRepo, Order
@@ -55,6 +54,7 @@ from distillery.training.base import (
 from distillery.training.inputs import FileSource, InputFile
 from distillery.training.params import CreateRequest, parse_create
 from distillery.training.registry import TrainingRegistry
+from distillery.wire.fine_tuning_jsonl import MIN_EXAMPLES, validate_jsonl
 
 log = logging.getLogger("distillery.training")
 

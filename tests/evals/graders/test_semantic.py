@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from distillery.evals.embedders import LocalMiniLMEmbedder, cosine, minilm_model_path
+from distillery.embedders import LocalMiniLMEmbedder, cosine, minilm_model_path
 from distillery.evals.graders.registry import build_grader
 
 from .support import run_grade

@@ -12,8 +12,8 @@ from distillery.api.deps import ADMIN, ServicesDep
 from distillery.api.responses import json_response as _json
 from distillery.api.responses import list_response as _list
 from distillery.api.responses import read_object
-from distillery.datasets.jsonl import dump_line
 from distillery.errors import InvalidRequestError
+from distillery.wire.fine_tuning_jsonl import dump_line
 
 router = APIRouter(prefix="/v1/distillery/datasets", tags=["datasets"])
 

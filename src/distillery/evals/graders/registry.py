@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeGuard, TypeVar, assert_never, get_args
 
 from pydantic import ValidationError
 
+from distillery.embedders import Embedder, default_embedder
 from distillery.errors import InvalidRequestError
-from distillery.evals.embedders import Embedder, default_embedder
 from distillery.evals.graders.base import Grader, GraderConfig, JudgeClient
 from distillery.evals.graders.json_checks import (
     JsonSchemaConfig,

@@ -1,10 +1,10 @@
 """``semantic_similarity`` (distillery): cosine of sentence embeddings of input and reference.
 
 The same computation backs ``text_similarity`` with ``evaluation_metric: "cosine"``: OpenAI embeds
-with its embedding models, distillery with the local all-MiniLM-L6-v2 (``evals.embedders``) unless
-another ``Embedder`` is bound. Embedding runs in a worker thread so the event loop stays free.
-The score is the cosine clipped to [0, 1] (the raw value, which can be slightly negative for
-unrelated texts, is kept in ``details["cosine"]``).
+with its embedding models, distillery with the local all-MiniLM-L6-v2 (``distillery.embedders``)
+unless another ``Embedder`` is bound. Embedding runs in a worker thread so the event loop stays
+free. The score is the cosine clipped to [0, 1] (the raw value, which can be slightly negative
+for unrelated texts, is kept in ``details["cosine"]``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar, Literal
 
-from distillery.evals.embedders import Embedder, cosine
+from distillery.embedders import Embedder, cosine
 from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, score_passed
 from distillery.evals.graders.templating import render
 

@@ -34,7 +34,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from distillery.evals.embedders import Embedder
+from distillery.embedders import Embedder
 from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, score_passed
 from distillery.evals.graders.semantic import clip01, embedding_similarity
 from distillery.evals.graders.templating import render

