@@ -62,9 +62,11 @@ class Settings(BaseSettings):
 
 
 class ServerConfig(BaseModel):
+    """``[server]``: the process that `distillery serve` runs (gateway, API, dashboard, worker)."""
+
     model_config = ConfigDict(extra="forbid")
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, description="Port.")
     auth: bool = Field(
         default=False,
         description="Require `Authorization: Bearer <key>` on /v1 (keys from `distillery keys create`).",
@@ -85,6 +87,8 @@ class ServerConfig(BaseModel):
 
 
 class GatewayConfig(BaseModel):
+    """``[gateway]``: the OpenAI-compatible endpoints that capture completions."""
+
     model_config = ConfigDict(extra="forbid")
     store_by_default: bool = Field(
         default=False, description="Store every completion even when the request omits `store`."
@@ -92,8 +96,12 @@ class GatewayConfig(BaseModel):
     allow_metadata_without_store: bool = Field(
         default=False, description="Accept `metadata` without `store: true` (OpenAI rejects it)."
     )
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body.")
-    upstream_timeout_s: float = Field(default=600.0, description="Timeout of one upstream call.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, description="Largest request body, in bytes."
+    )
+    upstream_timeout_s: float = Field(
+        default=600.0, description="Timeout of one upstream call, in seconds."
+    )
     retention_days: float = Field(
         default=30.0,
         ge=0,
@@ -107,19 +115,39 @@ def _is_template_text(value: str) -> bool:
 
 
 class ProviderConfig(BaseModel):
-    """One ``[providers.NAME]`` table."""
+    """One ``[providers.NAME]`` table: where the models it names are served from."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["openai", "azure", "local"]
-    models: list[str] = Field(default_factory=list)
-    base_url: str | None = None
-    api_key_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float | None = None
-    max_connections: int = 200
+    kind: Literal["openai", "azure", "local"] = Field(
+        description="`openai`: any OpenAI-compatible endpoint; `azure`: Azure OpenAI; "
+        "`local`: the students served in-process."
+    )
+    models: list[str] = Field(default_factory=list, description="Model names this provider serves.")
+    base_url: str | None = Field(
+        default=None, description="Base URL of an `openai` provider (required for that kind)."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable that holds the provider's key "
+        "(keys are never written in the file).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every upstream call."
+    )
+    timeout_s: float | None = Field(
+        default=None,
+        description="Timeout of one call to this provider, in seconds; default 600.",
+    )
+    max_connections: int = Field(
+        default=200, description="Connections kept open to the provider at most."
+    )
     # azure
-    endpoint: str | None = None
-    api_version: str | None = None
+    endpoint: str | None = Field(
+        default=None, description="Azure resource endpoint (required for `azure`)."
+    )
+    api_version: str | None = Field(
+        default=None, description="Azure OpenAI API version; default 2024-10-21."
+    )
     deployments: dict[str, str] = Field(
         default_factory=dict, description="model name -> Azure deployment name"
     )
@@ -127,16 +155,25 @@ class ProviderConfig(BaseModel):
     paths: dict[str, str] = Field(
         default_factory=dict, description="model name -> local folder or .gguf file"
     )
-    device: str | None = None
+    device: str | None = Field(
+        default=None, description="`cpu` or `cuda`; unset: CUDA when available, else the CPU."
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
         description="torch threads for local CPU inference; default every core but one (the "
         "spare keeps HTTP responsive and a concurrent training from stalling generation)",
     )
-    max_batch_size: int = 32
-    max_queue: int = 64
-    adapter_memory_mb: int = 512
+    max_batch_size: int = Field(
+        default=32, description="Sequences generated together per local model."
+    )
+    max_queue: int = Field(
+        default=64,
+        description="Requests that wait beyond a full batch; more get a 503 (retry shortly).",
+    )
+    adapter_memory_mb: int = Field(
+        default=512, description="Memory for LoRA adapters kept loaded per local model, in MB."
+    )
     max_full_models: int = Field(
         default=2,
         ge=1,
@@ -187,15 +224,24 @@ class ProviderConfig(BaseModel):
 
 
 class PriceConfig(BaseModel):
+    """``[prices."MODEL"]``: overrides or extends the built-in prices (``costs/prices.toml``)."""
+
     model_config = ConfigDict(extra="forbid")
-    input: float = 0.0
-    cached_input: float | None = None
-    output: float = 0.0
-    training: float | None = None
-    hourly: float | None = None
+    input: float = Field(default=0.0, description="USD per 1M input tokens.")
+    cached_input: float | None = Field(
+        default=None, description="USD per 1M cached input tokens; default the input price."
+    )
+    output: float = Field(default=0.0, description="USD per 1M output tokens.")
+    training: float | None = Field(default=None, description="USD per 1M trained tokens.")
+    hourly: float | None = Field(
+        default=None,
+        description="USD per hour of the machine that serves or trains a local model.",
+    )
 
 
 class TrainingConfig(BaseModel):
+    """``[training]``: local fine-tuning processes."""
+
     model_config = ConfigDict(extra="forbid")
     device: str | None = Field(default=None, description="cpu, cuda or None for automatic.")
     threads: int | None = Field(default=None, description="torch threads for a training process.")
@@ -229,17 +275,21 @@ class Config(BaseModel):
     """The parsed ``distillery.toml``."""
 
     model_config = ConfigDict(extra="forbid")
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="The server.")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="The gateway.")
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {
             "local": ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
-        }
+        },
+        description="Providers by name. The embedded students are always served by a `local` "
+        "provider unless one is configured.",
     )
-    prices: dict[str, PriceConfig] = Field(default_factory=dict)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    files: FilesConfig = Field(default_factory=FilesConfig)
-    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    prices: dict[str, PriceConfig] = Field(
+        default_factory=dict, description="Prices by model name."
+    )
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training.")
+    files: FilesConfig = Field(default_factory=FilesConfig, description="Files.")
+    evals: EvalsConfig = Field(default_factory=EvalsConfig, description="Evals.")
     teacher: str | None = Field(default=None, description="Default teacher model name.")
 
     @model_validator(mode="after")
