@@ -259,11 +259,11 @@ def test_bad_response_format_is_a_400(
     [
         ("logprobs", True),
         ("top_logprobs", 3),
-        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("functions", [{"name": "f", "parameters": {}}]),
         ("audio", {"voice": "alloy", "format": "wav"}),
         ("modalities", ["text", "audio"]),
         ("prediction", {"type": "content", "content": "x"}),
-        ("tool_choice", "required"),
+        ("function_call", "auto"),
     ],
 )
 def test_unsupported_parameters_are_named(provider: LocalProvider, param: str, value: Any) -> None:

@@ -1,4 +1,5 @@
-"""Structured outputs: ``response_format`` json_object / json_schema through llguidance.
+"""Structured outputs: ``response_format`` json_object / json_schema (and tool calls, whose Lark
+grammars :mod:`.tools` writes) through llguidance.
 
 The schema becomes an llguidance grammar; each generated sequence gets an ``LLMatcher`` that
 computes the set of allowed next tokens before every sampling step. Disallowed logits are set to
@@ -178,6 +179,30 @@ class GrammarCompiler:
             if len(self._grammars) >= _GRAMMAR_CACHE_SIZE:
                 self._grammars.pop(next(iter(self._grammars)))
             self._grammars[key] = grammar
+        return grammar
+
+    def lark(self, text: str) -> str:
+        """The llguidance grammar of Lark ``text`` (a request's tools, :mod:`.tools`), validated:
+        a schema in it that cannot be compiled is a 400 on ``tools``."""
+        from llguidance import LLMatcher
+
+        with self._lock:
+            cached = self._grammars.get(text)
+        if cached is not None:
+            return cached
+        tokenizer = self._tokenizer()
+        grammar = LLMatcher.grammar_from_lark(text)
+        is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+        if is_error:
+            raise InvalidRequestError(
+                f"Invalid schema for the function parameters in 'tools': {'; '.join(messages)}",
+                param="tools",
+                code="invalid_function_parameters",
+            )
+        with self._lock:
+            if len(self._grammars) >= _GRAMMAR_CACHE_SIZE:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[text] = grammar
         return grammar
 
     @staticmethod

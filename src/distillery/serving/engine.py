@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import threading
 import time
@@ -43,7 +44,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distillery.errors import (
     ContextLengthExceededError,
@@ -57,10 +58,13 @@ from distillery.serving.chat_template import render_prompt
 from distillery.serving.constrained import GrammarCompiler, ResponseFormat, TokenConstraint
 from distillery.serving.kv_cache import PrefixCache, SlotCache
 from distillery.serving.sampling import RowSampler, SamplingParams, TextAccumulator, choose_tokens
+from distillery.serving.tools import ToolRequest, tool_grammar
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from distillery.chat_templates import ToolFormat
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ class PreparedRequest:
     max_new_tokens: int
     seeds: list[int]
     constraints: list[TokenConstraint] | None = None
+    tool_format: ToolFormat | None = None  # how the model writes tool calls (requests with tools)
 
 
 @dataclass(frozen=True)
@@ -422,14 +427,20 @@ class GenerationEngine:
 
     def prepare(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         params: SamplingParams,
         response_format: ResponseFormat | None,
+        tools: ToolRequest | None = None,
     ) -> PreparedRequest:
         """Template, measure and compile a request. Thread-safe; runs off the event loop."""
+        from distillery import chat_templates
+
         assert self.tokenizer is not None and self._compiler is not None
         with self._prep_lock:
-            prompt = render_prompt(self.tokenizer, messages, self.model_name)
+            prompt = render_prompt(
+                self.tokenizer, messages, self.model_name, tools.specs if tools else None
+            )
+            fmt = chat_templates.tool_format(self.tokenizer) if tools is not None else None
         limit = self.context_length
         if len(prompt) >= limit:
             raise ContextLengthExceededError(
@@ -449,10 +460,18 @@ class GenerationEngine:
                     code="invalid_value",
                 )
         constraints = None
-        if response_format is not None:
+        grammar = None
+        if tools is not None and fmt is not None and tools.constrained:
+            text_schema = (
+                json.loads(response_format.schema_json()) if response_format is not None else None
+            )
+            lark = tool_grammar(tools, fmt, text_schema)
+            grammar = self._compiler.lark(lark) if lark is not None else None
+        elif response_format is not None:
             grammar = self._compiler.grammar(response_format)
+        if grammar is not None:
             constraints = [self._compiler.constraint(grammar) for _ in range(params.n)]
-        return PreparedRequest(prompt, params, max_new, params.choice_seeds(), constraints)
+        return PreparedRequest(prompt, params, max_new, params.choice_seeds(), constraints, fmt)
 
     def submit(
         self, prepared: PreparedRequest, adapter: AdapterRef | None, handle: RequestHandle

@@ -20,7 +20,12 @@ Semantics worth knowing (OpenAI's where OpenAI defines them):
   in bf16 the logits of a sequence can differ in the last bits with the rows batched beside it,
   so results are reproducible "best effort", as OpenAI documents. ``temperature: 0`` is greedy.
 * ``response_format`` json_object / json_schema constrains decoding with llguidance.
-* Unsupported OpenAI parameters (``logprobs``, ``tools``, ``audio``, ...) are a 400 naming them.
+* ``tools`` / ``tool_choice`` / ``parallel_tool_calls``: function tools, rendered by the model's
+  chat template or the fallback format, the output constrained to calls of the tools' schemas
+  (see :mod:`distillery.serving.tools`) and returned as OpenAI's ``message.tool_calls`` with
+  ``finish_reason: "tool_calls"`` and ``content: null``; streamed as ``delta.tool_calls``.
+* Unsupported OpenAI parameters (``logprobs``, ``functions``, ``audio``, ...) are a 400 naming
+  them.
 * At most ``max_batch_size`` sequences run per model and ``max_queue`` more requests wait; beyond
   that a request is refused at once with 429 and ``Retry-After: 1``.
 * A LoRA fine-tune runs on its base model's engine (adapters share the base weights); a full
@@ -55,12 +60,22 @@ from distillery.serving.engine import (
     ChoiceFinished,
     EngineStatus,
     GenerationEngine,
+    PreparedRequest,
     RequestDone,
     RequestFailed,
     RequestHandle,
     TextDelta,
 )
 from distillery.serving.sampling import SamplingParams, parse_sampling_params
+from distillery.serving.tools import (
+    ArgumentsDelta,
+    CallStarted,
+    ContentDelta,
+    ParserEvent,
+    ToolCallParser,
+    ToolRequest,
+    parse_tools,
+)
 from distillery.settings import ProviderConfig
 
 AdapterResolver = Callable[[str], AdapterRef | None]
@@ -72,13 +87,13 @@ _KNOWN = frozenset(
         "stop", "seed", "stream", "stream_options", "response_format", "frequency_penalty",
         "presence_penalty", "logit_bias", "user", "store", "metadata", "service_tier",
         "safety_identifier", "prompt_cache_key", "prompt_cache_retention", "parallel_tool_calls",
-        "tool_choice",
+        "tool_choice", "tools",
     }
 )  # fmt: skip
 # OpenAI parameters a local model cannot honour: a 400 when set to anything but an empty value.
 _UNSUPPORTED = frozenset(
     {
-        "logprobs", "top_logprobs", "tools", "functions", "function_call", "audio", "modalities",
+        "logprobs", "top_logprobs", "functions", "function_call", "audio", "modalities",
         "prediction", "reasoning_effort", "verbosity", "web_search_options",
     }
 )  # fmt: skip
@@ -92,24 +107,21 @@ class _Call:
     base: str  # the engine: a base model, or a full fine-tune's own id
     adapter: AdapterRef | None  # a LoRA adapter run on the base's engine
     source: str | None  # a full fine-tune's folder
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     params: SamplingParams
     response_format: ResponseFormat | None
     include_usage: bool
+    tools: ToolRequest | None = None
 
 
 def _is_set(key: str, value: Any) -> bool:
     if value in _EMPTY:
         return False
-    if key == "modalities" and value == ["text"]:
-        return False
-    return not (key == "tool_choice" and value in ("none", "auto"))
+    return not (key == "modalities" and value == ["text"])
 
 
 def _check_parameters(body: Mapping[str, Any]) -> None:
     unsupported = [k for k in body if k in _UNSUPPORTED and _is_set(k, body[k])]
-    if body.get("tool_choice") is not None and _is_set("tool_choice", body["tool_choice"]):
-        unsupported.append("tool_choice")
     if unsupported:
         names = ", ".join(f"'{k}'" for k in unsupported)
         raise InvalidRequestError(
@@ -157,6 +169,79 @@ def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
 
 def _sse(obj: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class _Output:
+    """One choice's output: its text, or its tool calls when the request has tools, as a
+    message and as stream deltas (OpenAI's shapes)."""
+
+    def __init__(self, tools: ToolRequest | None, prepared: PreparedRequest) -> None:
+        self.text = ""
+        self.finish_reason = "stop"
+        self.parser = (
+            ToolCallParser(prepared.tool_format, forced=tools.forced)
+            if tools is not None and tools.constrained and prepared.tool_format is not None
+            else None
+        )
+        self._opened = False
+
+    @property
+    def deferred(self) -> bool:
+        """The first delta waits until the output is known to be text or calls."""
+        return self.parser is not None
+
+    def opening(self, content: str | None = "") -> dict[str, Any]:
+        self._opened = True
+        return {"role": "assistant", "content": content, "refusal": None}
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        self.text += text
+        if self.parser is None:
+            return [{"content": text}]
+        return self._deltas(self.parser.feed(text))
+
+    def finish(self, reason: str) -> list[dict[str, Any]]:
+        deltas = self._deltas(self.parser.finish()) if self.parser is not None else []
+        calls = self.parser.calls if self.parser is not None else []
+        self.finish_reason = "tool_calls" if calls and reason == "stop" else reason
+        if not self._opened:
+            forced = self.parser is not None and self.parser.mode == "calls"
+            deltas.insert(0, self.opening(None if forced else ""))
+        return deltas
+
+    def _deltas(self, events: list[ParserEvent]) -> list[dict[str, Any]]:
+        deltas: list[dict[str, Any]] = []
+        for event in events:
+            if isinstance(event, ContentDelta):
+                if not self._opened:
+                    deltas.append(self.opening())
+                deltas.append({"content": event.text})
+            elif isinstance(event, CallStarted):
+                started = {
+                    "index": event.index,
+                    "id": event.call.id,
+                    "type": "function",
+                    "function": {"name": event.call.name, "arguments": ""},
+                }
+                delta = {"tool_calls": [started]}
+                deltas.append({**self.opening(None), **delta} if not self._opened else delta)
+            elif isinstance(event, ArgumentsDelta):
+                fragment = {"index": event.index, "function": {"arguments": event.text}}
+                deltas.append({"tool_calls": [fragment]})
+        return deltas
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if self.parser is not None:
+            message["content"] = self.parser.content
+            if self.parser.calls:
+                message["tool_calls"] = [c.to_dict() for c in self.parser.calls]
+        return message
 
 
 class LocalProvider:
@@ -279,6 +364,7 @@ class LocalProvider:
             params=params,
             response_format=response_format,
             include_usage=_include_usage(body),
+            tools=parse_tools(body),
         )
 
     def _engine(self, call: _Call) -> GenerationEngine:
@@ -331,7 +417,9 @@ class LocalProvider:
     def _unreserve(self, base: str) -> None:
         self._in_flight[base] = self._in_flight.get(base, 1) - 1
 
-    async def _submit(self, engine: GenerationEngine, call: _Call) -> RequestHandle:
+    async def _submit(
+        self, engine: GenerationEngine, call: _Call
+    ) -> tuple[RequestHandle, PreparedRequest]:
         try:
             await engine.wait_ready()
         except DistilleryError:
@@ -339,11 +427,11 @@ class LocalProvider:
                 del self._engines[call.base]  # the next request retries the load
             raise
         prepared = await asyncio.to_thread(
-            engine.prepare, call.messages, call.params, call.response_format
+            engine.prepare, call.messages, call.params, call.response_format, call.tools
         )
         handle = RequestHandle(asyncio.get_running_loop())
         engine.submit(prepared, call.adapter, handle)
-        return handle
+        return handle, prepared
 
     @staticmethod
     def _cancel(engine: GenerationEngine, handle: RequestHandle | None) -> None:
@@ -359,15 +447,14 @@ class LocalProvider:
         self._reserve(call.base)
         handle = None
         try:
-            handle = await self._submit(engine, call)
-            texts = [""] * n
-            reasons = ["stop"] * n
+            handle, prepared = await self._submit(engine, call)
+            outputs = [_Output(call.tools, prepared) for _ in range(n)]
             usage = _usage(0, 0)
             async for event in handle.events():
                 if isinstance(event, TextDelta):
-                    texts[event.index] += event.text
+                    outputs[event.index].feed(event.text)
                 elif isinstance(event, ChoiceFinished):
-                    reasons[event.index] = event.finish_reason
+                    outputs[event.index].finish(event.finish_reason)
                 elif isinstance(event, RequestDone):
                     usage = _usage(
                         event.prompt_tokens, event.completion_tokens, event.cached_tokens
@@ -385,16 +472,11 @@ class LocalProvider:
             "choices": [
                 {
                     "index": i,
-                    "message": {
-                        "role": "assistant",
-                        "content": texts[i],
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": output.message(),
                     "logprobs": None,
-                    "finish_reason": reasons[i],
+                    "finish_reason": output.finish_reason,
                 }
-                for i in range(n)
+                for i, output in enumerate(outputs)
             ],
             "usage": usage,
             "service_tier": "default",
@@ -408,7 +490,7 @@ class LocalProvider:
         self._reserve(call.base)
         handle = None
         try:
-            handle = await self._submit(engine, call)
+            handle, prepared = await self._submit(engine, call)
             events = handle.events()
             first = await anext(events)
             if isinstance(first, RequestFailed):
@@ -428,13 +510,19 @@ class LocalProvider:
                 choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
                 return _sse({**head, "choices": [choice], **tail})
 
-            for i in range(call.params.n):
-                yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
+            outputs = [_Output(call.tools, prepared) for _ in range(call.params.n)]
+            for i, output in enumerate(outputs):
+                if not output.deferred:
+                    yield chunk(i, output.opening())
             async for event in events:
                 if isinstance(event, TextDelta):
-                    yield chunk(event.index, {"content": event.text})
+                    for delta in outputs[event.index].feed(event.text):
+                        yield chunk(event.index, delta)
                 elif isinstance(event, ChoiceFinished):
-                    yield chunk(event.index, {}, event.finish_reason)
+                    output = outputs[event.index]
+                    for delta in output.finish(event.finish_reason):
+                        yield chunk(event.index, delta)
+                    yield chunk(event.index, {}, output.finish_reason)
                 elif isinstance(event, RequestDone):
                     if call.include_usage:
                         usage = _usage(
