@@ -97,7 +97,8 @@ class LocalMiniLMEmbedder:
     @property
     def dimension(self) -> int:
         """The length of the vectors (384 for all-MiniLM-L6-v2); loads the model."""
-        size = self._load().get_sentence_embedding_dimension()
+        model = self._load()
+        size = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)()
         return int(size) if size is not None else len(self.embed(["x"])[0])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

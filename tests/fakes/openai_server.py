@@ -15,7 +15,11 @@ running -> succeeded over successive retrievals (``fail-*`` base models fail whi
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import math
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -44,6 +48,8 @@ class FakeOpenAI:
         self.ft = FakeFineTuning()
         self.app = self._build()
         self.ft.install(self.app)
+        self.install_embeddings(self.app)
+        self.install_legacy_completions(self.app)
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -291,6 +297,103 @@ class FakeOpenAI:
         events = b"data: " + orjson.dumps(first) + b"\n\ndata: " + last + b"\n\ndata: [DONE]\n\n"
         return Response(events, media_type="text/event-stream")
 
+    def install_embeddings(self, app: FastAPI) -> None:
+        """``POST /v1/embeddings`` (and Azure's deployment path): a deterministic unit vector
+        per input (8 floats, or ``dimensions``), base64 float32s when asked; ``fail-*`` models
+        fail as on chat."""
+
+        @app.post("/v1/embeddings")
+        @app.post("/openai/deployments/{deployment}/embeddings")
+        async def embeddings(request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            model = str(body.get("model") or request.path_params.get("deployment", ""))
+            if model.startswith("fail-"):
+                return _scripted_failure(int(model.split("-")[1]))
+            raw = body.get("input")
+            if isinstance(raw, str) or (raw and all(isinstance(t, int) for t in raw)):
+                raw = [raw]
+            size = int(body.get("dimensions") or 8)
+            data = []
+            tokens = 0
+            for i, item in enumerate(raw):
+                text = item if isinstance(item, str) else " ".join(map(str, item))
+                tokens += len(text.split()) if isinstance(item, str) else len(item)
+                digest = hashlib.sha256(text.encode()).digest()
+                vector = [digest[j % len(digest)] / 255 + 0.01 for j in range(size)]
+                norm = math.sqrt(sum(v * v for v in vector))
+                vector = [v / norm for v in vector]
+                encoded: Any = vector
+                if body.get("encoding_format") == "base64":
+                    encoded = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+                data.append({"object": "embedding", "index": i, "embedding": encoded})
+            answer = {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+            return Response(orjson.dumps(answer), media_type="application/json")
+
+    def install_legacy_completions(self, app: FastAPI) -> None:
+        """The legacy ``POST /v1/completions`` (and Azure's): ``echo: <prompt>`` for each prompt
+        and each of ``n`` choices (index ``p*n + j``), streamed when asked; ``fail-*`` fail."""
+
+        @app.post("/v1/completions")
+        @app.post("/openai/deployments/{deployment}/completions")
+        async def completions(request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            model = str(body.get("model") or request.path_params.get("deployment", ""))
+            if model.startswith("fail-"):
+                return _scripted_failure(int(model.split("-")[1]))
+            prompt = body.get("prompt")
+            prompts = (
+                prompt
+                if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int)
+                else [prompt]
+            )
+            n = int(body.get("n") or 1)
+            self.counter += 1
+            cid = self.reuse_id or f"cmpl-fake{self.counter:08d}"
+            created = int(time.time())
+            texts = [f"echo: {p}" for p in prompts for _ in range(n)]
+            prompt_tokens = sum(len(str(p).split()) for p in prompts)
+            completion_tokens = sum(len(t.split()) for t in texts)
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            head = {"id": cid, "object": "text_completion", "created": created, "model": model}
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                events = []
+                for i, text in enumerate(texts):
+                    for j, word in enumerate(text.split(" ")):
+                        piece = word if j == 0 else " " + word
+                        choice = {
+                            "text": piece,
+                            "index": i,
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        events.append({**head, "choices": [choice]})
+                    done = {"text": "", "index": i, "logprobs": None, "finish_reason": "stop"}
+                    events.append({**head, "choices": [done]})
+                if include_usage:
+                    events.append({**head, "choices": [], "usage": usage})
+                data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+                return Response(data + b"data: [DONE]\n\n", media_type="text/event-stream")
+            choices = [
+                {"text": text, "index": i, "logprobs": None, "finish_reason": "stop"}
+                for i, text in enumerate(texts)
+            ]
+            answer = {**head, "choices": choices, "usage": usage, "system_fingerprint": "fp_fake"}
+            return Response(orjson.dumps(answer), media_type="application/json")
+
     def start(self) -> FakeOpenAI:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -311,6 +414,19 @@ class FakeOpenAI:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _scripted_failure(status: int) -> Response:
+    """The error answer of a ``fail-<status>`` model."""
+    error = {
+        "message": f"scripted failure {status}",
+        "type": "invalid_request_error" if status < 500 else "server_error",
+        "param": "model" if status == 404 else None,
+        "code": "model_not_found" if status == 404 else None,
+    }
+    return Response(
+        orjson.dumps({"error": error}), status_code=status, media_type="application/json"
+    )
 
 
 class FakeFineTuning:

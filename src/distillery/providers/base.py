@@ -4,6 +4,11 @@ A provider turns an OpenAI chat-completions request body into a response. It wor
 dicts and raw SSE bytes rather than typed objects so that the gateway forwards what it received and
 passes streamed chunks through byte for byte. Remote HTTP APIs (``openai``, ``azure``) and the
 in-process student (``local``, in ``distillery.serving``) implement the same protocol.
+
+The other OpenAI endpoints a client may point here are optional capabilities of a provider:
+``EmbeddingsProvider`` (``/v1/embeddings``) and ``LegacyCompletionsProvider`` (``/v1/completions``),
+which the remote HTTP APIs implement; the registry routes them to a provider that lists the model
+and has the capability.
 """
 
 from __future__ import annotations
@@ -51,3 +56,33 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddingsProvider(Protocol):
+    """A provider that also answers ``POST /v1/embeddings`` for the models it lists."""
+
+    name: str
+
+    def serves(self, model: str) -> bool: ...
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's ``CreateEmbeddingResponse`` JSON object for an embeddings request body."""
+        ...
+
+
+@runtime_checkable
+class LegacyCompletionsProvider(Protocol):
+    """A provider that also answers the legacy ``POST /v1/completions`` (``text_completion``)."""
+
+    name: str
+
+    def serves(self, model: str) -> bool: ...
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The ``text_completion`` JSON object (non-streaming)."""
+        ...
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Raw SSE bytes of a streamed legacy completion, as :meth:`Provider.stream`."""
+        ...

@@ -92,9 +92,15 @@ class OpenAICompatibleProvider:
         if model_id not in self._models:
             self._models.append(model_id)
 
-    def url(self, model: str) -> str:
+    def remove_model(self, model_id: str) -> None:
+        """Stop serving ``model_id`` (a fine-tune deleted through ``DELETE /v1/models``)."""
+        if model_id in self._models:
+            self._models.remove(model_id)
+
+    def url(self, model: str, endpoint: str = "chat/completions") -> str:
+        """The URL of ``endpoint`` (``chat/completions``, ``completions``, ``embeddings``)."""
         assert self.config.base_url is not None
-        return self.config.base_url.rstrip("/") + "/chat/completions"
+        return f"{self.config.base_url.rstrip('/')}/{endpoint}"
 
     def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
@@ -138,10 +144,25 @@ class OpenAICompatibleProvider:
         raise UpstreamError(f"provider {self.name!r} redirected more than {_MAX_REDIRECTS} times")
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("chat/completions", body)
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /embeddings``: the ``CreateEmbeddingResponse`` object, passed through."""
+        return await self._call("embeddings", body)
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Legacy ``POST /completions``: the ``text_completion`` object, passed through."""
+        return await self._call("completions", body)
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Legacy ``POST /completions`` with ``stream: true``: the upstream's SSE bytes."""
+        return self._stream("completions", body)
+
+    async def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]
         payload = self._payload(body)
         try:
-            response = await self._post(self.url(model), payload)
+            response = await self._post(self.url(model, endpoint), payload)
             try:
                 status, content = response.status, self._scrub(await response.read())
             finally:
@@ -166,11 +187,14 @@ class OpenAICompatibleProvider:
             )
         return data
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        return self._stream("chat/completions", body)
+
+    async def _stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         model = body["model"]
         payload = self._payload(body)
         try:
-            response = await self._post(self.url(model), payload)
+            response = await self._post(self.url(model, endpoint), payload)
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"provider {self.name!r} timed out: {exc!r}") from exc
         except aiohttp.ClientError as exc:
@@ -198,7 +222,8 @@ class OpenAICompatibleProvider:
 
 
 class AzureOpenAIProvider(OpenAICompatibleProvider):
-    """Azure OpenAI: ``{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=``."""
+    """Azure OpenAI: ``{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=``
+    (``.../embeddings`` and ``.../completions`` likewise)."""
 
     kind = "azure"
 
@@ -212,13 +237,13 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
             self._headers["api-key"] = key
         self._models = list(dict.fromkeys([*config.models, *config.deployments]))
 
-    def url(self, model: str) -> str:
+    def url(self, model: str, endpoint: str = "chat/completions") -> str:
         assert self.config.endpoint is not None
         deployment = self.config.deployments.get(model, model)
         version = self.config.api_version or "2024-10-21"
         return (
             f"{self.config.endpoint.rstrip('/')}/openai/deployments/{deployment}"
-            f"/chat/completions?api-version={version}"
+            f"/{endpoint}?api-version={version}"
         )
 
     def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from distillery.errors import ConfigError, NotFoundError
-from distillery.providers.base import ModelInfo, Provider
+from distillery.errors import ConfigError, InvalidRequestError, NotFoundError
+from distillery.providers.base import (
+    EmbeddingsProvider,
+    LegacyCompletionsProvider,
+    ModelInfo,
+    Provider,
+)
 from distillery.providers.openai_compatible import AzureOpenAIProvider, OpenAICompatibleProvider
 from distillery.settings import ProviderConfig
 
@@ -33,6 +38,7 @@ class ProviderRegistry:
     def __init__(self, providers: dict[str, Provider] | None = None) -> None:
         self.providers: dict[str, Provider] = dict(providers or {})
         self._routes: dict[str, Provider] = {}
+        self._retired: set[str] = set()  # fine-tunes deleted in this process
 
     @classmethod
     def from_config(
@@ -58,22 +64,63 @@ class ProviderRegistry:
         cached = self._routes.get(model)
         if cached is not None:
             return cached
+        if model in self._retired:
+            raise _model_not_found(model)
         for provider in self.providers.values():
             if provider.serves(model):
                 if not model.startswith("ft:"):
                     self._routes[model] = provider
                 return provider
-        raise NotFoundError(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
+        raise _model_not_found(model)
+
+    def route_embeddings(self, model: str) -> EmbeddingsProvider:
+        """The provider that serves ``model`` and answers ``/v1/embeddings``."""
+        found = self._route_capable(
+            model, lambda p: isinstance(p, EmbeddingsProvider), "/v1/embeddings"
         )
+        assert isinstance(found, EmbeddingsProvider)
+        return found
+
+    def route_completions(self, model: str) -> LegacyCompletionsProvider:
+        """The provider that serves ``model`` and answers the legacy ``/v1/completions``."""
+        found = self._route_capable(
+            model, lambda p: isinstance(p, LegacyCompletionsProvider), "/v1/completions"
+        )
+        assert isinstance(found, LegacyCompletionsProvider)
+        return found
+
+    def _route_capable(
+        self, model: str, capable: Callable[[Provider], bool], endpoint: str
+    ) -> Provider:
+        provider = self.route(model)  # 404 for a model nobody serves
+        if capable(provider):
+            return provider
+        for other in self.providers.values():  # another provider may list it with the endpoint
+            if other is not provider and capable(other) and other.serves(model):
+                return other
+        raise InvalidRequestError(
+            f"The model `{model}` is served by provider {provider.name!r} ({provider.kind}), "
+            f"which does not answer {endpoint}: use a model of an openai or azure provider.",
+            param="model",
+            code="model_not_supported",
+        )
+
+    def retire(self, model_id: str) -> None:
+        """Stop serving and listing ``model_id`` (a fine-tune deleted through the API)."""
+        self._retired.add(model_id)
+        self._routes.pop(model_id, None)
+        for provider in self.providers.values():
+            for method in ("remove_model", "unregister_adapter"):
+                forget = getattr(provider, method, None)
+                if callable(forget):
+                    forget(model_id)
 
     def models(self) -> list[ModelInfo]:
         seen: dict[str, ModelInfo] = {}
         for provider in self.providers.values():
             for info in provider.models():
-                seen.setdefault(info.id, info)
+                if info.id not in self._retired:
+                    seen.setdefault(info.id, info)
         return list(seen.values())
 
     def get(self, name: str) -> Provider:
@@ -91,3 +138,11 @@ class ProviderRegistry:
             {"name": p.name, "kind": p.kind, "models": [m.id for m in p.models()]}
             for p in self.providers.values()
         ]
+
+
+def _model_not_found(model: str) -> NotFoundError:
+    return NotFoundError(
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )

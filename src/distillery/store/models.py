@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from distillery.store.base import Store
 from distillery.store.tables import FineTunedModelRow
@@ -86,3 +86,11 @@ class FineTunedModelsRepo:
             stmt = stmt.where(FineTunedModelRow.job_id == job_id)
         with self.store.read() as session:
             return [_record(r) for r in session.scalars(stmt)]
+
+    def delete(self, model_id: str) -> bool:
+        """Remove a fine-tuned model; whether it was there."""
+        with self.store.write() as session:
+            result = session.execute(
+                delete(FineTunedModelRow).where(FineTunedModelRow.id == model_id)
+            )
+            return bool(getattr(result, "rowcount", 0))

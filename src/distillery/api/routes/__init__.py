@@ -8,8 +8,10 @@ from fastapi import APIRouter
 from distillery.api.routes import (
     annotations,
     chat_completions,
+    completions,
     costs,
     datasets,
+    embeddings,
     eval_comparisons,
     evals,
     files,
@@ -27,4 +29,6 @@ ROUTERS: list[APIRouter] = [
     costs.router,
     evals.router,
     eval_comparisons.router,
+    embeddings.router,
+    completions.router,
 ]
