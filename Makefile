@@ -57,4 +57,7 @@ serve: $(STAMP) ## Run the gateway, API, dashboard and worker
 db-upgrade: $(STAMP) ## Apply database migrations
 	$(VENV)/bin/distillery db upgrade
 
-.PHONY: help install system-deps demo test lint fmt bench serve db-upgrade
+docs: $(STAMP) ## Regenerate docs/api.md, docs/config.md and docs/cli.md from the code
+	$(PY) -m distillery.cli.docs
+
+.PHONY: help install system-deps demo test lint fmt bench serve db-upgrade docs
