@@ -93,7 +93,6 @@ class LocalMiniLMEmbedder:
         )
         return [[float(x) for x in row] for row in vectors]
 
-
     @property
     def dimension(self) -> int:
         """The length of the vectors (384 for all-MiniLM-L6-v2); loads the model."""
