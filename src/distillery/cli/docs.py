@@ -16,6 +16,7 @@ file differs, so the reference cannot drift from the code.
 from __future__ import annotations
 
 import argparse
+import enum
 import inspect
 import json
 import re
@@ -160,6 +161,8 @@ def _toml(value: Any) -> str:
     """``value`` as TOML writes it (inline tables; a path under the home folder with ``~``)."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(value, enum.Enum):
+        value = value.value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -174,7 +177,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):
         items = ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items())
         return "{ " + items + " }" if items else "{}"
-    return json.dumps(value)
+    return json.dumps(value, default=str)
 
 
 def _default(field: FieldInfo) -> str:
