@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from distillery.training.registry import TrainingRegistry
 
 if TYPE_CHECKING:
+    from distillery.routing.gateway import RoutedGateway
+    from distillery.routing.service import RoutesService
+
+if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
     from distillery.datasets.service import DatasetsService
     from distillery.evals.service import EvalsService
@@ -99,6 +103,8 @@ class Services:
         self.extras["shutdown"].append(self._stop_retention)
         self.extras["startup"].append(self._start_capture_watch)
         self.extras["shutdown"].append(self._stop_capture_watch)
+        self.extras["startup"].append(self._start_routes)
+        self.extras["shutdown"].append(self._stop_routes)
 
     async def _start_capture_watch(self) -> None:
         """Every second: restart a dead or stuck writer, replay the spool once the database is
@@ -134,6 +140,74 @@ class Services:
         task = self.extras.pop("retention_task", None)
         if task is not None:
             task.cancel()
+
+    # --- routes (a prompt's traffic moved to its student) ----------------------------------------
+    @functools.cached_property
+    def routes(self) -> RoutesService:
+        """Routes, the parity gate and their stats (``distillery.routing.service``)."""
+        from distillery.costs.report import training_costs
+        from distillery.evals.graders.registry import build_grader
+        from distillery.evals.runner import ProviderJudge
+        from distillery.routing.service import RoutesService
+        from distillery.routing.table import RouteTable
+        from distillery.store.routes import RoutesRepo
+
+        judge = ProviderJudge(self.providers)
+        return RoutesService(
+            repo=RoutesRepo(self.store),
+            table=RouteTable(),
+            providers=self.providers,
+            compare=lambda run_ids, baseline: self.evals.compare(run_ids, baseline=baseline),
+            grader_factory=lambda cfg, param: build_grader(cfg, judge=judge, param=param),
+            training_costs=lambda: training_costs(self.store),
+        )
+
+    @functools.cached_property
+    def gateway(self) -> RoutedGateway:
+        """``POST /v1/chat/completions``: capture, with the routes applied."""
+        from distillery.routing.gateway import RoutedGateway
+
+        gateway = RoutedGateway(
+            capture=self.capture, table=self.routes.table, repo=self.routes.repo, prices=self.prices
+        )
+        gateway.on_rollback = self.routes.auto_rollback
+        return gateway
+
+    async def _start_routes(self) -> None:
+        """The outcome writer, and a watch that picks up routes changed by other processes."""
+        import asyncio
+
+        gateway = self.gateway
+
+        writer = asyncio.create_task(gateway.outcomes.run())
+
+        async def watch() -> None:
+            nonlocal writer
+            while True:
+                await asyncio.sleep(2.0)
+                if writer.done():  # it never returns: a cancelled or crashed writer restarts
+                    log.error("the route outcome writer stopped; restarting it")
+                    gateway.outcomes.failures += 1
+                    writer = asyncio.create_task(gateway.outcomes.run())
+                    self.extras["routes_tasks"][0] = writer
+                try:
+                    await asyncio.to_thread(self.routes.refresh)
+                except Exception:
+                    log.exception("reloading routes failed; retrying in two seconds")
+
+        self.extras["routes_tasks"] = [writer, asyncio.create_task(watch())]
+
+    async def _stop_routes(self) -> None:
+        import asyncio
+
+        gateway = self.gateway
+        await gateway.drain()
+        for task in self.extras.pop("routes_tasks", []):
+            task.cancel()
+        try:
+            await asyncio.to_thread(gateway.outcomes.flush)
+        except Exception:
+            log.exception("writing the last route outcomes failed")
 
     @functools.cached_property
     def evals(self) -> EvalsService:

@@ -51,8 +51,12 @@ def error_response(
 
 
 def from_exception(exc: DistilleryError) -> Response:
-    return error_response(
-        exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=exc.headers
+    """The error's own envelope (``to_dict``: a subclass may add fields, e.g. a gate's numbers)."""
+    return Response(
+        orjson.dumps(exc.to_dict()),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=exc.headers,
     )
 
 

@@ -71,6 +71,8 @@ def build_api(services: Services) -> FastAPI:
             "writer_problem": problem,
             # embedded students converted for their first use right now (about a minute)
             "models_loading": sorted(preparing()),
+            # routes: background shadow/grading work, the outcome writer, failures counted
+            "routes": services.gateway.health(),
         }
         return json_response(body, 503 if problem else 200)
 

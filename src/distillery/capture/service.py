@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from distillery import ids
@@ -28,6 +28,50 @@ from distillery.wire.chat import validate_create_body
 _NOT_FORWARDED = ("store", "metadata")
 
 
+@dataclass(frozen=True)
+class RouteTag:
+    """Stored with a completion a route answered: its id and the model the app asked for."""
+
+    route_id: str
+    requested_model: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated create request: the upstream body, whether to store it, its metadata."""
+
+    upstream: dict[str, Any]
+    should_store: bool
+    metadata: dict[str, str] | None
+
+    @property
+    def model(self) -> str:
+        return str(self.upstream["model"])
+
+    def for_model(
+        self, model: str | None
+    ) -> tuple[dict[str, Any], bool, dict[str, str] | None]:
+        upstream = self.upstream if model is None else {**self.upstream, "model": model}
+        return upstream, self.should_store, self.metadata
+
+
+@dataclass(frozen=True)
+class _Relay:
+    upstream: dict[str, Any]
+    provider: Provider
+    metadata: dict[str, str] | None
+    created_at: int
+    started: float
+    tag: RouteTag | None
+    on_done: Callable[[dict[str, Any], str | None], None] | None
+
+
+async def _passthrough(first: bytes, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in source:
+        yield chunk
+
+
 class CaptureService:
     def __init__(
         self,
@@ -42,7 +86,8 @@ class CaptureService:
         self.gateway = gateway
         self.prices = prices
 
-    def _prepare(self, body: Any) -> tuple[dict[str, Any], bool, dict[str, str] | None]:
+    def prepare(self, body: Any) -> Prepared:
+        """Validate a create body: what goes upstream, whether to store, the metadata."""
         body = validate_create_body(body)
         store = body.get("store")
         should_store = bool(store) if store is not None else self.gateway.store_by_default
@@ -53,11 +98,18 @@ class CaptureService:
                 param="metadata",
             )
         upstream = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
-        return upstream, should_store, metadata
+        return Prepared(upstream, should_store, metadata)
 
     async def create(self, body: Any) -> dict[str, Any]:
         """Non-streaming completion."""
-        upstream, should_store, metadata = self._prepare(body)
+        return await self.create_prepared(self.prepare(body))
+
+    async def create_prepared(
+        self, prepared: Prepared, *, model: str | None = None, tag: RouteTag | None = None
+    ) -> dict[str, Any]:
+        """Non-streaming completion of a prepared request, answered by ``model`` when given
+        (a route's student) and stored with ``tag``."""
+        upstream, should_store, metadata = prepared.for_model(model)
         provider = self.providers.route(upstream["model"])
         started = time.perf_counter()
         created_at = int(time.time())
@@ -66,13 +118,13 @@ class CaptureService:
         except DistilleryError as exc:
             if should_store:
                 await self._record_failure(
-                    upstream, provider, metadata, exc, created_at, started, False
+                    upstream, provider, metadata, exc, created_at, started, False, tag
                 )
             raise
         if should_store:
             latency_ms = (time.perf_counter() - started) * 1000
             record = self._record(
-                upstream, provider, metadata, response, created_at, latency_ms, False
+                upstream, provider, metadata, response, created_at, latency_ms, False, tag=tag
             )
             stored_id = await self.writer.write(record)
             if stored_id != response.get("id"):
@@ -80,13 +132,25 @@ class CaptureService:
         return response
 
     async def stream(self, body: Any) -> AsyncIterator[bytes]:
+        """Streaming completion (see ``stream_prepared``)."""
+        return await self.stream_prepared(self.prepare(body))
+
+    async def stream_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        model: str | None = None,
+        tag: RouteTag | None = None,
+        on_done: Callable[[dict[str, Any], str | None], None] | None = None,
+    ) -> AsyncIterator[bytes]:
         """Streaming completion, returned once the upstream has answered its first bytes.
 
         Errors before the first byte raise here (so the edge can answer a JSON error); the
         stream then passes the upstream's bytes through unchanged. When storing, the final
-        event (``data: [DONE]``) is released only after the record is committed.
+        event (``data: [DONE]``) is released only after the record is committed. ``on_done``
+        receives the assembled completion and its stored id once the stream has ended.
         """
-        upstream, should_store, metadata = self._prepare(body)
+        upstream, should_store, metadata = prepared.for_model(model)
         provider = self.providers.route(upstream["model"])
         started = time.perf_counter()
         created_at = int(time.time())
@@ -98,31 +162,19 @@ class CaptureService:
         except DistilleryError as exc:
             if should_store:
                 await self._record_failure(
-                    upstream, provider, metadata, exc, created_at, started, True
+                    upstream, provider, metadata, exc, created_at, started, True, tag
                 )
             raise
-        return self._relay(
-            first, source, upstream, provider, metadata, created_at, started, should_store
-        )
+        relay = _Relay(upstream, provider, metadata, created_at, started, tag, on_done)
+        if not should_store and on_done is None:
+            return _passthrough(first, source)
+        return self._relay(first, source, relay, should_store)
 
     async def _relay(
-        self,
-        first: bytes,
-        source: AsyncIterator[bytes],
-        upstream: dict[str, Any],
-        provider: Provider,
-        metadata: dict[str, str] | None,
-        created_at: int,
-        started: float,
-        should_store: bool,
+        self, first: bytes, source: AsyncIterator[bytes], relay: _Relay, should_store: bool
     ) -> AsyncIterator[bytes]:
-        if not should_store:
-            yield first
-            async for chunk in source:
-                yield chunk
-            return
         acc = StreamAccumulator()
-        gate = _IdGate(self.writer)
+        gate = _IdGate(self.writer) if should_store else None
         held = b""
         error: DistilleryError | None = None
         pending = [first]
@@ -130,8 +182,9 @@ class CaptureService:
             while True:
                 chunk = pending.pop() if pending else await source.__anext__()
                 acc.feed(chunk)
-                chunk = await gate.through(chunk, acc)
-                if acc.done:  # hold the [DONE] event until the record is durable
+                if gate is not None:
+                    chunk = await gate.through(chunk, acc)
+                if acc.done and gate is not None:  # hold [DONE] until the record is durable
                     held += chunk
                 elif chunk:
                     yield chunk
@@ -139,15 +192,28 @@ class CaptureService:
             pass
         except DistilleryError as exc:
             error = exc
-        held = await gate.finish(held)
-        latency_ms = (time.perf_counter() - started) * 1000
-        err = error.to_dict()["error"] if error is not None else acc.error
-        record = self._record(
-            upstream, provider, metadata, acc.completion(), created_at, latency_ms, True, error=err
-        )
-        if record.response is not None:
-            record = replace(record, response={**record.response, "id": gate.id})
-        await self.writer.write(replace(record, id=gate.id), claimed=True)
+        completion = acc.completion()
+        stored_id: str | None = None
+        if gate is not None:
+            held = await gate.finish(held)
+            latency_ms = (time.perf_counter() - relay.started) * 1000
+            err = error.to_dict()["error"] if error is not None else acc.error
+            record = self._record(
+                relay.upstream,
+                relay.provider,
+                relay.metadata,
+                completion,
+                relay.created_at,
+                latency_ms,
+                True,
+                error=err,
+                tag=relay.tag,
+            )
+            if record.response is not None:
+                record = replace(record, response={**record.response, "id": gate.id})
+            stored_id = await self.writer.write(replace(record, id=gate.id), claimed=True)
+        if relay.on_done is not None and error is None and acc.error is None:
+            relay.on_done(completion, stored_id)
         if held:
             yield held
         if error is not None:
@@ -164,6 +230,7 @@ class CaptureService:
         stream: bool,
         *,
         error: dict[str, Any] | None = None,
+        tag: RouteTag | None = None,
     ) -> NewCompletion:
         # a usage (or its details) that is not an object is kept as sent, but counts nothing
         usage = response.get("usage")
@@ -195,6 +262,8 @@ class CaptureService:
             cached_tokens=cached,
             latency_ms=latency_ms,
             cost_usd=self.prices.cost(model, prompt, completion, cached),
+            requested_model=tag.requested_model if tag else None,
+            route_id=tag.route_id if tag else None,
         )
 
     async def _record_failure(
@@ -206,6 +275,7 @@ class CaptureService:
         created_at: int,
         started: float,
         stream: bool,
+        tag: RouteTag | None = None,
     ) -> None:
         record = NewCompletion(
             id=ids.new_id(ids.CHAT_COMPLETION),
@@ -219,6 +289,8 @@ class CaptureService:
             error={**exc.to_dict()["error"], "status": exc.status},
             metadata=metadata,
             latency_ms=(time.perf_counter() - started) * 1000,
+            requested_model=tag.requested_model if tag else None,
+            route_id=tag.route_id if tag else None,
         )
         await self.writer.write(record)
 

@@ -12,6 +12,7 @@ import typer
 from distillery import __version__
 from distillery.cli import annotations as annotations_cli
 from distillery.cli import completions, costs, datasets, evals, jobs, keys
+from distillery.cli import routes as routes_cli
 from distillery.cli.context import services
 from distillery.cli.demo import demo as demo_command
 from distillery.cli.output import fail, print_json, table
@@ -32,6 +33,7 @@ app.add_typer(costs.app, name="costs")
 app.add_typer(jobs.app, name="jobs")
 app.command("worker")(jobs.worker)
 app.add_typer(evals.app, name="evals")
+app.add_typer(routes_cli.app, name="routes")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Models served through the gateway.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -21,7 +21,7 @@ from distillery.store.completions import spend
 from distillery.store.tables import FineTunedModelRow
 
 
-def _training_costs(store: Store) -> dict[str, float]:
+def training_costs(store: Store) -> dict[str, float]:
     """Training cost recorded with each fine-tuned model (``metadata.training_cost_usd``)."""
     with store.read() as session:
         rows = session.execute(select(FineTunedModelRow.id, FineTunedModelRow.meta)).all()
@@ -45,7 +45,7 @@ def costs_report(
         agg["requests"] += r.requests
         agg["cost_usd"] += r.cost_usd
         agg["tokens"] += r.prompt_tokens + r.completion_tokens
-    trained = _training_costs(store)
+    trained = training_costs(store)
     savings: list[Savings] = []
     prompts = {s.prompt for s in spends if s.prompt is not None}
     for prompt in sorted(prompts):

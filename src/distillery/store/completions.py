@@ -34,6 +34,8 @@ def _record(row: CompletionRow) -> StoredCompletion:
         cached_tokens=row.cached_tokens,
         latency_ms=row.latency_ms,
         cost_usd=row.cost_usd,
+        requested_model=row.requested_model,
+        route_id=row.route_id,
     )
 
 
@@ -70,6 +72,8 @@ class CompletionsRepo:
                 "cached_tokens": rec.cached_tokens,
                 "latency_ms": rec.latency_ms,
                 "cost_usd": rec.cost_usd,
+                "requested_model": rec.requested_model,
+                "route_id": rec.route_id,
             }
             for rec in records
         ]

@@ -33,6 +33,8 @@ class NewCompletion:
     cached_tokens: int | None = None
     latency_ms: float | None = None
     cost_usd: float | None = None
+    requested_model: str | None = None  # set when a route answered with another model
+    route_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class StoredCompletion:
     cached_tokens: int | None = None
     latency_ms: float | None = None
     cost_usd: float | None = None
+    requested_model: str | None = None
+    route_id: str | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:

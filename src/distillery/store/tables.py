@@ -61,6 +61,10 @@ class CompletionRow(Base):
     cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # set when a route answered the request: the model the application asked for (``model``
+    # is the one that answered) and the route
+    requested_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    route_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     __table_args__ = (
         Index("ix_completions_model_seq", "model", "seq"),
         Index("ix_completions_created_at", "created_at"),
@@ -280,3 +284,67 @@ class FineTunedModelRow(Base):
     adapter_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+class RouteRow(Base):
+    """A prompt's traffic bound to a student: its spec (``body``) and current mode."""
+
+    __tablename__ = "routes"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[str] = mapped_column(String(16))  # off | shadow | canary | full
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every change
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class RouteEventRow(Base):
+    __tablename__ = "route_events"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    route_id: Mapped[str] = mapped_column(String(64), ForeignKey("routes.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    __table_args__ = (Index("ix_route_events_route_seq", "route_id", "seq"),)
+
+
+class RouteOutcomeRow(Base):
+    """One routed request: who answered, how the student's answer graded, what it cost."""
+
+    __tablename__ = "route_outcomes"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    route_id: Mapped[str] = mapped_column(String(64), ForeignKey("routes.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[str] = mapped_column(String(16))
+    served_by: Mapped[str] = mapped_column(String(16))  # teacher | student | fallback | cache
+    model: Mapped[str] = mapped_column(String(256))  # the model whose answer was returned
+    completion_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    student_completion_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # student's grades
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    saved_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grades: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    __table_args__ = (Index("ix_route_outcomes_route_seq", "route_id", "seq"),)
+
+
+class ResponseCacheRow(Base):
+    """Exact-match cache of deterministic requests (key: the normalised request's SHA-256)."""
+
+    __tablename__ = "response_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    route_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(256))
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (Index("ix_response_cache_expires_at", "expires_at"),)

@@ -551,3 +551,64 @@ class JobPage:
     checkpoints: list[CheckpointLine]
     chart: str
     can_cancel: bool
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteLine:
+    id: str
+    name: str
+    teacher: str
+    match: str  # "prompt=router, prompt_version=c0ffee1" or "all traffic"
+    student: str
+    mode: str
+    percent: float
+    requests: int
+    fallback_rate: float | None
+    online_pass_rate: float | None
+    saved_usd: float
+
+
+@dataclass(frozen=True)
+class RoutesPage:
+    routes: list[RouteLine]
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class RouteEventLine:
+    created_at: int
+    type: str
+    actor: str
+    change: str  # "shadow → canary"
+    reason: str
+
+
+@dataclass(frozen=True)
+class RateLine:
+    label: str
+    graded: int
+    pass_rate: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class RoutePage:
+    route: RouteLine
+    served: list[tuple[str, int]]
+    models: list[tuple[str, int]]
+    rates: list[RateLine]
+    fallback_reasons: list[tuple[str, int]]
+    graders: list[tuple[str, str, bool]]  # name, type, blocking
+    gate: str  # a sentence: what the gate looks at
+    floor: float | None
+    window: int
+    teacher_cost_per_1k: float | None
+    student_cost_per_1k: float | None
+    training_cost_usd: float
+    payback_days: float | None
+    events: list[RouteEventLine]
+    spec_json: str

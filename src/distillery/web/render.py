@@ -48,6 +48,7 @@ NAV = (
     ("datasets", "Datasets", "/datasets"),
     ("evals", "Evals", "/evals"),
     ("jobs", "Fine-tuning", "/jobs"),
+    ("routes", "Routes", "/routes"),
     ("models", "Models", "/models"),
     ("costs", "Costs", "/costs"),
 )

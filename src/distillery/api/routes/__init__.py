@@ -17,6 +17,7 @@ from distillery.api.routes import (
     files,
     fine_tuning,
     models,
+    routes,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -31,4 +32,5 @@ ROUTERS: list[APIRouter] = [
     eval_comparisons.router,
     embeddings.router,
     completions.router,
+    routes.router,
 ]

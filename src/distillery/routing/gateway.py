@@ -1,0 +1,475 @@
+"""The gateway with routes: who answers a request a route matches, and what happens around it.
+
+A request no route matches goes straight to ``CaptureService`` (one dict lookup added). A
+matched request, by the route's mode:
+
+- ``off``: the teacher answers;
+- ``shadow``: the teacher answers; a sample of requests (bounded concurrency: when the route's
+  shadow slots are full the request is not shadowed, and that is counted) is sent to the
+  student *after* the teacher's answer is ready, in the background, never on the user's latency
+  path; the student's answer is stored beside the teacher's (same metadata, ``requested_model``
+  and ``route_id`` set) and graded against it (``item.teacher``);
+- ``canary`` / ``full``: the student answers the requests assigned to it. Its blocking graders
+  run before the answer is returned; when one fails, or the student's provider fails, the
+  teacher is called and its answer returned instead (a *fallback*, counted with its reason).
+  Streaming requests on a route with blocking graders are buffered (graded whole, then sent as
+  OpenAI's chunk events); without blocking graders they stream through.
+
+Every routed request leaves an ``Outcome`` (who answered, the student's verdict, cost and
+savings), written off the path. The student's verdicts on user traffic feed the route's rollback
+window. Responses carry ``x-distillery-route`` and ``x-distillery-served-by`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from distillery import ids
+from distillery.capture.service import CaptureService, Prepared, RouteTag
+from distillery.costs.prices import PriceTable
+from distillery.errors import DistilleryError
+from distillery.routing.grading import Verdict, grade, grading_item
+from distillery.routing.outcomes import OutcomeLog, RollbackWatch, supervised
+from distillery.routing.table import Route, RouteTable
+from distillery.store.records import NewCompletion
+from distillery.store.routes import Outcome, RoutesRepo
+from distillery.wire.chat import output_text
+from distillery.wire.sse import completion_events
+
+log = logging.getLogger("distillery.routing")
+
+RollbackHandler = Callable[[str, int, dict[str, Any]], Awaitable[None]]
+# what a cache key is made of: the request minus what does not change the answer
+_UNCACHED_FIELDS = ("stream", "stream_options", "user", "store", "metadata", "service_tier")
+
+
+@dataclass
+class Answer:
+    """A non-streaming answer and the headers that say how it was made."""
+
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StreamAnswer:
+    events: AsyncIterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _headers(route: Route, served_by: str) -> dict[str, str]:
+    return {"x-distillery-route": route.id, "x-distillery-served-by": served_by}
+
+
+class RoutedGateway:
+    def __init__(
+        self,
+        *,
+        capture: CaptureService,
+        table: RouteTable,
+        repo: RoutesRepo,
+        prices: PriceTable,
+    ) -> None:
+        self.capture = capture
+        self.table = table
+        self.repo = repo
+        self.prices = prices
+        self.outcomes = OutcomeLog(repo)
+        self.watch = RollbackWatch(repo)
+        self.on_rollback: RollbackHandler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._shadow_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._shadow_waiting: dict[str, int] = {}  # shadow requests running or queued
+        self.background_failures = 0
+        self.last_background_error: str | None = None
+        self.shadow_dropped = 0
+
+    # --- entry points ----------------------------------------------------------------------------
+    async def create(self, body: Any) -> Answer:
+        prepared = self.capture.prepare(body)
+        route = self.table.match(prepared.model, prepared.metadata) if len(self.table) else None
+        if route is None:
+            return Answer(await self.capture.create_prepared(prepared))
+        return await self._create_routed(route, prepared)
+
+    async def stream(self, body: Any) -> StreamAnswer:
+        prepared = self.capture.prepare(body)
+        route = self.table.match(prepared.model, prepared.metadata) if len(self.table) else None
+        if route is None:
+            return StreamAnswer(await self.capture.stream_prepared(prepared))
+        return await self._stream_routed(route, prepared)
+
+    # --- non-streaming ---------------------------------------------------------------------------
+    async def _create_routed(self, route: Route, prepared: Prepared) -> Answer:
+        to_student = route.to_student(prepared.metadata, prepared.upstream)
+        serving = route.student if to_student else route.teacher
+        key = self._cache_key(route, prepared, serving)
+        if key is not None:
+            hit = await self._cache_hit(route, prepared, key)
+            if hit is not None:
+                return Answer(hit, _headers(route, "cache"))
+        tag = RouteTag(route.id, route.teacher)
+        if not to_student:
+            response = await self.capture.create_prepared(prepared, tag=tag)
+            self._after_teacher(route, prepared, response)
+            self._cache_put(route, key, route.teacher, response)
+            return Answer(response, _headers(route, "teacher"))
+        try:
+            response = await self.capture.create_prepared(prepared, model=route.student, tag=tag)
+        except DistilleryError as exc:
+            teacher = await self._fallback(route, prepared, tag, None, f"student_error:{exc.code}")
+            return Answer(teacher, _headers(route, "fallback"))
+        item = grading_item(prepared.upstream, prepared.metadata, None)
+        verdict = await grade(route.graders, item, output_text(response), blocking=True)
+        if verdict.blocked_by:
+            reason = "grader:" + ",".join(verdict.blocked_by)
+            teacher = await self._fallback(route, prepared, tag, (response, verdict), reason)
+            return Answer(teacher, _headers(route, "fallback"))
+        self._spawn(self._finish_student(route, prepared, response, verdict))
+        self._cache_put(route, key, route.student, response)
+        return Answer(response, _headers(route, "student"))
+
+    async def _fallback(
+        self,
+        route: Route,
+        prepared: Prepared,
+        tag: RouteTag,
+        student: tuple[dict[str, Any], Verdict] | None,
+        reason: str,
+    ) -> dict[str, Any]:
+        """The teacher's answer instead of the student's; counted with ``reason``."""
+        teacher = await self.capture.create_prepared(prepared, tag=tag)
+        student_response, verdict = student if student is not None else ({}, Verdict())
+        if verdict.passed is not None and route.mode in ("canary", "full"):
+            self._observe(route, bool(verdict.passed))
+        self.outcomes.add(
+            Outcome(
+                route_id=route.id,
+                created_at=int(time.time()),
+                mode=route.mode,
+                served_by="fallback",
+                model=route.teacher,
+                completion_id=_id_of(teacher),
+                student_completion_id=_id_of(student_response),
+                passed=verdict.passed if student is not None else False,
+                reason=reason[:256],
+                cost_usd=_sum(self._cost(route.teacher, teacher), self._cost_of(student_response)),
+                grades=verdict.grades or None,
+            )
+        )
+        return teacher
+
+    def _after_teacher(self, route: Route, prepared: Prepared, teacher: dict[str, Any]) -> None:
+        """Record the teacher's answer; in shadow mode, shadow it with the student."""
+        if route.mode == "shadow" and self._shadow_sampled(route, prepared):
+            limit = route.spec.shadow.max_concurrency
+            slots = self._shadow_slots.get((route.id, limit))
+            if slots is None:
+                slots = self._shadow_slots[(route.id, limit)] = asyncio.Semaphore(limit)
+            waiting = self._shadow_waiting.get(route.id, 0)
+            if waiting < route.spec.shadow.max_concurrency + route.spec.shadow.max_queue:
+                self._shadow_waiting[route.id] = waiting + 1
+                self._spawn(self._shadow(route, prepared, teacher, slots))
+                return
+            self.shadow_dropped += 1
+        self.outcomes.add(
+            Outcome(
+                route_id=route.id,
+                created_at=int(time.time()),
+                mode=route.mode,
+                served_by="teacher",
+                model=route.teacher,
+                completion_id=_id_of(teacher),
+                cost_usd=self._cost(route.teacher, teacher),
+            )
+        )
+
+    def _shadow_sampled(self, route: Route, prepared: Prepared) -> bool:
+        rate = route.spec.shadow.sample_rate
+        if rate >= 1.0:
+            return True
+        # deterministic per request, so a retried request is shadowed the same way
+        digest = hashlib.blake2b(
+            orjson.dumps(prepared.upstream.get("messages")), digest_size=4
+        ).digest()
+        return int.from_bytes(digest, "big") / 2**32 < rate
+
+    async def _shadow(
+        self,
+        route: Route,
+        prepared: Prepared,
+        teacher: dict[str, Any],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        try:
+            async with slots:
+                await self._shadow_answer(route, prepared, teacher)
+        finally:
+            self._shadow_waiting[route.id] -= 1
+
+    async def _shadow_answer(
+        self, route: Route, prepared: Prepared, teacher: dict[str, Any]
+    ) -> None:
+        """The student's answer to a request the teacher answered, stored and graded."""
+        quiet = replace(prepared, upstream={**prepared.upstream, "stream": False})
+        quiet.upstream.pop("stream_options", None)
+        tag = RouteTag(route.id, route.teacher)
+        outcome = Outcome(
+            route_id=route.id,
+            created_at=int(time.time()),
+            mode=route.mode,
+            served_by="teacher",
+            model=route.teacher,
+            completion_id=_id_of(teacher),
+            shadow=True,
+            cost_usd=self._cost(route.teacher, teacher),
+        )
+        try:
+            student = await self.capture.create_prepared(quiet, model=route.student, tag=tag)
+        except DistilleryError as exc:
+            self.outcomes.add(replace(outcome, passed=False, reason=f"student_error:{exc.code}"))
+            return
+        item = grading_item(prepared.upstream, prepared.metadata, output_text(teacher))
+        verdict = (await grade(route.graders, item, output_text(student), blocking=True)).merge(
+            await grade(route.graders, item, output_text(student), blocking=False)
+        )
+        self.outcomes.add(
+            replace(
+                outcome,
+                student_completion_id=_id_of(student),
+                passed=verdict.passed,
+                grades=verdict.grades or None,
+            )
+        )
+
+    async def _finish_student(
+        self, route: Route, prepared: Prepared, response: dict[str, Any], verdict: Verdict
+    ) -> None:
+        """After a student's answer was sent: its non-blocking grades, outcome and window."""
+        item = grading_item(prepared.upstream, prepared.metadata, None)
+        verdict = verdict.merge(
+            await grade(route.graders, item, output_text(response), blocking=False)
+        )
+        cost = self._cost(route.student, response)
+        self.outcomes.add(
+            Outcome(
+                route_id=route.id,
+                created_at=int(time.time()),
+                mode=route.mode,
+                served_by="student",
+                model=route.student,
+                completion_id=_id_of(response),
+                student_completion_id=_id_of(response),
+                passed=verdict.passed,
+                cost_usd=cost,
+                saved_usd=_saving(self._cost(route.teacher, response), cost),
+                grades=verdict.grades or None,
+            )
+        )
+        if verdict.passed is not None:
+            self._observe(route, bool(verdict.passed))
+
+    # --- streaming -------------------------------------------------------------------------------
+    async def _stream_routed(self, route: Route, prepared: Prepared) -> StreamAnswer:
+        to_student = route.to_student(prepared.metadata, prepared.upstream)
+        include_usage = bool((prepared.upstream.get("stream_options") or {}).get("include_usage"))
+        if to_student and route.blocking:
+            # blocking graders need the whole answer: buffer it, grade it, then stream it
+            buffered = replace(prepared, upstream={**prepared.upstream, "stream": False})
+            buffered.upstream.pop("stream_options", None)
+            answer = await self._create_routed(route, buffered)
+            events = _replay(completion_events(answer.body, include_usage=include_usage))
+            return StreamAnswer(events, answer.headers)
+        tag = RouteTag(route.id, route.teacher)
+        if to_student:
+            try:
+                events = await self.capture.stream_prepared(
+                    prepared,
+                    model=route.student,
+                    tag=tag,
+                    on_done=lambda c, sid: self._spawn(
+                        self._finish_student(
+                            route, prepared, {**c, "id": sid or c.get("id")}, Verdict()
+                        )
+                    ),
+                )
+                return StreamAnswer(events, _headers(route, "student"))
+            except DistilleryError as exc:
+                reason = f"student_error:{exc.code}"
+                events = await self.capture.stream_prepared(
+                    prepared,
+                    tag=tag,
+                    on_done=lambda c, sid: self._streamed_fallback(route, c, sid, reason),
+                )
+                return StreamAnswer(events, _headers(route, "fallback"))
+        events = await self.capture.stream_prepared(
+            prepared,
+            tag=tag,
+            on_done=lambda c, sid: self._after_teacher(
+                route, prepared, {**c, "id": sid or c.get("id")}
+            ),
+        )
+        return StreamAnswer(events, _headers(route, "teacher"))
+
+    def _streamed_fallback(
+        self, route: Route, completion: dict[str, Any], stored_id: str | None, reason: str
+    ) -> None:
+        self.outcomes.add(
+            Outcome(
+                route_id=route.id,
+                created_at=int(time.time()),
+                mode=route.mode,
+                served_by="fallback",
+                model=route.teacher,
+                completion_id=stored_id,
+                passed=False,
+                reason=reason,
+                cost_usd=self._cost(route.teacher, completion),
+            )
+        )
+
+    # --- response cache --------------------------------------------------------------------------
+    def _cache_key(self, route: Route, prepared: Prepared, serving: str) -> str | None:
+        cache = route.spec.cache
+        if not cache.enabled:
+            return None
+        upstream = prepared.upstream
+        deterministic = upstream.get("temperature") == 0 or upstream.get("seed") is not None
+        if cache.deterministic_only and not deterministic:
+            return None
+        normal = {k: v for k, v in upstream.items() if k not in _UNCACHED_FIELDS}
+        normal["model"] = serving
+        key = {"route": route.id, "request": normal, "pairs": route.pairs}
+        return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    async def _cache_hit(self, route: Route, prepared: Prepared, key: str) -> dict[str, Any] | None:
+        now = int(time.time())
+        hit = await asyncio.to_thread(self.repo.cache_get, key, now)
+        if hit is None:
+            return None
+        response = {**hit.response, "id": ids.new_id(ids.CHAT_COMPLETION), "created": now}
+        if prepared.should_store:
+            record = NewCompletion(
+                id=response["id"],
+                created_at=now,
+                model=hit.model,
+                provider="cache",
+                status="completed",
+                stream=bool(prepared.upstream.get("stream")),
+                request=prepared.upstream,
+                response=response,
+                error=None,
+                metadata=prepared.metadata,
+                cost_usd=0.0,
+                latency_ms=0.0,
+                requested_model=route.teacher,
+                route_id=route.id,
+            )
+            response["id"] = await self.capture.writer.write(record)
+        self.outcomes.add(
+            Outcome(
+                route_id=route.id,
+                created_at=now,
+                mode=route.mode,
+                served_by="cache",
+                model=hit.model,
+                completion_id=response["id"],
+                cost_usd=0.0,
+                saved_usd=self._cost(route.teacher, hit.response) or hit.cost_usd,
+            )
+        )
+        self._spawn(asyncio.to_thread(self.repo.cache_hit, key))
+        return response
+
+    def _cache_put(
+        self, route: Route, key: str | None, model: str, response: Mapping[str, Any]
+    ) -> None:
+        if key is None or not response.get("choices"):
+            return
+        self._spawn(
+            asyncio.to_thread(
+                self.repo.cache_put,
+                key,
+                route_id=route.id,
+                model=model,
+                response=dict(response),
+                cost_usd=self._cost(model, response),
+                ttl_s=route.spec.cache.ttl_s,
+            )
+        )
+
+    # --- background work and the rollback window -------------------------------------------------
+    def _observe(self, route: Route, passed: bool) -> None:
+        breach = self.watch.observe(route, passed)
+        if breach is not None and self.on_rollback is not None:
+            self._spawn(self.on_rollback(route.id, route.version, breach))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(supervised(self._tasks, self._background_failed))
+
+    def _background_failed(self, exc: BaseException) -> None:
+        self.background_failures += 1
+        self.last_background_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("route background task failed", exc_info=exc)
+
+    async def drain(self) -> None:
+        """Wait for the background work in flight (shadow answers, grades, cache writes)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "routes": len(self.table),
+            "background_tasks": len(self._tasks),
+            "background_failures": self.background_failures,
+            "last_background_error": self.last_background_error,
+            "shadow_dropped": self.shadow_dropped,
+            "outcomes": self.outcomes.health(),
+        }
+
+    # --- costs -----------------------------------------------------------------------------------
+    def _cost(self, model: str, response: Mapping[str, Any]) -> float | None:
+        usage = response.get("usage")
+        if not isinstance(usage, Mapping):
+            return None
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return self.prices.cost(model, prompt, completion, cached if isinstance(cached, int) else 0)
+
+    def _cost_of(self, response: Mapping[str, Any]) -> float | None:
+        model = response.get("model")
+        return self._cost(model, response) if isinstance(model, str) and response else None
+
+
+def _id_of(response: Mapping[str, Any]) -> str | None:
+    value = response.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _sum(*costs: float | None) -> float | None:
+    known = [c for c in costs if c is not None]
+    return sum(known) if known else None
+
+
+def _saving(teacher_cost: float | None, student_cost: float | None) -> float | None:
+    if teacher_cost is None:
+        return None
+    return teacher_cost - (student_cost or 0.0)
+
+
+async def _replay(events: Any) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
