@@ -119,8 +119,10 @@ def eval_runs(client: openai.OpenAI, teacher: str, student: str, n: int = 30) ->
         run_ids.append(run.id)
     for run_id in run_ids:
         until(
-            lambda rid=run_id: client.evals.runs.retrieve(rid, eval_id=ev.id).status
-            not in ("queued", "in_progress"),
+            lambda rid=run_id: (
+                client.evals.runs.retrieve(rid, eval_id=ev.id).status
+                not in ("queued", "in_progress")
+            ),
             what=f"eval run {run_id}",
         )
     return run_ids[0], run_ids[1]

@@ -11,7 +11,6 @@ import json
 
 import openai
 import pytest
-
 from tests.routing.support import PROMPT, STUDENT, Routes, ask, eval_runs, until
 
 SCHEMA = {
@@ -171,9 +170,7 @@ def test_blocking_grader_falls_back_to_the_teacher(
     assert any(r.startswith("student_error:") for r in reasons)
 
 
-def test_online_pass_rate_below_the_floor_rolls_back(
-    client: openai.OpenAI, routes: Routes
-) -> None:
+def test_online_pass_rate_below_the_floor_rolls_back(client: openai.OpenAI, routes: Routes) -> None:
     route = routes.ok(
         routes.create(
             name="rollback",

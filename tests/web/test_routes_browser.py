@@ -1,0 +1,62 @@
+"""The routes pages in real Chromium: a route with real traffic, its numbers and events, user
+content kept inert, and the rollback button (the dashboard's emergency stop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from tests.routing.support import PROMPT, Routes, ask
+
+pytestmark = pytest.mark.browser
+
+XSS = "<script>alert(1)</script>"
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'distillery.db'}"
+
+
+def test_routes_pages_show_traffic_and_roll_back(
+    client: openai.OpenAI, gateway: Any, page: Any
+) -> None:
+    routes = Routes(gateway.url)
+    route = routes.ok(
+        routes.create(
+            name=f"問い合わせ振り分け {XSS}",
+            match={"model": "json-1", "metadata": {**PROMPT, "note": XSS}},
+            student="echo-1",
+            mode="full",
+            force=True,
+            graders=[{"type": "json_schema", "name": "schema", "schema": SCHEMA, "blocking": True}],
+        )
+    )
+    for i in range(3):  # the student's prose fails the schema: the teacher answers
+        _, headers = ask(client, f"質問 {i}", model="json-1", metadata={**PROMPT, "note": XSS})
+        assert headers["x-distillery-served-by"] == "fallback"
+
+    page.goto(gateway.url + "/routes")
+    assert page.evaluate("document.characterSet") == "UTF-8"
+    row = page.locator(f'tr[data-id="{route["id"]}"]')
+    assert "問い合わせ振り分け" in row.inner_text()
+    assert XSS in row.inner_text()  # shown as text
+    assert page.locator("main script").count() == 0 and page.dialogs == []
+    cells = row.locator("td").all_inner_texts()
+    assert cells[3].startswith("full") and cells[4] == "3" and cells[5] == "100.0%"
+
+    row.locator("a").click()
+    page.wait_for_url(f"**/routes/{route['id']}")
+    main = page.locator("main").inner_text()
+    assert "fallback" in main and "grader:schema: 3" in main
+    assert "gate_bypassed" in main and "created" in main
+    page.get_by_role("button", name="Roll back to shadow").click()
+    page.wait_for_url(f"**/routes/{route['id']}")
+    assert "Rolled back to shadow." in page.locator(".flash").inner_text()
+    assert page.locator(".event-rolled_back").count() == 1
+    assert routes.get(route["id"])["mode"] == "shadow"
+    assert page.get_by_role("button", name="Roll back to shadow").count() == 0
+    assert page.dialogs == []
