@@ -109,9 +109,12 @@ class StreamAccumulator:
         choices = []
         for index in sorted(self._choices):
             acc = self._choices[index]
-            message: dict[str, Any] = {"role": acc["role"], "content": acc["content"]}
-            if acc["refusal"] is not None:
-                message["refusal"] = acc["refusal"]
+            # ``refusal`` is required (nullable) in the SDK types, as in a non-streamed answer
+            message: dict[str, Any] = {
+                "role": acc["role"],
+                "content": acc["content"],
+                "refusal": acc["refusal"],
+            }
             if acc["tool_calls"]:
                 message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
             choices.append(

@@ -60,6 +60,21 @@ def _public(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if not k.startswith("_")}
 
 
+def _data_source_public(ds: Any) -> Any:
+    """A run's ``data_source`` without the optional fields it has no value for (``model``,
+    ``input_messages``, ``sampling_params``, a source's ``created_after``...): the SDK types
+    declare them optional, so they are left out rather than sent as ``null``. Items and
+    metadata inside are data and kept as they are."""
+    if not isinstance(ds, dict):
+        return ds
+    out = {k: v for k, v in ds.items() if v is not None}
+    for key in ("source", "sampling_params"):
+        part = out.get(key)
+        if isinstance(part, dict):
+            out[key] = {k: v for k, v in part.items() if v is not None}
+    return out
+
+
 def _item_public(rec: OutputItemRecord) -> dict[str, Any]:
     return _public(rec.body)
 
@@ -223,6 +238,8 @@ class EvalsService:
 
     def _run_public(self, rec: EvalRunRecord) -> dict[str, Any]:
         body = _public(rec.body)
+        if "data_source" in body:
+            body["data_source"] = _data_source_public(body["data_source"])
         if rec.status in ACTIVE:  # live counts while the run is going
             counts = Counter(self.repo.status_counts(rec.id))
             total = int((rec.body.get("_state") or {}).get("total") or 0)

@@ -11,6 +11,7 @@ from distillery.errors import NotFoundError
 from distillery.store.base import Store
 from distillery.store.records import Page
 from distillery.store.tables import FileRow
+from distillery.wire.files import FileObject
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,17 @@ class StoredFile:
 
     def to_file_object(self) -> dict[str, Any]:
         """OpenAI's ``FileObject``."""
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": self.status,
-            "status_details": self.status_details,
-            "expires_at": self.expires_at,
-        }
+        status = self.status if self.status in ("uploaded", "processed", "error") else "error"
+        return FileObject(
+            id=self.id,
+            bytes=self.bytes,
+            created_at=self.created_at,
+            filename=self.filename,
+            purpose=self.purpose,
+            status=status,  # type: ignore[arg-type]
+            status_details=self.status_details,
+            expires_at=self.expires_at,
+        ).to_wire()
 
 
 def _record(row: FileRow) -> StoredFile:

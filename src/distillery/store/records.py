@@ -78,7 +78,7 @@ class StoredCompletion:
             "object": "chat.completion",
             "created": response.get("created", self.created_at),
             "model": response.get("model", self.model),
-            "choices": response.get("choices", []),
+            "choices": _with_refusal(response.get("choices", [])),
             "usage": usage,
             "service_tier": response.get("service_tier"),
             "system_fingerprint": response.get("system_fingerprint"),
@@ -94,3 +94,21 @@ class StoredCompletion:
             "tools": self.request.get("tools"),
             "response_format": self.request.get("response_format"),
         }
+
+
+def _with_refusal(choices: Any) -> Any:
+    """Choices whose messages all say ``refusal`` (required and nullable in the SDK types; a
+    stream assembled before it was kept, or an upstream that leaves it out, lacks it)."""
+    if not isinstance(choices, list) or all(
+        not isinstance(c, dict)
+        or not isinstance(c.get("message"), dict)
+        or "refusal" in c["message"]
+        for c in choices
+    ):
+        return choices
+    return [
+        {**c, "message": {"refusal": None, **c["message"]}}
+        if isinstance(c, dict) and isinstance(c.get("message"), dict)
+        else c
+        for c in choices
+    ]

@@ -76,6 +76,14 @@ CHECKPOINT_METRICS = (
 _B62 = string.digits + string.ascii_letters
 
 
+def _checkpoint_public(body: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without unmeasured metrics (stored as ``null`` before; they are optional)."""
+    metrics = body.get("metrics")
+    if isinstance(metrics, dict) and None in metrics.values():
+        body = {**body, "metrics": {k: v for k, v in metrics.items() if v is not None}}
+    return body
+
+
 def stable_id(prefix: str, *parts: str, length: int = 24) -> str:
     """An id derived from ``parts``: mirroring the same backend output twice gives the same id."""
     n = int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest(), "big")
@@ -235,7 +243,7 @@ class FineTuningService:
         self, job_id: str, *, after: str | None = None, limit: int = 10, order: Order = "desc"
     ) -> Page[dict[str, Any]]:
         page = self.jobs.checkpoints(job_id, after=after, limit=limit, order=order)
-        return Page(data=[c.body for c in page.data], has_more=page.has_more)
+        return Page(data=[_checkpoint_public(c.body) for c in page.data], has_more=page.has_more)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job that has not ended; its worker stops the training within seconds."""
@@ -903,14 +911,12 @@ class JobRunner:
             return
         checkpoint_id = stable_id(ids.FINE_TUNING_CHECKPOINT, self.job_id, str(checkpoint.step))
         created = int(checkpoint.created_at or time.time())
-        metrics: dict[str, float | None] = dict.fromkeys(CHECKPOINT_METRICS)
-        metrics.update(
-            {
-                k: float(v)
-                for k, v in checkpoint.metrics.items()
-                if k in metrics and isinstance(v, int | float)
-            }
-        )
+        # only the metrics measured: the SDK types declare each optional (absent, not null)
+        metrics: dict[str, float] = {
+            k: float(v)
+            for k, v in checkpoint.metrics.items()
+            if k in CHECKPOINT_METRICS and isinstance(v, int | float) and not isinstance(v, bool)
+        }
         metrics["step"] = float(checkpoint.step)
         body = {
             "id": checkpoint_id,

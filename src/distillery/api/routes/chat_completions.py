@@ -22,16 +22,13 @@ async def create_chat_completion(request: Request, services: ServicesDep) -> Res
     # no depth walk on the hot path: the provider refuses a body it cannot encode (400)
     body = await read_json(request, services.config.gateway.max_body_bytes, check_depth=False)
     if isinstance(body, dict) and body.get("stream") is True:
-        stream = await services.gateway.stream(body)
+        stream = await services.capture.stream(body)
         return StreamingResponse(
-            stream.events,
+            stream,
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **stream.headers},
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    answer = await services.gateway.create(body)
-    response = _json(answer.body)
-    response.headers.update(answer.headers)
-    return response
+    return _json(await services.capture.create(body))
 
 
 def _metadata_filter(request: Request) -> dict[str, str]:
@@ -114,29 +111,15 @@ async def list_messages(
     limit: int = Query(default=20, ge=1, le=100),
     order: Literal["asc", "desc"] = "asc",
 ) -> Response:
+    # ChatCompletionStoreMessage: optional fields (tool_calls, annotations...) absent when empty
+    from distillery.wire.chat_store import ChatCompletionStoreMessage
+
     completion = services.completions.get(completion_id)
-    messages = []
-    for i, message in enumerate(completion.messages):
-        content = message.get("content")
-        parts = content if isinstance(content, list) else None
-        text = content if isinstance(content, str) else None
-        if parts is not None:
-            text = "".join(p.get("text", "") for p in parts if isinstance(p, dict)) or None
-        messages.append(
-            {
-                "id": f"{completion_id}-{i}",
-                "role": message.get("role"),
-                "content": text,
-                "name": message.get("name"),
-                "content_parts": parts,
-                "tool_calls": message.get("tool_calls"),
-                "tool_call_id": message.get("tool_call_id"),
-                "refusal": None,
-                "audio": None,
-                "annotations": None,
-                "function_call": None,
-            }
-        )
+    messages = [
+        ChatCompletionStoreMessage.from_message(f"{completion_id}-{i}", message).to_wire()
+        for i, message in enumerate(completion.messages)
+        if isinstance(message, dict)
+    ]
     if order == "desc":
         messages.reverse()
     if after is not None:
