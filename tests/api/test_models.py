@@ -9,7 +9,6 @@ from typing import Any
 import openai
 import pytest
 from openai.types import ModelDeleted
-
 from tests.api.conftest import LOCAL_STUDENT
 
 TUNED = "ft:echo-1:acme:support:AbC123xy"
@@ -51,4 +50,3 @@ def test_delete_unknown_and_base_models(api: openai.OpenAI) -> None:
             api.models.delete(base)
         assert denied.value.status_code == 403
         assert base in [m.id for m in api.models.list()]
-
