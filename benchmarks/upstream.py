@@ -5,6 +5,7 @@ Its own cost is measured too (the "direct" column), so the gateway's added time 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -60,6 +61,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
     _counter += 1
     cid = f"chatcmpl-bench{_counter}-{time.monotonic_ns()}"
+    if b'"bench-slow"' in body:  # a slow student (route benchmarks: shadow off the path)
+        await asyncio.sleep(0.05)
     stream = b'"stream":true' in body.replace(b" ", b"")
     if stream:
         await send(

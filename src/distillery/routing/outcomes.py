@@ -1,6 +1,7 @@
 """Outcomes of routed requests, written off the request path, and the rollback watch.
 
-``OutcomeLog.add`` appends to memory and returns; a task writes batches to the store. When the
+``OutcomeLog.add`` appends to memory and returns; a task writes what gathered every quarter of a
+second in one transaction (a reader of stats flushes first, so nothing is stale). When the
 store fails, the batch is kept and retried every second (bounded: past ``max_pending`` the
 oldest outcomes are dropped and counted); every failure is logged and shown in ``/health``.
 
@@ -26,9 +27,12 @@ log = logging.getLogger("distillery.routing")
 
 
 class OutcomeLog:
-    def __init__(self, repo: RoutesRepo, *, max_pending: int = 50_000) -> None:
+    def __init__(
+        self, repo: RoutesRepo, *, max_pending: int = 50_000, interval_s: float = 0.25
+    ) -> None:
         self.repo = repo
         self.max_pending = max_pending
+        self.interval_s = interval_s  # a batch every so often: one transaction, not one a request
         self._pending: deque[Outcome] = deque()
         self._wake: asyncio.Event | None = None
         self._flushing = threading.Lock()  # the writer task and a reader's flush never overlap
@@ -65,6 +69,7 @@ class OutcomeLog:
         self._wake = asyncio.Event()
         while True:
             await self._wake.wait()
+            await asyncio.sleep(self.interval_s)  # gather a batch
             self._wake.clear()
             try:
                 await asyncio.to_thread(self.flush)

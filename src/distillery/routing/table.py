@@ -118,21 +118,48 @@ def build_route(record: RouteRecord, grader_factory: GraderFactory) -> Route:
     )
 
 
-class RouteTable:
-    """The live routes, by requested model."""
+class _ModelRoutes:
+    """The routes of one requested model, indexed by a metadata key they all name (usually
+    ``prompt``), so a match checks the few routes of that value rather than all of them."""
 
-    def __init__(self) -> None:
-        self._by_model: dict[str, tuple[Route, ...]] = {}
-        self._by_id: dict[str, Route] = {}
+    def __init__(self, routes: list[Route]) -> None:
+        # the most specific route first (overlaps are refused, this is only a tie-break)
+        self.routes = tuple(sorted(routes, key=lambda r: -len(r.pairs)))
+        common = set.intersection(*(set(dict(r.pairs)) for r in routes)) if routes else set()
+        self.key = max(
+            sorted(common), key=lambda k: len({dict(r.pairs)[k] for r in routes}), default=None
+        )
+        self.by_value: dict[str, tuple[Route, ...]] = {}
+        if self.key is not None:
+            for route in self.routes:
+                value = dict(route.pairs)[self.key]
+                self.by_value[value] = (*self.by_value.get(value, ()), route)
 
-    def match(self, model: str, metadata: Mapping[str, str] | None) -> Route | None:
-        candidates = self._by_model.get(model)
-        if candidates is None:
-            return None
+    def match(self, metadata: Mapping[str, str] | None) -> Route | None:
+        candidates = self.routes
+        if self.key is not None:
+            if not metadata:
+                return None
+            value = metadata.get(self.key)
+            if value is None:
+                return None
+            candidates = self.by_value.get(value, ())
         for route in candidates:
             if route.matches(metadata):
                 return route
         return None
+
+
+class RouteTable:
+    """The live routes, by requested model."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[str, _ModelRoutes] = {}
+        self._by_id: dict[str, Route] = {}
+
+    def match(self, model: str, metadata: Mapping[str, str] | None) -> Route | None:
+        routes = self._by_model.get(model)
+        return None if routes is None else routes.match(metadata)
 
     def get(self, route_id: str) -> Route | None:
         return self._by_id.get(route_id)
@@ -144,10 +171,7 @@ class RouteTable:
         by_model: dict[str, list[Route]] = {}
         for route in routes:
             by_model.setdefault(route.teacher, []).append(route)
-        # the most specific route first (overlaps are refused, this is only a tie-break)
-        self._by_model = {
-            m: tuple(sorted(rs, key=lambda r: -len(r.pairs))) for m, rs in by_model.items()
-        }
+        self._by_model = {m: _ModelRoutes(rs) for m, rs in by_model.items()}
         self._by_id = {r.id: r for r in routes}
 
     def __len__(self) -> int:
