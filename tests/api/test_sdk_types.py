@@ -205,7 +205,7 @@ def test_eval_runs(api: openai.OpenAI, api_gateway: Any) -> None:
     )
     for run_id in (run.id, stored.id):
         body = _get(api_gateway, f"/v1/evals/{ev.id}/runs/{run_id}")
-        RunRetrieveResponse.model_validate(body)
+        check(RunRetrieveResponse, body, extra=())
         RunCreateResponse.model_validate(body)
         ds = body["data_source"]
         for key in ("model", "input_messages", "sampling_params"):
