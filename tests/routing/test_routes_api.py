@@ -195,6 +195,12 @@ def test_online_pass_rate_below_the_floor_rolls_back(client: openai.OpenAI, rout
     assert headers["x-distillery-served-by"] == "teacher"
     stats = routes.stats(route["id"])
     assert stats["online"]["graded"] == 5 and stats["online"]["pass_rate"] == 0.0
+    # the student's answers priced at the teacher's rate: realised savings in the costs report
+    assert stats["costs"]["saved_usd"] > 0 and stats["costs"]["teacher_cost_per_1k"] > 0
+    report = routes.http.get("/costs").json()
+    (entry,) = [r for r in report["routes"] if r["route_id"] == route["id"]]
+    assert entry["by_served"]["student"] == 5
+    assert entry["saved_usd"] == pytest.approx(stats["costs"]["saved_usd"])
 
 
 def test_a_judge_that_fails_counts_but_does_not_block(

@@ -61,8 +61,11 @@ def build_api(services: Services) -> FastAPI:
         # a dead or stuck capture writer fails the check (503) and is restarted by it
         problem = services.writer.supervise()
         spooled = services.writer.spooled()
+        routes = services.gateway.health()
+        # route outcomes not written (the store refused them) degrade, they do not fail
+        lagging = bool(routes["outcomes"]["last_error"])
         body = {
-            "status": "failing" if problem else "degraded" if spooled else "ok",
+            "status": "failing" if problem else "degraded" if spooled or lagging else "ok",
             "version": __version__,
             "database": "sqlite" if services.store.sqlite else "postgresql",
             "spooled_completions": spooled,
@@ -72,7 +75,7 @@ def build_api(services: Services) -> FastAPI:
             # embedded students converted for their first use right now (about a minute)
             "models_loading": sorted(preparing()),
             # routes: background shadow/grading work, the outcome writer, failures counted
-            "routes": services.gateway.health(),
+            "routes": routes,
         }
         return json_response(body, 503 if problem else 200)
 

@@ -18,6 +18,7 @@ from distillery.costs.savings import (
 )
 from distillery.store.base import Store
 from distillery.store.completions import spend
+from distillery.store.routes import RoutesRepo
 from distillery.store.tables import FineTunedModelRow
 
 
@@ -86,4 +87,40 @@ def costs_report(
         "by_prompt": [asdict(s) for s in spends],
         "candidates": [asdict(c) for c in candidates(spends, min_examples=min_examples)],
         "savings": [{**asdict(s), "cost_ratio": s.cost_ratio} for s in savings],
+        "routes": route_savings(store),
     }
+
+
+def route_savings(store: Store) -> list[dict[str, Any]]:
+    """Realised savings per route from its real traffic: the answers its student gave (and
+    the cache) priced at the teacher's rate minus what they cost, against the training cost."""
+    repo = RoutesRepo(store)
+    trained = training_costs(store)
+    now = time.time()
+    found = []
+    for route in repo.all():
+        totals = repo.outcome_totals(route.id)
+        served: dict[str, int] = {}
+        for row in totals:
+            served[row["served_by"]] = served.get(row["served_by"], 0) + int(row["requests"])
+        saved = sum(float(row["saved_usd"] or 0.0) for row in totals)
+        first = min((int(r["first_at"]) for r in totals if r["first_at"]), default=None)
+        days = max((now - first) / 86400, 1 / 24) if first is not None else None
+        daily = saved / days if days else 0.0
+        training = trained.get(str(route.body.get("student")), 0.0)
+        found.append(
+            {
+                "route_id": route.id,
+                "name": route.name,
+                "mode": route.mode,
+                "teacher_model": (route.body.get("match") or {}).get("model"),
+                "student_model": route.body.get("student"),
+                "requests": sum(served.values()),
+                "by_served": served,
+                "saved_usd": saved,
+                "saved_per_day_usd": daily,
+                "training_cost": training,
+                "payback_days": training / daily if training and daily > 0 else None,
+            }
+        )
+    return found

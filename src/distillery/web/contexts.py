@@ -239,6 +239,7 @@ class CostsPage:
     candidates: list[CandidateLine]
     savings: list[SavingsLine]
     chart: str
+    routes: list[dict[str, Any]] = field(default_factory=list)  # costs_report()["routes"]
 
 
 # --- annotations ---------------------------------------------------------------------------------

@@ -204,6 +204,7 @@ def costs_page(
             for s in report["savings"]
         ],
         chart=chart,
+        routes=report["routes"],
     )
     return render(request, "costs.html", context, title="Costs", nav="costs")
 
