@@ -22,13 +22,16 @@ async def create_chat_completion(request: Request, services: ServicesDep) -> Res
     # no depth walk on the hot path: the provider refuses a body it cannot encode (400)
     body = await read_json(request, services.config.gateway.max_body_bytes, check_depth=False)
     if isinstance(body, dict) and body.get("stream") is True:
-        stream = await services.capture.stream(body)
+        stream = await services.gateway.stream(body)
         return StreamingResponse(
-            stream,
+            stream.events,
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **stream.headers},
         )
-    return _json(await services.capture.create(body))
+    answer = await services.gateway.create(body)
+    response = _json(answer.body)
+    response.headers.update(answer.headers)
+    return response
 
 
 def _metadata_filter(request: Request) -> dict[str, str]:
