@@ -1,0 +1,1 @@
+"""Routes: a prompt's traffic moved from its teacher to its student, safely (docs/routes.md)."""
