@@ -50,3 +50,27 @@ def test_delete_unknown_and_base_models(api: openai.OpenAI) -> None:
             api.models.delete(base)
         assert denied.value.status_code == 403
         assert base in [m.id for m in api.models.list()]
+
+
+def test_delete_a_local_adapter(api: openai.OpenAI, api_gateway: Any) -> None:
+    """A LoRA student of the local provider: once deleted, the provider's resolver (which
+    caches the adapters it found) no longer serves it in this process either."""
+    from distillery.errors import NotFoundError
+
+    local_tuned = f"ft:{LOCAL_STUDENT}:acme:router:Zz9Yy8Xx"
+    services = api_gateway.services
+    services.fine_tuned_models.register(
+        local_tuned,
+        base_model=LOCAL_STUDENT,
+        provider="local",
+        adapter_path="/nonexistent/adapter",  # never loaded: only routing is exercised
+    )
+    assert services.providers.route(local_tuned).name == "local"  # resolved (and cached)
+    assert local_tuned in [m.id for m in api.models.list()]
+
+    assert api.models.delete(local_tuned).deleted is True
+    assert local_tuned not in [m.id for m in api.models.list()]
+    with pytest.raises(NotFoundError):
+        services.providers.route(local_tuned)
+    with pytest.raises(openai.NotFoundError):
+        api.chat.completions.create(model=local_tuned, messages=[{"role": "user", "content": "hi"}])
