@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,11 @@ class Services:
         from distillery.routing.gateway import RoutedGateway
 
         gateway = RoutedGateway(
-            capture=self.capture, table=self.routes.table, repo=self.routes.repo, prices=self.prices
+            capture=self.capture,
+            table=self.routes.table,
+            repo=self.routes.repo,
+            prices=self.prices,
+            cache_ttl_s=self.config.gateway.cache_ttl_s,
         )
         gateway.on_rollback = self.routes.auto_rollback
         return gateway
@@ -183,6 +188,7 @@ class Services:
 
         async def watch() -> None:
             nonlocal writer
+            ticks = 0
             while True:
                 await asyncio.sleep(2.0)
                 if writer.done():  # it never returns: a cancelled or crashed writer restarts
@@ -192,6 +198,11 @@ class Services:
                     self.extras["routes_tasks"][0] = writer
                 try:
                     await asyncio.to_thread(self.routes.refresh)
+                    ticks = (ticks + 1) % 30
+                    if ticks == 0:  # every minute: expired cache entries go
+                        await asyncio.to_thread(
+                            self.routes.repo.cache_clear, expired_before=int(time.time())
+                        )
                 except Exception:
                     log.exception("reloading routes failed; retrying in two seconds")
 

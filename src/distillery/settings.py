@@ -107,6 +107,13 @@ class GatewayConfig(BaseModel):
         ge=0,
         description="Stored completions older than this are deleted for real (0 keeps them forever).",
     )
+    cache_ttl_s: int = Field(
+        default=0,
+        ge=0,
+        description="Answer an exact repeat of a deterministic request (temperature 0 or a seed) "
+        "from the store for this many seconds, without calling a model (0: off; a route has its "
+        "own `cache`).",
+    )
 
 
 def _is_template_text(value: str) -> bool:

@@ -88,6 +88,8 @@ def costs_report(
         "candidates": [asdict(c) for c in candidates(spends, min_examples=min_examples)],
         "savings": [{**asdict(s), "cost_ratio": s.cost_ratio} for s in savings],
         "routes": route_savings(store),
+        # the response cache (global and routes'): hits answered without calling a model
+        "cache": RoutesRepo(store).cache_totals(),
     }
 
 

@@ -32,14 +32,13 @@ from typing import Any
 
 import orjson
 
-from distillery import ids
 from distillery.capture.service import CaptureService, Prepared, RouteTag
 from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError
+from distillery.routing.cache import ResponseCache, cache_key, deterministic
 from distillery.routing.grading import Verdict, grade, grading_item
 from distillery.routing.outcomes import OutcomeLog, RollbackWatch, supervised
 from distillery.routing.table import Route, RouteTable
-from distillery.store.records import NewCompletion
 from distillery.store.routes import Outcome, RoutesRepo
 from distillery.wire.chat import output_text
 from distillery.wire.sse import completion_events
@@ -47,8 +46,6 @@ from distillery.wire.sse import completion_events
 log = logging.getLogger("distillery.routing")
 
 RollbackHandler = Callable[[str, int, dict[str, Any]], Awaitable[None]]
-# what a cache key is made of: the request minus what does not change the answer
-_UNCACHED_FIELDS = ("stream", "stream_options", "user", "store", "metadata", "service_tier")
 
 
 @dataclass
@@ -77,8 +74,11 @@ class RoutedGateway:
         table: RouteTable,
         repo: RoutesRepo,
         prices: PriceTable,
+        cache_ttl_s: int = 0,
     ) -> None:
         self.capture = capture
+        self.cache = ResponseCache(repo, capture.writer)
+        self.cache_ttl_s = cache_ttl_s  # the global cache of unrouted traffic (0: off)
         self.table = table
         self.repo = repo
         self.prices = prices
@@ -97,7 +97,7 @@ class RoutedGateway:
         prepared = self.capture.prepare(body)
         route = self.table.match(prepared.model, prepared.metadata) if len(self.table) else None
         if route is None:
-            return Answer(await self.capture.create_prepared(prepared))
+            return await self._create_unrouted(prepared)
         return await self._create_routed(route, prepared)
 
     async def stream(self, body: Any) -> StreamAnswer:
@@ -115,7 +115,7 @@ class RoutedGateway:
         if key is not None:
             hit = await self._cache_hit(route, prepared, key)
             if hit is not None:
-                return Answer(hit, _headers(route, "cache"))
+                return Answer(hit, _headers(route, "cache") | {"x-distillery-cache": "hit"})
         tag = RouteTag(route.id, route.teacher)
         if not to_student:
             response = await self.capture.create_prepared(prepared, tag=tag)
@@ -339,45 +339,23 @@ class RoutedGateway:
     # --- response cache --------------------------------------------------------------------------
     def _cache_key(self, route: Route, prepared: Prepared, serving: str) -> str | None:
         cache = route.spec.cache
-        if not cache.enabled:
+        if not cache.enabled or (cache.deterministic_only and not deterministic(prepared.upstream)):
             return None
-        upstream = prepared.upstream
-        deterministic = upstream.get("temperature") == 0 or upstream.get("seed") is not None
-        if cache.deterministic_only and not deterministic:
-            return None
-        normal = {k: v for k, v in upstream.items() if k not in _UNCACHED_FIELDS}
-        normal["model"] = serving
-        key = {"route": route.id, "request": normal, "pairs": route.pairs}
-        return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return cache_key(
+            prepared.upstream, serving=serving, scope={"route": route.id, "pairs": route.pairs}
+        )
 
     async def _cache_hit(self, route: Route, prepared: Prepared, key: str) -> dict[str, Any] | None:
-        now = int(time.time())
-        hit = await asyncio.to_thread(self.repo.cache_get, key, now)
-        if hit is None:
+        found = await self.cache.lookup(
+            key, prepared, requested_model=route.teacher, route_id=route.id
+        )
+        if found is None:
             return None
-        response = {**hit.response, "id": ids.new_id(ids.CHAT_COMPLETION), "created": now}
-        if prepared.should_store:
-            record = NewCompletion(
-                id=response["id"],
-                created_at=now,
-                model=hit.model,
-                provider="cache",
-                status="completed",
-                stream=bool(prepared.upstream.get("stream")),
-                request=prepared.upstream,
-                response=response,
-                error=None,
-                metadata=prepared.metadata,
-                cost_usd=0.0,
-                latency_ms=0.0,
-                requested_model=route.teacher,
-                route_id=route.id,
-            )
-            response["id"] = await self.capture.writer.write(record)
+        response, hit = found
         self.outcomes.add(
             Outcome(
                 route_id=route.id,
-                created_at=now,
+                created_at=int(time.time()),
                 mode=route.mode,
                 served_by="cache",
                 model=hit.model,
@@ -386,25 +364,39 @@ class RoutedGateway:
                 saved_usd=self._cost(route.teacher, hit.response) or hit.cost_usd,
             )
         )
-        self._spawn(asyncio.to_thread(self.repo.cache_hit, key))
+        self._spawn(asyncio.to_thread(self.cache.counted, key))
         return response
 
     def _cache_put(
-        self, route: Route, key: str | None, model: str, response: Mapping[str, Any]
+        self, route: Route | None, key: str | None, model: str, response: Mapping[str, Any]
     ) -> None:
-        if key is None or not response.get("choices"):
+        if key is None:
             return
+        ttl = route.spec.cache.ttl_s if route is not None else self.cache_ttl_s
         self._spawn(
             asyncio.to_thread(
-                self.repo.cache_put,
+                self.cache.put,
                 key,
-                route_id=route.id,
+                route_id=route.id if route is not None else None,
                 model=model,
-                response=dict(response),
+                response=response,
                 cost_usd=self._cost(model, response),
-                ttl_s=route.spec.cache.ttl_s,
+                ttl_s=ttl,
             )
         )
+
+    async def _create_unrouted(self, prepared: Prepared) -> Answer:
+        """Traffic no route matches, through the global cache (``[gateway] cache_ttl_s``)."""
+        if not self.cache_ttl_s or not deterministic(prepared.upstream):
+            return Answer(await self.capture.create_prepared(prepared))
+        key = cache_key(prepared.upstream, serving=prepared.model)
+        found = await self.cache.lookup(key, prepared)
+        if found is not None:
+            self._spawn(asyncio.to_thread(self.cache.counted, key))
+            return Answer(found[0], {"x-distillery-cache": "hit"})
+        response = await self.capture.create_prepared(prepared)
+        self._cache_put(None, key, prepared.model, response)
+        return Answer(response, {"x-distillery-cache": "miss"})
 
     # --- background work and the rollback window -------------------------------------------------
     def _observe(self, route: Route, passed: bool) -> None:

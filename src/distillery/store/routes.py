@@ -315,6 +315,19 @@ class RoutesRepo:
                 .values(hits=ResponseCacheRow.hits + 1)
             )
 
+    def cache_totals(self) -> dict[str, Any]:
+        """Entries, hits and the cost the hits avoided (each hit priced as its entry's answer)."""
+        c = ResponseCacheRow
+        with self.store.read() as session:
+            entries, hits, saved = session.execute(
+                select(
+                    func.count(),
+                    func.sum(c.hits),
+                    func.sum(c.hits * func.coalesce(c.cost_usd, 0.0)),
+                )
+            ).one()
+        return {"entries": int(entries), "hits": int(hits or 0), "saved_usd": float(saved or 0.0)}
+
     def cache_clear(self, *, route_id: str | None = None, expired_before: int | None = None) -> int:
         with self.store.write() as session:
             query = delete(ResponseCacheRow)
