@@ -48,9 +48,7 @@ class Prepared:
     def model(self) -> str:
         return str(self.upstream["model"])
 
-    def for_model(
-        self, model: str | None
-    ) -> tuple[dict[str, Any], bool, dict[str, str] | None]:
+    def for_model(self, model: str | None) -> tuple[dict[str, Any], bool, dict[str, str] | None]:
         upstream = self.upstream if model is None else {**self.upstream, "model": model}
         return upstream, self.should_store, self.metadata
 
