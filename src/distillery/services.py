@@ -19,6 +19,7 @@ from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
 from distillery.providers.registry import ProviderFactory, ProviderRegistry, register_kind
+from distillery.providers.vllm import VLLMProvider, publish_adapter
 from distillery.security.redact import RedactingFilter
 from distillery.settings import Config, Settings
 from distillery.store import Store
@@ -176,6 +177,7 @@ class Services:
             cache_ttl_s=self.config.gateway.cache_ttl_s,
         )
         gateway.on_rollback = self.routes.auto_rollback
+        self.routes.before_read = gateway.outcomes.flush
         return gateway
 
     async def _start_routes(self) -> None:
@@ -315,15 +317,18 @@ def _serve_remote_model(providers: ProviderRegistry, model: FineTunedModel) -> N
     add_model = getattr(provider, "add_model", None)
     if model.adapter_path is None and add_model is not None:
         add_model(model.id)
+    if model.adapter_path is not None:  # a LoRA student: to the vllm servers of its base
+        publish_adapter(providers.providers.values(), model)
 
 
 def _provider_factories(store: Store) -> dict[str, ProviderFactory]:
+    vllm = {"vllm": functools.partial(VLLMProvider, adapters=FineTunedModelsRepo(store).get)}
     try:
         from distillery.serving.local_provider import LocalProvider
     except ImportError:
-        return {}
+        return vllm  # type: ignore[return-value]
     resolver = _adapter_resolver(store)
-    return {"local": functools.partial(LocalProvider, adapter_resolver=resolver)}  # type: ignore[dict-item]
+    return {"local": functools.partial(LocalProvider, adapter_resolver=resolver), **vllm}  # type: ignore[dict-item]
 
 
 def build_services(settings: Settings | None = None, config: Config | None = None) -> Services:
@@ -340,6 +345,7 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
     except ImportError as exc:  # local serving unavailable: serve the remote providers only
         log.warning("local models unavailable (%s); serving remote providers only", exc)
         provider_configs = {n: p for n, p in provider_configs.items() if p.kind != "local"}
+    provider_configs = dict(sorted(provider_configs.items(), key=lambda c: c[1].kind != "vllm"))
     providers = ProviderRegistry.from_config(provider_configs, factories=_provider_factories(store))
     for model in FineTunedModelsRepo(store).list():
         _serve_remote_model(providers, model)

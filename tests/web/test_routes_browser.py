@@ -53,6 +53,12 @@ def test_routes_pages_show_traffic_and_roll_back(
     main = page.locator("main").inner_text()
     assert "fallback" in main and "grader:schema: 3" in main
     assert "gate_bypassed" in main and "created" in main
+    # the student's attempt, stored under its own model, names the route and the requested model
+    attempt = client.chat.completions.list(model="echo-1").data[0]
+    page.goto(gateway.url + f"/completions/{attempt.id}")
+    assert "requested json-1" in page.locator(".routed").inner_text()
+    page.locator(".routed a").click()
+    page.wait_for_url(f"**/routes/{route['id']}")
     page.get_by_role("button", name="Roll back to shadow").click()
     page.wait_for_url(f"**/routes/{route['id']}")
     assert "Rolled back to shadow." in page.locator(".flash").inner_text()

@@ -70,6 +70,8 @@ class RoutesService:
         self.compare = compare
         self.grader_factory = grader_factory
         self.training_costs = training_costs or dict
+        # writes what this process has not written yet (the gateway's outcome log) before a read
+        self.before_read: Callable[[], None] = lambda: None
         self.reload()
 
     # --- the live table --------------------------------------------------------------------------
@@ -369,6 +371,7 @@ class RoutesService:
         )
 
     def stats(self, route_id: str) -> dict[str, Any]:
+        self.before_read()
         record = self.repo.get(route_id)
         spec = RouteSpec.model_validate(record.body)
         totals = self.repo.outcome_totals(route_id)

@@ -231,5 +231,7 @@ def completion_detail(request: Request, completion_id: str) -> Response:
         error=c.error,
         request=c.request,
         response=c.response,
+        requested_model=c.requested_model,
+        route_id=c.route_id,
     )
     return render(request, "completion.html", context, title=c.id, nav="completions")

@@ -178,6 +178,8 @@ class CompletionDetailPage:
     error: dict[str, Any] | None
     request: dict[str, Any]
     response: dict[str, Any] | None
+    requested_model: str | None = None  # a route answered with another model
+    route_id: str | None = None
 
 
 # --- models and costs ----------------------------------------------------------------------------

@@ -140,6 +140,7 @@ def costs_page(
     group_key = group.strip() or "prompt"
     if not _GROUP_KEY.match(group_key):
         return error_page(request, 400, "The metadata key may use letters, digits and _.:- only.")
+    services.routes.before_read()  # this process's route outcomes, written first
     report = costs_report(
         services.store,
         services.prices,

@@ -20,6 +20,7 @@ async def get_costs(
     until: int | None = None,
     min_examples: int = Query(default=100, ge=1),
 ) -> dict[str, Any]:
+    services.routes.before_read()  # this process's route outcomes, written first
     return costs_report(
         services.store,
         services.prices,

@@ -156,5 +156,4 @@ async def route_events(
 @router.get("/{route_id}/stats")
 async def route_stats(route_id: str, services: ServicesDep) -> Response:
     """Live numbers of a route from its real traffic."""
-    await run_in_threadpool(services.gateway.outcomes.flush)
     return _json(await run_in_threadpool(services.routes.stats, route_id))
