@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 
 from distillery.cli import docs
 
@@ -88,3 +89,24 @@ def test_make_docs_writes_then_check_passes(tmp_path: Path) -> None:
     again = subprocess.run([*command, "--check"], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout
     assert (tmp_path / "docs" / "config.md").read_text("utf-8") == docs.render()["config.md"]
+
+
+def test_a_table_inside_a_table_gets_its_own_section() -> None:
+    class Inner(BaseModel):
+        """``[outer.inner]``: the inner table."""
+
+        depth: int = Field(default=2, ge=1, description="How deep.")
+
+    class Outer(BaseModel):
+        inner: Inner = Field(default_factory=Inner, description="Inner.")
+        named: dict[str, Inner] = Field(default_factory=dict, description="Inner tables by name.")
+
+    class Root(BaseModel):
+        outer: Outer = Field(default_factory=Outer, description="The outer table.")
+
+    text = "\n".join(docs._toml_tables("outer", Root.model_fields["outer"]))
+    assert "### `[outer]`\n\nThe outer table." in text
+    assert "### `[outer.inner]`\n\nThe inner table." in text
+    assert "| `depth` | int (≥ 1) | `2` | How deep. |" in text
+    assert "### `[outer.named.NAME]`" in text
+    assert "Inner tables by name. Default: `{}`." in text

@@ -44,7 +44,7 @@ def _md(text: str) -> str:
 
 def _first_line(text: str | None) -> str:
     """The first paragraph of a docstring or help text, on one line."""
-    return _md((text or "").strip().split("\n\n")[0].replace("\n", " ").strip())
+    return _md(" ".join((text or "").strip().split("\n\n")[0].split()))
 
 
 def _cell(text: str) -> str:
@@ -226,6 +226,30 @@ def undocumented_settings() -> list[str]:
     return missing
 
 
+_COLUMNS = ("Key", "Type", "Default", "Description")
+
+
+def _toml_tables(name: str, field: FieldInfo) -> list[str]:
+    """The sections of the TOML table ``name`` that ``field`` holds, and of the tables in it."""
+    model, keyed = _model_of(field)
+    if model is None:
+        return []
+    table = f"{name}.NAME" if keyed else name
+    # a table's docstring opens with its own name ("``[files]``: uploads..."): the heading says it
+    intro = re.sub(r"^`\[[^]]+\]`: ", "", _first_line(model.__doc__))
+    lines = [f"### `[{table}]`", "", intro[:1].upper() + intro[1:] or _md(field.description or "")]
+    lines.append("")
+    if keyed:
+        lines += [f"{_md(field.description or '')} Default: {_default(field)}.", ""]
+    fields = model.model_fields.items()
+    rows = [_field_row(key, sub) for key, sub in fields if _model_of(sub)[0] is None]
+    if rows:
+        lines += [*_table(_COLUMNS, rows), ""]
+    for key, sub in fields:
+        lines += _toml_tables(f"{table}.{key}", sub)
+    return lines
+
+
 def config_markdown() -> str:
     from distillery.settings import Config, Settings
 
@@ -251,23 +275,11 @@ def config_markdown() -> str:
         "refused.",
         "",
     ]
-    top: list[list[str]] = []
+    top = [_field_row(k, f) for k, f in Config.model_fields.items() if _model_of(f)[0] is None]
     for key, field in Config.model_fields.items():
-        model, keyed = _model_of(field)
-        if model is None:
-            top.append(_field_row(key, field))
-            continue
-        table = f"{key}.NAME" if keyed else key
-        lines += [f"### `[{table}]`", ""]
-        # a table's docstring opens with its own name ("``[files]``: uploads..."): the heading
-        intro = re.sub(r"^`\[[^]]+\]`: ", "", _first_line(model.__doc__))
-        lines += [intro[:1].upper() + intro[1:] if intro else _md(field.description or ""), ""]
-        if keyed:
-            lines += [f"{field.description} Default: {_default(field)}.", ""]
-        lines += [*_table(["Key", "Type", "Default", "Description"], _field_rows(model, str)), ""]
+        lines += _toml_tables(key, field)
     if top:
-        lines += ["### Top-level keys", "", *_table(["Key", "Type", "Default", "Description"], top)]
-        lines.append("")
+        lines += ["### Top-level keys", "", *_table(_COLUMNS, top), ""]
     return "\n".join(lines)
 
 
