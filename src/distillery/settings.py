@@ -116,6 +116,67 @@ class GatewayConfig(BaseModel):
     )
 
 
+RedactionEntity = Literal["EMAIL", "PHONE", "CARD", "MY_NUMBER", "POSTAL_CODE"]
+_REDACTION_ENTITIES: tuple[RedactionEntity, ...] = (
+    "EMAIL",
+    "PHONE",
+    "CARD",
+    "MY_NUMBER",
+    "POSTAL_CODE",
+)
+
+
+class RedactionConfig(BaseModel):
+    """``[capture.redaction]``: personal data replaced by typed placeholders (``<EMAIL_1>``)
+    before a stored completion is written (off unless ``all`` or ``prompts`` says otherwise;
+    needs ``distillery[redaction]``). The client still gets the unredacted answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    all: bool = Field(default=False, description="Redact every stored exchange.")
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Redact the exchanges whose metadata `metadata_key` is one of these values.",
+    )
+    metadata_key: str = Field(
+        default="prompt", description="The metadata key `prompts` is matched against."
+    )
+    entities: list[RedactionEntity] = Field(
+        default_factory=lambda: list(_REDACTION_ENTITIES),
+        description="Pattern recognisers to run: `EMAIL`, `PHONE` (JP and international), "
+        "`CARD` (Luhn-checked), `MY_NUMBER` (Japanese individual number, check digit "
+        "verified), `POSTAL_CODE` (Japanese, 〒123-4567 or 123-4567).",
+    )
+    names: bool = Field(
+        default=False,
+        description="Also replace person names found by GiNZA's NER (`ja_ginza`, Japanese only; "
+        "needs `distillery[redaction-names]`). Costs tens of ms per exchange on a CPU.",
+    )
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["JP", "US", "GB"],
+        description="Regions whose national phone formats are recognised (numbers written with "
+        "`+country` are recognised whatever the region).",
+    )
+    on_error: Literal["refuse", "store"] = Field(
+        default="refuse",
+        description="When a recogniser fails: `refuse` answers the exchange with a 500 "
+        "`redaction_failed` and stores nothing; `store` stores it unredacted, marked so in its "
+        "`redaction` field, and logs a warning.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.all or bool(self.prompts)
+
+
+class CaptureConfig(BaseModel):
+    """``[capture]``: what happens to an exchange before it is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig, description="PII redaction before storage."
+    )
+
+
 def _is_template_text(value: str) -> bool:
     """A Jinja template (rather than the path of a file holding one)."""
     return "{{" in value or "{%" in value
@@ -284,6 +345,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: ServerConfig = Field(default_factory=ServerConfig, description="The server.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="The gateway.")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Capture.")
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {
             "local": ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))

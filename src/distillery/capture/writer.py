@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from distillery import ids
+from distillery.capture.redaction import Redactor
 from distillery.capture.storable import storable
 from distillery.errors import InvalidRequestError, ServiceUnavailableError
 from distillery.store.records import NewCompletion
@@ -71,8 +72,10 @@ class CompletionWriter:
         max_batch: int = 512,
         stuck_after_s: float = 30.0,
         exists: Callable[[str], bool] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._insert_many = insert_many
+        self.redactor = redactor
         self._exists = exists
         self._max_batch = max_batch
         self.stuck_after_s = stuck_after_s
@@ -102,8 +105,17 @@ class CompletionWriter:
             self.supervise()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        self._queue.put((record, loop, future))
         try:
+            redactor = self.redactor
+            if redactor is not None and redactor.applies(record.metadata):
+                # before anything is queued: the spool and dead-letter files never see PII.
+                # Names (an NER model, tens of ms) run on a thread; patterns are quick
+                record = (
+                    await asyncio.to_thread(redactor.redact, record)
+                    if redactor.config.names
+                    else redactor.redact(record)
+                )
+            self._queue.put((record, loop, future))
             return await future
         finally:
             if claimed:

@@ -36,6 +36,7 @@ def _record(row: CompletionRow) -> StoredCompletion:
         cost_usd=row.cost_usd,
         requested_model=row.requested_model,
         route_id=row.route_id,
+        redaction=row.redaction,
     )
 
 
@@ -74,6 +75,7 @@ class CompletionsRepo:
                 "cost_usd": rec.cost_usd,
                 "requested_model": rec.requested_model,
                 "route_id": rec.route_id,
+                "redaction": rec.redaction,
             }
             for rec in records
         ]

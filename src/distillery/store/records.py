@@ -35,6 +35,7 @@ class NewCompletion:
     cost_usd: float | None = None
     requested_model: str | None = None  # set when a route answered with another model
     route_id: str | None = None
+    redaction: dict[str, Any] | None = None  # kinds and counts replaced ([capture.redaction])
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class StoredCompletion:
     cost_usd: float | None = None
     requested_model: str | None = None
     route_id: str | None = None
+    redaction: dict[str, Any] | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -73,7 +75,7 @@ class StoredCompletion:
                 "completion_tokens": self.completion_tokens or 0,
                 "total_tokens": self.prompt_tokens + (self.completion_tokens or 0),
             }
-        return {
+        completion = {
             "id": self.id,
             "object": "chat.completion",
             "created": response.get("created", self.created_at),
@@ -94,6 +96,9 @@ class StoredCompletion:
             "tools": self.request.get("tools"),
             "response_format": self.request.get("response_format"),
         }
+        if self.redaction is not None:  # distillery's: what [capture.redaction] replaced
+            completion["redaction"] = self.redaction
+        return completion
 
 
 def _with_refusal(choices: Any) -> Any:

@@ -65,6 +65,8 @@ class CompletionRow(Base):
     # is the one that answered) and the route
     requested_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     route_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # what [capture.redaction] replaced: {"status", "counts": {kind: n}}, never a value
+    redaction: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     __table_args__ = (
         Index("ix_completions_model_seq", "model", "seq"),
         Index("ix_completions_created_at", "created_at"),
