@@ -186,9 +186,10 @@ class ProviderConfig(BaseModel):
     """One ``[providers.NAME]`` table: where the models it names are served from."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["openai", "azure", "local"] = Field(
+    kind: Literal["openai", "azure", "local", "vllm"] = Field(
         description="`openai`: any OpenAI-compatible endpoint; `azure`: Azure OpenAI; "
-        "`local`: the students served in-process."
+        "`local`: the students served in-process; `vllm`: a vLLM or SGLang server with runtime "
+        "LoRA loading that serves base models and the students fine-tuned on them."
     )
     models: list[str] = Field(default_factory=list, description="Model names this provider serves.")
     base_url: str | None = Field(
@@ -218,6 +219,23 @@ class ProviderConfig(BaseModel):
     )
     deployments: dict[str, str] = Field(
         default_factory=dict, description="model name -> Azure deployment name"
+    )
+    # vllm
+    adapter_dir: str | None = Field(
+        default=None,
+        description="A folder the `vllm` server can read (a shared volume): students' LoRA "
+        "adapters are copied there and loaded from there (required for `vllm`).",
+    )
+    flavor: Literal["vllm", "sglang"] = Field(
+        default="vllm",
+        description="The runtime adapter API of a `vllm` provider's server: `vllm` "
+        "(`/v1/load_lora_adapter`) or `sglang` (`/load_lora_adapter`).",
+    )
+    max_adapters: int = Field(
+        default=8,
+        ge=1,
+        description="Adapters a `vllm` server holds at once (its `--max-loras`); the least "
+        "recently used one is unloaded to make room.",
     )
     # local
     paths: dict[str, str] = Field(
@@ -260,6 +278,8 @@ class ProviderConfig(BaseModel):
             raise ValueError("an `openai` provider needs base_url")
         if self.kind == "azure" and not self.endpoint:
             raise ValueError("an `azure` provider needs endpoint")
+        if self.kind == "vllm" and not (self.base_url and self.adapter_dir):
+            raise ValueError("a `vllm` provider needs base_url and adapter_dir")
         templates = (
             self.chat_template.values()
             if isinstance(self.chat_template, dict)

@@ -17,6 +17,7 @@ from distillery.providers.base import (
     Provider,
 )
 from distillery.providers.openai_compatible import AzureOpenAIProvider, OpenAICompatibleProvider
+from distillery.providers.vllm import VLLMProvider
 from distillery.settings import ProviderConfig
 
 ProviderFactory = Callable[[str, ProviderConfig], Provider]
@@ -30,6 +31,7 @@ def register_kind(kind: str, factory: ProviderFactory) -> None:
 
 register_kind("openai", OpenAICompatibleProvider)
 register_kind("azure", AzureOpenAIProvider)
+register_kind("vllm", VLLMProvider)
 
 
 class ProviderRegistry:
