@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from distillery.serving.adapters import AdapterRef
     from distillery.store.models import FineTunedModel
     from distillery.training.jobs import FineTuningService
+    from distillery.training.local.export import ModelExports
     from distillery.training.registry import TrainingRegistry
 
 if TYPE_CHECKING:
@@ -240,6 +241,13 @@ class Services:
     @functools.cached_property
     def fine_tuned_models(self) -> FineTunedModelsRepo:
         return FineTunedModelsRepo(self.store)
+
+    @functools.cached_property
+    def exports(self) -> ModelExports:
+        """Fine-tuned students as PEFT, merged or GGUF (``distillery.training.local.export``)."""
+        from distillery.training.local.export import ModelExports
+
+        return ModelExports(self.fine_tuned_models, self.config.providers, self.home)
 
     @functools.cached_property
     def fine_tuning(self) -> FineTuningService:

@@ -11,7 +11,7 @@ import typer
 
 from distillery import __version__
 from distillery.cli import annotations as annotations_cli
-from distillery.cli import completions, costs, datasets, evals, jobs, keys
+from distillery.cli import completions, costs, datasets, evals, exports, jobs, keys
 from distillery.cli import routes as routes_cli
 from distillery.cli.context import services
 from distillery.cli.demo import demo as demo_command
@@ -38,6 +38,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Models served through the gateway.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+models_app.command("export")(exports.export)
 
 
 app.command(name="demo")(demo_command)

@@ -16,6 +16,7 @@ from distillery.api.routes import (
     evals,
     files,
     fine_tuning,
+    model_exports,
     models,
     routes,
 )
@@ -33,4 +34,5 @@ ROUTERS: list[APIRouter] = [
     embeddings.router,
     completions.router,
     routes.router,
+    model_exports.router,
 ]
