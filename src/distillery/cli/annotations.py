@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from distillery.cli.context import services
-from distillery.cli.datasets import pairs, timestamp
+from distillery.cli.datasets import timestamp
+from distillery.cli.options import key_values
 from distillery.cli.output import err_console, print_json, progress_bars, table
 
 app = typer.Typer(help="Annotation queues: review, correct, rate, accept.", no_args_is_help=True)
@@ -62,7 +63,7 @@ def create(
         source = {
             "type": "completions",
             "model": model,
-            "metadata": pairs(metadata),
+            "metadata": key_values(metadata),
             "created_after": timestamp(since),
             "created_before": timestamp(until),
             "completion_ids": ids or None,

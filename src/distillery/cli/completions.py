@@ -10,6 +10,7 @@ import typer
 
 from distillery.capture.importer import export_lines, import_jsonl
 from distillery.cli.context import services
+from distillery.cli.options import key_values
 from distillery.cli.output import err_console, print_json, progress_bars, table
 from distillery.wire.chat import output_text
 
@@ -18,18 +19,6 @@ app = typer.Typer(help="Stored completions.", no_args_is_help=True)
 MetaOpt = Annotated[
     list[str] | None, typer.Option("--metadata", "-m", help="key=value filter (repeatable).")
 ]
-
-
-def _pairs(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    out: dict[str, str] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
 
 
 @app.command("list")
@@ -43,7 +32,7 @@ def list_(
     """List stored completions, newest first."""
     page = services().completions.list(
         model=model,
-        metadata=_pairs(metadata),
+        metadata=key_values(metadata),
         limit=limit,
         order="asc" if order == "asc" else "desc",
     )
@@ -104,7 +93,7 @@ def import_(
             svc.completions,
             lines,
             default_model=model,
-            metadata=_pairs(metadata),
+            metadata=key_values(metadata),
             prices=svc.prices,
             progress=progress,
             skip_invalid=skip_invalid,
@@ -127,7 +116,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="completions or finetune")] = "completions",
 ) -> None:
     """Export stored completions as JSONL."""
-    items = services().completions.iterate(model=model, metadata=_pairs(metadata))
+    items = services().completions.iterate(model=model, metadata=key_values(metadata))
     out = sys.stdout.buffer if str(output) == "-" else output.open("wb")
     count = 0
     with out:

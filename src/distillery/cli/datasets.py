@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from distillery.cli.context import services
+from distillery.cli.options import key_values
 from distillery.cli.output import err_console, print_json, progress_bars, table
 from distillery.datasets.service import DatasetsService
 
@@ -24,18 +25,6 @@ SplitRatios = Annotated[
     typer.Option(help="Ratios, e.g. train=0.8,validation=0.1,test=0.1 (must sum to 1)."),
 ]
 DedupeOpt = Annotated[str, typer.Option(help="exact, near (embeddings) or none.")]
-
-
-def pairs(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    out: dict[str, str] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
 
 
 def ratios(text: str | None) -> dict[str, float] | None:
@@ -112,6 +101,10 @@ def create(
         "prompt_version"
     ),
     strict: Annotated[bool, typer.Option(help="Refuse mixed prompt versions.")] = False,
+    acknowledge_terms: Annotated[
+        bool,
+        typer.Option(help="Build it although some teachers' terms restrict training (recorded)."),
+    ] = False,
     training_model: Annotated[
         str | None, typer.Option(help="Price the training at this model's rate.")
     ] = None,
@@ -124,7 +117,7 @@ def create(
     spec = {
         "source": {
             "model": model,
-            "metadata": pairs(metadata),
+            "metadata": key_values(metadata),
             "created_after": timestamp(since),
             "created_before": timestamp(until),
             "completion_ids": ids or None,
@@ -137,6 +130,7 @@ def create(
         "keep_duplicates": keep_duplicates,
         "prompt_version_key": prompt_version_key,
         "strict": strict,
+        "acknowledge_terms": acknowledge_terms,
         "training_model": training_model,
         "epochs": epochs,
     }

@@ -21,6 +21,7 @@ import orjson
 import typer
 
 from distillery.cli.context import services
+from distillery.cli.options import key_values
 from distillery.cli.output import console, err_console, fail, print_json, progress_bars, table
 from distillery.errors import DistilleryError, InvalidRequestError
 from distillery.progress import ProgressCallback
@@ -33,18 +34,6 @@ MetaOpt = Annotated[
     list[str] | None,
     typer.Option("--metadata", "-m", help="key=value filter of stored completions (repeatable)."),
 ]
-
-
-def _pairs(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    out: dict[str, str] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = value
-    return out
 
 
 def _read_json(path: Path) -> Any:
@@ -275,7 +264,7 @@ def run(
             _read_json(config) if config is not None else None,
             criteria=criteria,
             stored=stored_completions,
-            metadata=_pairs(metadata),
+            metadata=key_values(metadata),
             source_model=source_model,
             limit=limit,
             jsonl=jsonl,

@@ -18,6 +18,7 @@ import orjson
 import typer
 
 from distillery.cli.context import services
+from distillery.cli.options import key_values
 from distillery.cli.output import console, err_console, print_json, progress_bars, table
 
 app = typer.Typer(help="Fine-tuning jobs (OpenAI's /v1/fine_tuning/jobs).", no_args_is_help=True)
@@ -36,19 +37,9 @@ def _number(value: str | None, name: str) -> int | float | str | None:
     return int(number) if number.is_integer() and name != "learning_rate_multiplier" else number
 
 
-def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{what}: expected key=value, got {item!r}")
-        out[key] = value
-    return out
-
-
 def _option_values(items: list[str] | None) -> dict[str, Any]:
     """``key=value`` with JSON values where they parse (``max_length=128``, ``packing=false``)."""
-    out = _pairs(items, "--option")
+    out: dict[str, Any] = dict(key_values(items, "--option") or {})
     for key, value in out.items():
         with contextlib.suppress(orjson.JSONDecodeError):
             out[key] = orjson.loads(value)
@@ -127,7 +118,7 @@ def create(
     }
     if validation_file:
         body["validation_file"] = file_id(validation_file)
-    extra = {"suffix": suffix, "seed": seed, "metadata": _pairs(metadata, "--metadata") or None}
+    extra = {"suffix": suffix, "seed": seed, "metadata": key_values(metadata, "--metadata")}
     body.update({k: v for k, v in extra.items() if v is not None})
     options = _option_values(option)
     if options:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from distillery.cli.context import services
-from distillery.cli.datasets import pairs
+from distillery.cli.options import key_values
 from distillery.cli.output import print_json, table
 
 app = typer.Typer(help="Routes: move a prompt's traffic to its student.", no_args_is_help=True)
@@ -108,7 +108,7 @@ def create(
             "name": name,
             "match": {
                 "model": model,
-                "metadata": pairs(metadata),
+                "metadata": key_values(metadata),
                 "prompt_version": prompt_version,
             },
             "student": student,
