@@ -13,6 +13,7 @@ HERE = Path(__file__).parent
 BENCHES = [
     ["bench_gateway.py"],
     ["bench_routes.py"],
+    ["bench_vllm.py"],
     ["bench_redaction.py"],
     ["bench_store_list.py", "--postgres"],
     ["bench_graders.py"],
