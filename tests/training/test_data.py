@@ -71,7 +71,11 @@ def test_weight_zero_assistant_messages_get_no_loss(tokenizer: Any) -> None:
     assert "bad" not in "".join(runs)
 
 
-def test_tools_are_passed_to_the_chat_template(tokenizer: Any) -> None:
+def test_a_template_that_renders_tools_but_not_calls_gets_the_fallback_format(
+    tokenizer: Any,
+) -> None:
+    """Its calls could not be trained or parsed in its own format (the native case is
+    ``test_tool_calls_train_as_served_with_a_native_template``)."""
     template = tokenizer.chat_template
     tokenizer.chat_template = (
         "{% if tools %}TOOLS:{{ tools | map(attribute='function') | map(attribute='name') "
@@ -87,7 +91,10 @@ def test_tools_are_passed_to_the_chat_template(tokenizer: Any) -> None:
         }
         messages, trainable, tools = parse_record(record, "line 1")
         example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=512)
-        assert tokenizer.decode(example.input_ids).startswith("TOOLS:get_weather")
+        assert chat_templates.tool_format(tokenizer) == chat_templates.FALLBACK
+        text = tokenizer.decode(example.input_ids)
+        assert text.startswith("<|im_start|>system\n" + chat_templates.TOOLS_PROMPT)
+        assert '{"name":"get_weather","parameters":{}}' in text
         runs = labelled_text(tokenizer, example.input_ids, example.labels)
         assert runs == ["Calling get_weather<|im_end|>"]
     finally:
@@ -254,3 +261,128 @@ def test_a_template_that_moves_the_system_message_still_trains_as_served(
         assert runs == [" Hello, how are you today?<eos>", " Paris.<eos>"]
     finally:
         gemma_tokenizer.chat_template = chat_templates.GEMMA
+
+
+# -- tool calling: trained on the served prompt (with its tools) and the call text serving writes
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}},
+]
+
+
+def tool_call(name: str, arguments: str, call_id: str = "call_1") -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+TOOL_RECORDS = [
+    {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "tool_calls": [tool_call("get_weather", '{"city": "Paris"}')]},
+        ],
+    },
+    {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "東京と大阪の天気は？"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    tool_call("get_weather", '{"city": "東京"}'),
+                    tool_call("get_weather", '{"city":"大阪"}', "call_2"),
+                ],
+            },
+        ],
+    },
+    {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "tool_calls": [tool_call("get_weather", '{"city": "Paris"}')]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+            {"role": "user", "content": "And 2 plus 3?"},
+            {"role": "assistant", "tool_calls": [tool_call("add", '{"a": 2, "b": 3}', "call_2")]},
+            {"role": "tool", "tool_call_id": "call_2", "content": "5"},
+            {"role": "assistant", "content": "Sunny, and 5."},
+        ],
+    },
+]
+
+
+def check_tools_trained_as_served(tokenizer: Any, record: dict[str, Any]) -> list[str]:
+    """The example is the served prompt (with the record's tools) then the last answer's text,
+    calls written as the model's tool format writes them; returns the labelled runs."""
+    messages, trainable, tools = parse_record(json.loads(json.dumps(record)), "line 1")
+    example, _ = tokenize_messages(tokenizer, messages, trainable, tools, max_length=4096)
+    *history, last = record["messages"]
+    prompt = render_prompt(tokenizer, normalize_messages(history), tools=record["tools"])
+    fmt = chat_templates.tool_format(tokenizer)
+    if last.get("tool_calls"):
+        calls = [(c["function"]["name"], c["function"]["arguments"]) for c in last["tool_calls"]]
+        text = fmt.calls_text(calls)
+    else:
+        text = last["content"]
+    (end_of_turn,) = chat_templates.end_of_turn_tokens(tokenizer)
+    answer = chat_templates.encode(tokenizer, text + end_of_turn)
+    assert example.input_ids == prompt + answer
+    assert example.labels[len(prompt) :] == answer
+    return labelled_text(tokenizer, example.input_ids, example.labels)
+
+
+@pytest.mark.parametrize("record", TOOL_RECORDS)
+def test_tool_calls_are_trained_as_served(tokenizer: Any, record: dict[str, Any]) -> None:
+    runs = check_tools_trained_as_served(tokenizer, record)
+    calls = [m for m in record["messages"] if m["role"] == "assistant"]
+    assert len(runs) == len(calls)  # every assistant turn, calls included, is trained on
+    assert runs[0].startswith('<tool_call>\n{"name":"get_weather","arguments":{"city":')
+    assert all(run.endswith("<|im_end|>") for run in runs)
+
+
+@pytest.mark.parametrize("record", TOOL_RECORDS)
+def test_tool_calls_train_as_served_on_gemma(gemma_tokenizer: Any, record: dict[str, Any]) -> None:
+    runs = check_tools_trained_as_served(gemma_tokenizer, record)
+    assert all(run.endswith("<end_of_turn>") for run in runs)
+
+
+@pytest.mark.parametrize("record", TOOL_RECORDS)
+def test_tool_calls_train_as_served_with_a_native_template(
+    tokenizer: Any, record: dict[str, Any]
+) -> None:
+    original = tokenizer.chat_template
+    tokenizer.chat_template = (
+        Path(__file__).parents[1] / "serving" / "qwen_tools.jinja"
+    ).read_text(encoding="utf-8")
+    try:
+        assert chat_templates.tool_format(tokenizer).native
+        runs = check_tools_trained_as_served(tokenizer, record)
+        assert runs[0].startswith('<tool_call>\n{"name": "get_weather", "arguments": {"city": ')
+    finally:
+        tokenizer.chat_template = original
+
+
+def test_bad_tool_calls_are_named() -> None:
+    bad = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]},
+        ]
+    }
+    with pytest.raises(TrainingDataError, match="tool call 0"):
+        parse_record(bad, "line 3")
+    with pytest.raises(TrainingDataError, match="tool 0"):
+        parse_record({**TOOL_RECORDS[0], "tools": [{"type": "function"}]}, "line 3")

@@ -13,6 +13,12 @@ prompt, from the end of their generation prompt through their end-of-turn token.
 than ``max_length`` are truncated (as OpenAI does); an example left with no trainable token is
 skipped and counted.
 
+Tool calling: the record's ``tools``, assistant ``tool_calls`` and ``tool`` results are rendered
+by :func:`distillery.chat_templates.render` too (the model's template when it renders tools, the
+documented fallback format otherwise), so an assistant turn that calls tools is trained on exactly
+the call text the serving grammar lets the model write (its loss on the call tokens through the
+end-of-turn token), after exactly the prompt that serving renders for the same tools.
+
 Templates that render a prefix of the conversation as a prefix of the whole (nearly all) give
 exact spans; for the others (Mistral's moves the system message to the last user turn) the
 assistant's content is located in the rendered text.
@@ -110,6 +116,8 @@ def parse_record(record: Any, where: str) -> tuple[list[dict[str, Any]], list[bo
             raise TrainingDataError(f"{at}: weight must be 0 or 1, got {weight!r}")
         if "content" not in msg and not msg.get("tool_calls") and not msg.get("function_call"):
             raise TrainingDataError(f"{at}: message has no content")
+        if msg.get("tool_calls") is not None:
+            _check_tool_calls(msg["tool_calls"], role, at)
         clean = {k: v for k, v in msg.items() if k != "weight"}
         clean["role"] = "system" if role == "developer" else role
         clean["content"] = _text_of(msg.get("content"), at)
@@ -120,9 +128,49 @@ def parse_record(record: Any, where: str) -> tuple[list[dict[str, Any]], list[bo
     tools = record.get("tools")
     if tools is None and isinstance(record.get("functions"), list):
         tools = [{"type": "function", "function": f} for f in record["functions"]]
+    _check_tools(tools, where)
+    return messages, trainable, tools
+
+
+def _check_tools(tools: Any, where: str) -> None:
     if tools is not None and not isinstance(tools, list):
         raise TrainingDataError(f'{where}: "tools" must be a list')
-    return messages, trainable, tools
+    for i, tool in enumerate(tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise TrainingDataError(
+                f'{where}, tool {i}: expected {{"type": "function", "function": {{"name", ...}}}}'
+            )
+
+
+def _check_tool_calls(calls: Any, role: Any, at: str) -> None:
+    if role != "assistant":
+        raise TrainingDataError(f"{at}: only assistant messages may carry tool_calls")
+    if not isinstance(calls, list):
+        raise TrainingDataError(f"{at}: tool_calls must be a list")
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str | dict)
+        ):
+            raise TrainingDataError(
+                f'{at}, tool call {j}: expected {{"function": {{"name", "arguments"}}}}'
+            )
+
+
+def _answer_text(tokenizer: PreTrainedTokenizerBase, message: dict[str, Any]) -> str:
+    """What an assistant message is rendered as: its content, then its calls' text."""
+    content = str(message.get("content") or "")
+    calls = message.get("tool_calls")
+    if not calls:
+        return content
+    fmt = chat_templates.tool_format(tokenizer)
+    text = fmt.calls_text(
+        [(c["function"]["name"], c["function"].get("arguments", "{}")) for c in calls]
+    )
+    return f"{content}\n{text}" if content else text
 
 
 def _render(
@@ -179,7 +227,7 @@ def _turn_span(
     through = _render(tokenizer, messages[: i + 1], tools)
     if text.startswith(before) and text.startswith(through) and len(through) > len(before):
         return len(before), _end_of_turn(tokenizer, through, len(before))
-    return _locate(tokenizer, text, str(messages[i].get("content") or ""), cursor, i)
+    return _locate(tokenizer, text, _answer_text(tokenizer, messages[i]), cursor, i)
 
 
 def _labelled(
@@ -223,7 +271,7 @@ def tokenize_messages(
     if last and through.startswith(prompt) and len(through) > len(prompt):
         answer = through[len(prompt) : _end_of_turn(tokenizer, through, len(prompt))]
     else:  # the template rewrites earlier turns (or the conversation opens with the answer)
-        content = str(messages[last].get("content") or "")
+        content = _answer_text(tokenizer, messages[last])
         start, end = _locate(tokenizer, through, content, 0, last) if last else (0, len(through))
         answer = through[start:end]
     earlier = [train and i < last for i, train in enumerate(trainable)]
