@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
+    from distillery.datasets.lineage import LineageService
     from distillery.datasets.service import DatasetsService
     from distillery.evals.service import EvalsService
     from distillery.files.service import FilesService
@@ -97,6 +98,21 @@ class Services:
             home=self.home,
             annotations=self.annotations,
             files=self.files,
+            terms=self.config.terms_of,
+        )
+
+    @functools.cached_property
+    def lineage(self) -> LineageService:
+        from distillery.datasets.lineage import LineageService
+        from distillery.store.datasets import DatasetsRepo
+        from distillery.store.jobs import JobsRepo
+
+        return LineageService(
+            datasets=DatasetsRepo(self.store),
+            models=FineTunedModelsRepo(self.store),
+            jobs=JobsRepo(self.store),
+            completions=self.completions,
+            annotations=self.annotations,
         )
 
     def __post_init__(self) -> None:

@@ -177,6 +177,10 @@ class CaptureConfig(BaseModel):
     )
 
 
+ModelTerms = Literal["allowed", "no_competing_training", "no_training"]
+TERMS_FORBID_TRAINING: frozenset[str] = frozenset({"no_competing_training", "no_training"})
+
+
 def _is_template_text(value: str) -> bool:
     """A Jinja template (rather than the path of a file holding one)."""
     return "{{" in value or "{%" in value
@@ -271,6 +275,14 @@ class ProviderConfig(BaseModel):
         "or the path of a file holding it; one for all models, or a table model name -> "
         "template. Overrides the model's own template and its family's default.",
     )
+    terms: ModelTerms | dict[str, ModelTerms] | None = Field(
+        default=None,
+        description="What the provider's terms allow with its models' outputs: `allowed`, "
+        "`no_competing_training` (e.g. OpenAI's: no training of models that compete with it) "
+        "or `no_training`; one for all its models or a table model name -> terms. A dataset "
+        "built from outputs of a model whose terms forbid training is refused unless the "
+        "request says `acknowledge_terms: true` (recorded with the version).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -304,6 +316,12 @@ class ProviderConfig(BaseModel):
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"chat_template of {model!r}: cannot read {path}: {exc}") from exc
+
+    def terms_for(self, model: str) -> str | None:
+        """The configured terms of ``model`` (the table's entry, or the provider's one value)."""
+        if isinstance(self.terms, dict):
+            return self.terms.get(model)
+        return self.terms
 
     def api_key(self) -> str | None:
         if self.api_key_env is None:
@@ -389,6 +407,13 @@ class Config(BaseModel):
                 "local", ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
             )
         return self
+
+    def terms_of(self, model: str) -> str | None:
+        """The terms of a model a provider serves (None: not configured, or not served here)."""
+        for provider in self.providers.values():
+            if model in provider.models or model in provider.deployments or model in provider.paths:
+                return provider.terms_for(model)
+        return None
 
     @classmethod
     def load(cls, path: Path | None) -> Config:

@@ -132,13 +132,17 @@ def models_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> No
     for row in data:  # a fine-tune inherits the terms of its base model
         terms = embedded_license(str(row["base_model"] or row["id"]))
         row["license"] = terms["license"] if terms else None
+        # a teacher's terms from the config; a student's from its lineage
+        row["terms"] = svc.config.terms_of(str(row["id"])) or svc.lineage.terms_status(
+            str(row["id"])
+        )
     if json_out:
         print_json(data)
     else:
         table(
             "models",
-            ["id", "provider", "license"],
-            [[m["id"], m["owned_by"], m["license"] or "-"] for m in data],
+            ["id", "provider", "license", "terms"],
+            [[m["id"], m["owned_by"], m["license"] or "-", m["terms"] or "-"] for m in data],
         )
 
 

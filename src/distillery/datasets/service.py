@@ -18,7 +18,7 @@ import builtins
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -33,7 +33,7 @@ from distillery.datasets.split import SPLITS, assign, group_key, parse_ratios
 from distillery.embedders import Embedder
 from distillery.errors import ConflictError, InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
-from distillery.settings import FilesConfig
+from distillery.settings import TERMS_FORBID_TRAINING, FilesConfig
 from distillery.store.completions import CompletionsRepo
 from distillery.store.datasets import (
     Dataset,
@@ -42,7 +42,7 @@ from distillery.store.datasets import (
     DatasetVersion,
     NewDatasetItem,
 )
-from distillery.store.records import Page
+from distillery.store.records import Page, StoredCompletion
 from distillery.wire.fine_tuning_jsonl import (
     TokenCounter,
     dump_line,
@@ -74,6 +74,7 @@ class DatasetSpec(BaseModel):
     strict: bool = False
     training_model: str | None = None
     epochs: int | None = Field(default=None, ge=1, le=50)
+    acknowledge_terms: bool = False
 
 
 class ImportSpec(BaseModel):
@@ -91,6 +92,30 @@ class _Candidate:
     completion_id: str | None
     example: dict[str, Any]
     corrected: bool = False
+    # lineage: the model that produced it, its prompt and prompt version (None for imports)
+    source: tuple[str, str | None, str | None] | None = None
+
+
+def _sources_view(
+    counts: Counter[tuple[str, str | None, str | None, bool]],
+) -> dict[str, Any]:
+    """Where a split's examples came from: per teacher model, per prompt and prompt version."""
+    teachers: Counter[str] = Counter()
+    prompts: dict[tuple[str | None, str | None], dict[str, int]] = {}
+    for (model, prompt, version, corrected), n in counts.items():
+        teachers[model] += n
+        row = prompts.setdefault((prompt, version), {"examples": 0, "corrected": 0})
+        row["examples"] += n
+        row["corrected"] += n if corrected else 0
+    return {
+        "teachers": dict(sorted(teachers.items())),
+        "prompts": [
+            {"prompt": p, "prompt_version": v, **row}
+            for (p, v), row in sorted(
+                prompts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))
+            )
+        ],
+    }
 
 
 def default_epochs(n_examples: int) -> int:
@@ -116,6 +141,7 @@ class DatasetsService:
         files: FilesService | None = None,
         embedder: Embedder | None = None,
         counter: TokenCounter | None = None,
+        terms: Callable[[str], str | None] | None = None,
     ) -> None:
         self.repo = repo
         self.completions = completions
@@ -126,6 +152,7 @@ class DatasetsService:
         self.files = files
         self.embedder = embedder
         self._counter = counter
+        self.terms = terms
 
     @property
     def counter(self) -> TokenCounter:
@@ -180,6 +207,7 @@ class DatasetsService:
                     message, param=spec.prompt_version_key, code="mixed_prompt_versions"
                 )
             warnings.append(message)
+        terms = self._check_terms(chosen, spec.acknowledge_terms)
         corrections = (
             self.annotations.corrections([c.id for c in chosen]) if self.annotations else {}
         )
@@ -187,8 +215,11 @@ class DatasetsService:
         for c in chosen:
             fix = corrections.get(c.id)
             corrected = fix.corrected_output if fix is not None else None
+            source = (c.model, c.metadata.get("prompt"), c.metadata.get(spec.prompt_version_key))
             candidates.append(
-                _Candidate(c.id, example_from_completion(c, corrected), corrected is not None)
+                _Candidate(
+                    c.id, example_from_completion(c, corrected), corrected is not None, source
+                )
             )
         report(progress, ProgressEvent("select", len(chosen), len(chosen)))
         stats: dict[str, Any] = {
@@ -196,6 +227,7 @@ class DatasetsService:
             "skipped_no_output": selection.no_output,
             "prompt_versions": dict(versions),
             "warnings": warnings,
+            "terms": terms,
         }
         return self._store(
             name,
@@ -212,6 +244,34 @@ class DatasetsService:
             metadata=metadata,
             progress=progress,
         )
+
+    def _check_terms(
+        self, chosen: builtins.list[StoredCompletion], acknowledged: bool
+    ) -> dict[str, Any]:
+        """The teachers' terms of a selection: 409 when some forbid training and the request
+        does not say ``acknowledge_terms: true``; otherwise what the version records."""
+        counts = Counter(c.model for c in chosen)
+        terms = {m: self.terms(m) if self.terms is not None else None for m in counts}
+        restricted: dict[str, dict[str, Any]] = {
+            m: {"terms": t, "count": counts[m]}
+            for m, t in sorted(terms.items())
+            if t in TERMS_FORBID_TRAINING
+        }
+        if restricted and not acknowledged:
+            n = sum(r["count"] for r in restricted.values())
+            listed = ", ".join(f"{m} ({r['terms']}, {r['count']})" for m, r in restricted.items())
+            raise ConflictError(
+                f"{n} of the {len(chosen)} selected completions come from models whose terms "
+                f"restrict training on their outputs: {listed}. Send acknowledge_terms: true to "
+                "build the dataset anyway (recorded with the version).",
+                param="acknowledge_terms",
+                code="teacher_terms",
+            )
+        return {
+            "models": {m: {"terms": terms[m], "count": n} for m, n in sorted(counts.items())},
+            "restricted": restricted,
+            "acknowledged": bool(restricted) and acknowledged,
+        }
 
     def import_jsonl(
         self,
@@ -312,6 +372,9 @@ class DatasetsService:
             keys[d.index] = keys[root]
         items: list[NewDatasetItem] = []
         per_split = {s: {"examples": 0, "tokens": 0, "corrected": 0} for s in SPLITS}
+        sources: dict[str, Counter[tuple[str, str | None, str | None, bool]]] = {
+            s: Counter() for s in SPLITS
+        }
         train_tokens: list[int] = []
         for i, cand in enumerate(valid):
             if i in duplicate_of and not keep_duplicates:
@@ -330,6 +393,8 @@ class DatasetsService:
             per_split[split]["examples"] += 1
             per_split[split]["tokens"] += tokens
             per_split[split]["corrected"] += int(cand.corrected)
+            if cand.source is not None:
+                sources[split][(*cand.source, cand.corrected)] += 1
             if split == "train":
                 train_tokens.append(tokens)
         over = sum(1 for it in items if it.tokens > self.config.max_tokens_per_example)
@@ -369,6 +434,7 @@ class DatasetsService:
                 "corrected": sum(1 for it in items if it.corrected),
                 "examples": len(items),
                 "splits": per_split,
+                "sources": {s: _sources_view(c) for s, c in sources.items() if c},
                 "tokens": sum(it.tokens for it in items),
                 "tokenizer": self.counter.name,
                 "training_cost": self.training_cost(
@@ -499,11 +565,13 @@ class DatasetsService:
                     param="split",
                 )
             buffer.seek(0)
-            return self.files.create(
+            file = self.files.create(
                 buffer,  # type: ignore[arg-type]
                 filename=f"{dataset.name}-v{v.version}-{split or 'all'}.jsonl",
                 purpose="fine-tune",
             )
+        self.repo.record_file(file.id, v.id, split)  # lineage: a job's file -> this version
+        return file
 
     # --- views ----------------------------------------------------------------------------------
 

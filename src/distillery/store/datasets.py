@@ -16,7 +16,7 @@ from distillery import ids
 from distillery.errors import ConflictError, NotFoundError
 from distillery.store.base import Store
 from distillery.store.records import Page
-from distillery.store.tables import DatasetItemRow, DatasetRow, DatasetVersionRow
+from distillery.store.tables import DatasetFileRow, DatasetItemRow, DatasetRow, DatasetVersionRow
 
 Order = Literal["asc", "desc"]
 
@@ -274,3 +274,73 @@ class DatasetsRepo:
             if not page.has_more or not page.data:
                 return
             after = page.data[-1].seq
+
+    # --- lineage ----------------------------------------------------------------------------------
+
+    def record_file(self, file_id: str, version_id: str, split: str | None) -> None:
+        """``file_id`` was exported from ``version_id`` (one split, or all when None)."""
+        with self.store.write() as session:
+            session.execute(
+                insert(DatasetFileRow).values(
+                    file_id=file_id, version_id=version_id, split=split, created_at=int(time.time())
+                )
+            )
+
+    def file_sources(self, file_ids: Sequence[str]) -> dict[str, DatasetFile]:
+        """The dataset version each of ``file_ids`` was exported from (files that were not are
+        absent)."""
+        with self.store.read() as session:
+            rows = session.execute(
+                select(DatasetFileRow, DatasetVersionRow, DatasetRow)
+                .join(DatasetVersionRow, DatasetVersionRow.id == DatasetFileRow.version_id)
+                .join(DatasetRow, DatasetRow.id == DatasetVersionRow.dataset_id)
+                .where(DatasetFileRow.file_id.in_(list(file_ids)))
+            ).all()
+            return {
+                f.file_id: DatasetFile(f.file_id, d.id, d.name, _version(v), f.split)
+                for f, v, d in rows
+            }
+
+    def versions_holding(self, completion_id: str) -> builtins.list[VersionHolding]:
+        """The dataset versions that hold a copy of ``completion_id``, oldest first."""
+        with self.store.read() as session:
+            rows = session.execute(
+                select(
+                    DatasetRow.id,
+                    DatasetRow.name,
+                    DatasetVersionRow.id,
+                    DatasetVersionRow.version,
+                    func.count(),
+                )
+                .select_from(DatasetItemRow)
+                .join(DatasetVersionRow, DatasetVersionRow.id == DatasetItemRow.version_id)
+                .join(DatasetRow, DatasetRow.id == DatasetVersionRow.dataset_id)
+                .where(DatasetItemRow.completion_id == completion_id)
+                .group_by(
+                    DatasetRow.id, DatasetRow.name, DatasetVersionRow.id, DatasetVersionRow.version
+                )
+                .order_by(DatasetRow.name.asc(), DatasetVersionRow.version.asc())
+            ).all()
+            return [VersionHolding(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """A file exported from a dataset version."""
+
+    file_id: str
+    dataset_id: str
+    dataset_name: str
+    version: DatasetVersion
+    split: str | None
+
+
+@dataclass(frozen=True)
+class VersionHolding:
+    """A dataset version that holds a completion (``items``: how many of its rows)."""
+
+    dataset_id: str
+    dataset_name: str
+    version_id: str
+    version: int
+    items: int

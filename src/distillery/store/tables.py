@@ -192,7 +192,24 @@ class DatasetItemRow(Base):
     example: Mapped[dict[str, Any]] = mapped_column(JSONType)  # OpenAI fine-tuning JSONL line
     corrected: Mapped[bool] = mapped_column(Boolean, default=False)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
-    __table_args__ = (Index("ix_dataset_items_version_split", "version_id", "split", "seq"),)
+    __table_args__ = (
+        Index("ix_dataset_items_version_split", "version_id", "split", "seq"),
+        Index("ix_dataset_items_completion_id", "completion_id"),  # which versions hold it
+    )
+
+
+class DatasetFileRow(Base):
+    """A file exported from a dataset version: a fine-tuning job's training file traces back
+    to the version (and split) it holds."""
+
+    __tablename__ = "dataset_files"
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("dataset_versions.id", ondelete="CASCADE")
+    )
+    split: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None: every split
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_dataset_files_version_id", "version_id"),)
 
 
 # --- evals -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class Model(WireModel):
     owned_by: str
     license: str | None = None
     license_file: str | None = None
+    terms: str | None = None  # distillery's: what the teacher's terms allow ([providers.X] terms)
     status: Literal["loading"] | None = None
     loading: ModelLoading | None = None
 

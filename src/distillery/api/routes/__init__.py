@@ -16,6 +16,7 @@ from distillery.api.routes import (
     evals,
     files,
     fine_tuning,
+    lineage,
     model_exports,
     models,
     routes,
@@ -34,5 +35,6 @@ ROUTERS: list[APIRouter] = [
     embeddings.router,
     completions.router,
     routes.router,
+    lineage.router,
     model_exports.router,
 ]

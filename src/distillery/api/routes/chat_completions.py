@@ -103,7 +103,15 @@ async def update_chat_completion(
 @router.delete("/{completion_id}", dependencies=[ADMIN])
 async def delete_chat_completion(completion_id: str, services: ServicesDep) -> Response:
     services.completions.delete(completion_id)
-    return _json({"id": completion_id, "object": "chat.completion.deleted", "deleted": True})
+    held = services.lineage.completion_datasets(completion_id, must_exist=False)["data"]
+    return _json(  # distillery's: the dataset versions that still hold a copy of it
+        {
+            "id": completion_id,
+            "object": "chat.completion.deleted",
+            "deleted": True,
+            "datasets": held,
+        }
+    )
 
 
 @router.get("/{completion_id}/messages", dependencies=[ADMIN])

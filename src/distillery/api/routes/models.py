@@ -57,9 +57,17 @@ def _all_models(services: Services) -> list[Model]:
     return data
 
 
+def _with_terms(services: Services, models: list[Model]) -> list[Model]:
+    """A teacher's terms from the config, a student's from its lineage (``terms`` absent when
+    neither says)."""
+    for m in models:
+        m.terms = services.config.terms_of(m.id) or services.lineage.terms_status(m.id)
+    return models
+
+
 @router.get("", dependencies=[INGEST])
 async def list_models(services: ServicesDep) -> Response:
-    models = await run_in_threadpool(_all_models, services)
+    models = await run_in_threadpool(lambda: _with_terms(services, _all_models(services)))
     return json_response({"object": "list", "data": [m.to_wire() for m in models]})
 
 
@@ -90,7 +98,8 @@ def _not_found(model_id: str) -> NotFoundError:
 
 @router.get("/{model_id:path}", dependencies=[INGEST])
 async def retrieve_model(model_id: str, services: ServicesDep) -> Response:
-    return json_response((await run_in_threadpool(_find, services, model_id)).to_wire())
+    found = await run_in_threadpool(lambda: _with_terms(services, [_find(services, model_id)]))
+    return json_response(found[0].to_wire())
 
 
 def _delete(services: Services, model_id: str) -> ModelDeleted:
