@@ -98,6 +98,7 @@ class VLLMProvider(OpenAICompatibleProvider):
         self.max_adapters = config.max_adapters
         self._lookup = adapters
         self._known: dict[str, FineTune] = {}  # fine-tunes never change: cache the hits
+        self._elsewhere: set[str] = set()  # full fine-tunes (not adapters): never here
         self._loaded: OrderedDict[str, str] = OrderedDict()  # ft id -> lora name, LRU first
         self._busy: Counter[str] = Counter()  # requests in flight per ft id
         self._retired: set[str] = set()  # deleted fine-tunes still to unload
@@ -126,12 +127,13 @@ class VLLMProvider(OpenAICompatibleProvider):
         if not model.startswith("ft:") or model in self._retired:
             return None
         found = self._known.get(model)
-        if found is None and self._lookup is not None:
+        if found is None and self._lookup is not None and model not in self._elsewhere:
             found = self._lookup(model)
             if found is None or found.adapter_path is None:
                 return None
             if not (Path(found.adapter_path) / _ADAPTER_CONFIG).is_file():
-                return None  # a whole fine-tuned model, not an adapter: served elsewhere
+                self._elsewhere.add(model)  # a whole fine-tuned model: served by `local`
+                return None
             self._known[model] = found
         return found if found is not None and self.serves_base(found.base_model) else None
 
