@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
     from distillery.datasets.lineage import LineageService
     from distillery.datasets.service import DatasetsService
+    from distillery.evals.calibration import JudgeCalibration
     from distillery.evals.service import EvalsService
     from distillery.files.service import FilesService
 
@@ -250,6 +251,19 @@ class Services:
             completions=self.completions,
             providers=self.providers,
             home=self.home,
+            concurrency=self.config.evals.concurrency,
+        )
+
+    @functools.cached_property
+    def judge_calibration(self) -> JudgeCalibration:
+        """LLM judges calibrated against people's ratings (``distillery.evals.calibration``)."""
+        from distillery.evals.calibration import JudgeCalibration
+        from distillery.evals.runner import ProviderJudge
+
+        return JudgeCalibration(
+            self.annotations,
+            self.completions,
+            ProviderJudge(self.providers),
             concurrency=self.config.evals.concurrency,
         )
 

@@ -63,9 +63,17 @@ class FakeOpenAI:
         text = _last_user(body)
         if model.startswith("json-"):
             return orjson.dumps({"answer": text}).decode()
+        if model == "judge-keyword":
+            return self.keyword_verdict(body)
         if model.startswith("judge-"):
             return self.judge_answer(model)
         return f"echo: {text}"
+
+    def keyword_verdict(self, body: dict[str, Any]) -> str:
+        """``judge-keyword``: "pass" when the prompt it judges contains ``OK``, else "fail"."""
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
+        label = "pass" if "OK" in text else "fail"
+        return orjson.dumps({"reasoning": "keyword", "label": label, "score": 1.0}).decode()
 
     def judge_answer(self, model: str) -> str:
         """``judge-<label>``: a model grader's verdict ``{"reasoning", "label", "score"}`` with

@@ -16,6 +16,7 @@ from distillery.api.routes import (
     evals,
     files,
     fine_tuning,
+    judge_calibrations,
     lineage,
     model_exports,
     models,
@@ -36,5 +37,6 @@ ROUTERS: list[APIRouter] = [
     completions.router,
     routes.router,
     lineage.router,
+    judge_calibrations.router,
     model_exports.router,
 ]
