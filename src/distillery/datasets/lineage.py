@@ -153,18 +153,28 @@ class LineageService:
 
     def terms_status(self, model_id: str) -> str | None:
         """A student's terms from its lineage: ``allowed`` when no teacher restricts training,
-        else the restricting terms and whether they were acknowledged; None without lineage."""
+        else the restricting terms and whether they were acknowledged; None without lineage.
+        Reads only the versions' recorded terms (``/v1/models`` asks this for every student)."""
+        model = self.models.get(model_id)
+        if model is None or model.job_id is None:
+            return None
         try:
-            lineage = self.model_lineage(model_id)
+            job = self.jobs.get(model.job_id).to_object()
         except NotFoundError:
             return None
-        if not lineage["dataset_versions"]:
+        file_ids = [str(job[key]) for _, key in _FILE_ROLES if job.get(key)]
+        versions = {
+            src.version.id: src.version for src in self.datasets.file_sources(file_ids).values()
+        }
+        if not versions:
             return None
-        restricted = lineage["terms"]["restricted"]
+        recorded = [v.stats.get("terms") or {} for v in versions.values()]
+        restricted = {r["terms"] for t in recorded for r in (t.get("restricted") or {}).values()}
         if not restricted:
             return "allowed"
-        terms = ",".join(sorted({r["terms"] for r in restricted.values()}))
-        return f"{terms} (acknowledged)" if lineage["terms"]["acknowledged"] else terms
+        acknowledged = all(t.get("acknowledged") for t in recorded if t.get("restricted"))
+        terms = ",".join(sorted(restricted))
+        return f"{terms} (acknowledged)" if acknowledged else terms
 
     def _version_view(self, src: DatasetFile, splits: set[str] | None) -> dict[str, Any]:
         v: DatasetVersion = src.version
