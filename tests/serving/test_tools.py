@@ -309,7 +309,7 @@ def test_tool_choices_through_the_sdk(client: openai.OpenAI) -> None:
     else:
         assert isinstance(message.content, str) and "<tool_call>" not in message.content
 
-    # streamed, the call assembles into the same call
+    # streamed, the call assembles into the same call (and is stored as one)
     stream = client.chat.completions.create(
         model=MODEL,
         messages=PARIS,  # type: ignore[arg-type]
@@ -318,6 +318,7 @@ def test_tool_choices_through_the_sdk(client: openai.OpenAI) -> None:
         max_tokens=40,
         temperature=0,
         stream=True,
+        store=True,
     )
     chunks = [ChatCompletionChunk.model_validate(c.model_dump()) for c in stream]
     deltas = [c.choices[0] for c in chunks if c.choices]
@@ -333,6 +334,10 @@ def test_tool_choices_through_the_sdk(client: openai.OpenAI) -> None:
     )
     assert arguments == named.choices[0].message.tool_calls[0].function.arguments  # type: ignore[index,union-attr]
     assert deltas[-1].finish_reason == "tool_calls"
+    stored = client.chat.completions.retrieve(chunks[0].id)
+    (kept,) = stored.choices[0].message.tool_calls or []
+    assert kept.id == head.id and kept.function.arguments == arguments  # type: ignore[union-attr]
+    assert stored.choices[0].finish_reason == "tool_calls"
 
 
 @pytest.mark.local_model
@@ -460,3 +465,65 @@ def test_instructor_tools_mode(client: openai.OpenAI) -> None:
         max_retries=0,
     )
     assert isinstance(weather, Weather) and weather.city
+
+
+@pytest.mark.local_model
+def test_a_native_tools_template_is_served_in_its_own_format(model_dir: Path) -> None:
+    """The student with Qwen 2.5's tools template: calls generated with its spaced separators,
+    parsed back; n choices each get their own call."""
+    from distillery.serving import LocalProvider
+    from distillery.settings import ProviderConfig
+
+    from .conftest import run
+
+    config = ProviderConfig(
+        kind="local",
+        models=[MODEL],
+        paths={MODEL: str(model_dir)},
+        chat_template={MODEL: QWEN_TOOLS},
+        threads=1,
+    )
+    provider = LocalProvider("local", config)
+    try:
+        body = {
+            "model": MODEL,
+            "messages": PARIS,
+            "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 40,
+            "temperature": 0.8,
+            "seed": 3,
+            "n": 2,
+        }
+        response = ChatCompletion.model_validate(run(provider.create(body)))
+        for choice in response.choices:
+            (call,) = choice.message.tool_calls or []
+            assert choice.finish_reason == "tool_calls"
+            assert call.function.arguments.startswith('{"city": "')  # type: ignore[union-attr]
+            validate("get_weather", call.function.arguments)  # type: ignore[union-attr]
+    finally:
+        run(provider.aclose())
+
+
+def test_auto_with_a_response_format_is_that_document_or_calls(smol: Any) -> None:
+    import llguidance.hf
+    from llguidance import LLMatcher
+
+    ll = llguidance.hf.from_tokenizer(smol, eos_token=smol.eos_token_id)
+    request = parse_tools({"tools": TOOLS})
+    assert request is not None
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
+    fmt = chat_templates.FALLBACK
+    grammar = LLMatcher.grammar_from_lark(tool_grammar(request, fmt, schema) or "")
+    for text, ok in [
+        ('{"answer":"Paris"}', True),
+        (fmt.calls_text([("add", '{"a":1,"b":2}')]), True),
+        ("Paris", False),
+    ]:
+        matcher = LLMatcher(ll, grammar, log_level=0)
+        consumed = matcher.consume_tokens(chat_templates.encode(smol, text))
+        assert (consumed and matcher.is_accepting()) is ok, text
