@@ -181,6 +181,9 @@ class Services:
             compare=lambda run_ids, baseline: self.evals.compare(run_ids, baseline=baseline),
             grader_factory=lambda cfg, param: build_grader(cfg, judge=judge, param=param),
             training_costs=lambda: training_costs(self.store),
+            judge_check=None
+            if (floor := self.config.evals.judge_min_kappa) is None
+            else lambda cfg, param: self.judge_calibration.check_floor(cfg, floor, param),
         )
 
     @functools.cached_property
@@ -259,11 +262,13 @@ class Services:
         """LLM judges calibrated against people's ratings (``distillery.evals.calibration``)."""
         from distillery.evals.calibration import JudgeCalibration
         from distillery.evals.runner import ProviderJudge
+        from distillery.store.calibrations import CalibrationsRepo
 
         return JudgeCalibration(
             self.annotations,
             self.completions,
             ProviderJudge(self.providers),
+            repo=CalibrationsRepo(self.store),
             concurrency=self.config.evals.concurrency,
         )
 

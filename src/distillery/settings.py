@@ -375,6 +375,15 @@ class EvalsConfig(BaseModel):
     concurrency: int = Field(
         default=32, ge=1, le=256, description="Items of one run generated and graded at once."
     )
+    judge_min_kappa: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="When set, a route's blocking model grader (`label_model`, `score_model`) "
+        "must have a stored calibration against people (`/v1/distillery/judge_calibrations`) "
+        "whose Cohen's kappa interval's lower end is at least this; otherwise the route is "
+        "refused (409 `judge_not_calibrated`, with the numbers).",
+    )
 
 
 class Config(BaseModel):

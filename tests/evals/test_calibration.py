@@ -4,12 +4,15 @@ intervals; too few labels, a non-judge grader and an unknown queue are clear err
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.evals.runs_support import add_fake_models
 
+from conftest import write_config
 from fakes.openai_server import FakeOpenAI
 from live import LiveServer
 from stored import completion, insert
@@ -27,7 +30,7 @@ JUDGE = {
 def _rated_queue(gw: LiveServer, fake: FakeOpenAI) -> str:
     """24 outputs: 12 the judge passes ("OK"), 12 it fails; people disagree with it on 4."""
     services: Any = gw.services  # type: ignore[attr-defined]
-    add_fake_models(services, fake, ["judge-keyword"])
+    add_fake_models(services, fake, ["judge-keyword", "judge-pass", "judge-fail"])
     ratings: dict[str, int] = {}
     records = []
     for i in range(24):
@@ -113,3 +116,68 @@ def test_calibration_errors(gateway: LiveServer, fake_openai: FakeOpenAI) -> Non
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "grader.type"
     unknown = http.post("/judge_calibrations", json={"grader": JUDGE, "queue_id": "aq_nope"})
     assert unknown.status_code == 404
+
+
+@pytest.fixture
+def floored(
+    home: Path, db_url: str, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveServer]:
+    """A gateway with ``[evals] judge_min_kappa = 0.3``."""
+    from distillery.app import build_services, create_app
+    from distillery.settings import Settings
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-test-secret-value-123456")
+    config = write_config(home, fake_openai, extra="\n[evals]\njudge_min_kappa = 0.3\n")
+    services = build_services(Settings(home=home, database_url=db_url, config=config))
+    server = LiveServer(create_app(services)).start()
+    server.services = services  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+    services.store.close()
+
+
+def _route(http: httpx.Client, prompt: str, judge: dict[str, Any]) -> httpx.Response:
+    return http.post(
+        "/routes",
+        json={
+            "name": prompt,
+            "match": {"model": "gpt-4o", "metadata": {"prompt": prompt}},
+            "student": "echo-1",
+            "mode": "off",
+            "graders": [{**judge, "blocking": True}],
+        },
+    )
+
+
+def test_a_judge_below_the_floor_cannot_gate(floored: LiveServer, fake_openai: FakeOpenAI) -> None:
+    queue_id = _rated_queue(floored, fake_openai)
+    http = httpx.Client(base_url=floored.url + "/v1/distillery", timeout=120)
+    refused = _route(http, "keyword", JUDGE)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "judge_not_calibrated" and error["param"] == "graders[0]"
+    assert "no calibration" in error["message"]
+
+    cal = http.post("/judge_calibrations", json={"grader": JUDGE, "queue_id": queue_id}).json()
+    assert cal["id"].startswith("jcal_") and cal["kappa_interval"][0] >= 0.3
+    assert _route(http, "keyword", {**JUDGE, "name": "renamed"}).status_code == 200
+
+    constant = {**JUDGE, "model": "judge-pass"}  # passes everything: kappa 0
+    http.post("/judge_calibrations", json={"grader": constant, "queue_id": queue_id})
+    below = _route(http, "constant", constant)
+    assert below.status_code == 409
+    message = below.json()["error"]["message"]
+    assert "below the calibration floor" in message and "kappa 0.0" in message
+    assert "24 labels" in message
+    # a non-blocking judge only observes: no calibration needed
+    observing = http.post(
+        "/routes",
+        json={
+            "name": "observing",
+            "match": {"model": "gpt-4o", "metadata": {"prompt": "observing"}},
+            "student": "echo-1",
+            "mode": "off",
+            "graders": [{**JUDGE, "model": "judge-fail"}],
+        },
+    )
+    assert observing.status_code == 200, observing.text

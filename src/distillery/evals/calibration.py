@@ -9,22 +9,31 @@ confusion matrix, and bootstrap percentile intervals of agreement and kappa (the
 as the parity comparison, ``evals.compare``). Items the judge could not decide (no label it knows,
 a grader error) are counted and left out. Fewer labels than ``min_labels`` is a 400 that says how
 many more are needed.
+
+Each calibration is stored under a key of its grader config (``grader_key``: everything but the
+name and a route's own fields), so a route's blocking judge can be checked against the latest
+calibration of the same judge (``[evals] judge_min_kappa``, ``check_floor``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from distillery import ids
 from distillery.annotations.service import AnnotationsService
-from distillery.errors import DistilleryError, InvalidRequestError
+from distillery.errors import ConflictError, DistilleryError, InvalidRequestError
 from distillery.evals.compare import _interval, pass_rate_interval
 from distillery.evals.graders.base import GradeInput, JudgeClient, sample_from_output
 from distillery.evals.graders.registry import build_grader
 from distillery.store.annotations import AnnotationItem
+from distillery.store.calibrations import CalibrationsRepo
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.chat import message_text
@@ -32,6 +41,14 @@ from distillery.wire.params import parse_params
 
 JUDGE_TYPES = ("label_model", "score_model")
 MAX_ITEMS_LISTED = 200
+CALIBRATION_PREFIX = "jcal_"
+_NOT_THE_JUDGE = ("name", "blocking", "sample_rate", "block_on_error")  # labels, route fields
+
+
+def grader_key(config: dict[str, Any]) -> str:
+    """The key of a grader config: two configs that judge alike share it."""
+    judged = {k: v for k, v in config.items() if k not in _NOT_THE_JUDGE}
+    return hashlib.sha256(orjson.dumps(judged, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class CalibrationSpec(BaseModel):
@@ -115,12 +132,41 @@ class JudgeCalibration:
         completions: CompletionsRepo,
         judge: JudgeClient,
         *,
+        repo: CalibrationsRepo | None = None,
         concurrency: int = 8,
     ) -> None:
         self.annotations = annotations
         self.completions = completions
         self.judge = judge
+        self.repo = repo
         self.concurrency = max(1, concurrency)
+
+    def check_floor(self, config: dict[str, Any], min_kappa: float, param: str) -> None:
+        """A model grader may gate only when its latest calibration's kappa interval starts at
+        ``min_kappa`` or above: otherwise a 409 ``judge_not_calibrated`` with the numbers."""
+        if config.get("type") not in JUDGE_TYPES:
+            return
+        latest = self.repo.latest(grader_key(config)) if self.repo is not None else None
+        name = config.get("name")
+        if latest is None:
+            raise ConflictError(
+                f"The judge {name!r} has no calibration against people: calibrate it "
+                "(POST /v1/distillery/judge_calibrations) before it gates a route "
+                f"([evals] judge_min_kappa = {min_kappa}).",
+                param=param,
+                code="judge_not_calibrated",
+            )
+        interval = latest.get("kappa_interval")
+        low = interval[0] if interval else None
+        if low is None or low < min_kappa:
+            raise ConflictError(
+                f"The judge {name!r} is below the calibration floor: Cohen's kappa "
+                f"{latest.get('kappa')} (interval {interval}, {latest.get('graded')} labels, "
+                f"calibration {latest.get('id')}) must start at {min_kappa} or above "
+                "([evals] judge_min_kappa).",
+                param=param,
+                code="judge_not_calibrated",
+            )
 
     def _labels(self, queue_id: str) -> list[AnnotationItem]:
         rated: list[AnnotationItem] = []
@@ -227,4 +273,9 @@ class JudgeCalibration:
             "items": graded[:MAX_ITEMS_LISTED],
         }
         result["floor"] = _floor(spec, result)
+        if self.repo is not None:
+            result = {"id": ids.new_id(CALIBRATION_PREFIX), **result}
+            key = grader_key(spec.grader)
+            result["created_at"] = int(time.time())
+            await asyncio.to_thread(self.repo.add, result["id"], key, result)
         return result

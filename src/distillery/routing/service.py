@@ -63,6 +63,7 @@ class RoutesService:
         compare: Compare,
         grader_factory: GraderFactory,
         training_costs: Callable[[], dict[str, float]] | None = None,
+        judge_check: Callable[[dict[str, Any], str], None] | None = None,
     ) -> None:
         self.repo = repo
         self.table = table
@@ -70,6 +71,7 @@ class RoutesService:
         self.compare = compare
         self.grader_factory = grader_factory
         self.training_costs = training_costs or dict
+        self.judge_check = judge_check  # a blocking judge must be calibrated (evals.calibration)
         # writes what this process has not written yet (the gateway's outcome log) before a read
         self.before_read: Callable[[], None] = lambda: None
         self.reload()
@@ -255,12 +257,14 @@ class RoutesService:
                     f"No provider serves the model {model!r}.", param=param, code="model_not_found"
                 ) from None
         for i, raw in enumerate(spec.graders):
-            config, _, rate = route_fields(raw)
+            config, blocking, rate = route_fields(raw)
             if not 0 <= rate <= 1:
                 raise InvalidRequestError(
                     "sample_rate must be within 0..1.", param=f"graders[{i}].sample_rate"
                 )
             self.grader_factory(config, f"graders[{i}]")
+            if blocking and self.judge_check is not None:
+                self.judge_check(config, f"graders[{i}]")
         pairs = spec.match.pairs()
         for other in self.repo.all():
             if other.id == route_id:

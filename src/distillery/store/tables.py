@@ -215,6 +215,18 @@ class DatasetFileRow(Base):
 # --- evals -------------------------------------------------------------------------------------
 
 
+class JudgeCalibrationRow(Base):
+    """A model grader compared with people's ratings; ``grader_key`` names the grader config."""
+
+    __tablename__ = "judge_calibrations"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    grader_key: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the calibration object
+    __table_args__ = (Index("ix_judge_calibrations_grader_key_seq", "grader_key", "seq"),)
+
+
 class EvalRow(Base):
     __tablename__ = "evals"
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)

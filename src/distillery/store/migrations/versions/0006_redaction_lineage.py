@@ -1,5 +1,6 @@
 """redaction: what [capture.redaction] replaced in a stored completion (kinds and counts);
-lineage: the dataset version a file was exported from, dataset items by completion
+lineage: the dataset version a file was exported from, dataset items by completion;
+judge calibrations
 
 Revision ID: 0006
 Revises: 0005
@@ -44,9 +45,33 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("dataset_files", schema=None) as batch_op:
         batch_op.create_index("ix_dataset_files_version_id", ["version_id"], unique=False)
+    op.create_table(
+        "judge_calibrations",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("grader_key", sa.String(length=64), nullable=False),
+        sa.Column(
+            "body",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_judge_calibrations")),
+        sa.UniqueConstraint("id", name=op.f("uq_judge_calibrations_id")),
+    )
+    with op.batch_alter_table("judge_calibrations", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_judge_calibrations_grader_key_seq", ["grader_key", "seq"], unique=False
+        )
 
 
 def downgrade() -> None:
+    op.drop_table("judge_calibrations")
     with op.batch_alter_table("dataset_files", schema=None) as batch_op:
         batch_op.drop_index("ix_dataset_files_version_id")
     op.drop_table("dataset_files")
