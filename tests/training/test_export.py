@@ -15,6 +15,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ LOCAL = "smollm2-135m-instruct"
 FT = f"ft:{LOCAL}:export:abcd1234"
 PROMPT = [{"role": "user", "content": "Where do I send an invoice?"}]
 TOKENS = 12
+DISTILLERY = str(Path(sys.executable).parent / "distillery")
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +220,7 @@ def test_export_over_http_and_from_the_cli(services: Services, home: Path, tmp_p
     env = {**os.environ, "DISTILLERY_HOME": str(home)}
     done = subprocess.run(
         [
-            ".venv/bin/distillery",
+            DISTILLERY,
             "models",
             "export",
             FT,
@@ -237,7 +239,7 @@ def test_export_over_http_and_from_the_cli(services: Services, home: Path, tmp_p
     assert json.loads(done.stdout) == {"model": FT, "format": "peft", "path": str(out)}
     assert (out / "adapter_config.json").is_file()
     failed = subprocess.run(
-        [".venv/bin/distillery", "models", "export", "ft:nope:x:y", "--output", str(out)],
+        [DISTILLERY, "models", "export", "ft:nope:x:y", "--output", str(out)],
         capture_output=True,
         text=True,
         env=env,

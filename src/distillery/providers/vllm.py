@@ -288,6 +288,10 @@ class VLLMProvider(OpenAICompatibleProvider):
 
     async def _ensure_loaded(self, model_id: str) -> str:
         """The adapter name of ``model_id``, loaded on the server (making room LRU first)."""
+        name = self._loaded.get(model_id)
+        if name is not None and not self._retired:  # loaded: no wait behind another's load
+            self._loaded.move_to_end(model_id)
+            return name
         async with self._guard():
             for retired in list(self._retired):
                 self._retired.discard(retired)
