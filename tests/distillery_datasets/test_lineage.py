@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -124,6 +125,15 @@ def test_model_lineage_and_deletion(gateway_with_terms: LiveServer) -> None:
         "restricted": {"gpt-4o": {"terms": "no_competing_training", "count": 12}},
         "acknowledged": True,
     }
+    # the dashboard's page of the model, linked from /models
+    assert f"/models/{quote(model, safe='')}/lineage" in httpx.get(gw.url + "/models").text
+    page = httpx.get(gw.url + f"/models/{quote(model, safe='')}/lineage")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    html = page.text
+    assert model in html and "router v1" in html and "alice" in html
+    assert "情報システム" in html and "&#34;category&#34;" in html  # escaped, Japanese intact
+    assert "no_competing_training (acknowledged)" in html
+    assert httpx.get(gw.url + "/models/ft:nope:x:y/lineage").status_code == 404
     # the student's terms status, from its lineage
     tuned = client.models.retrieve(model)
     assert (tuned.model_extra or {})["terms"] == "no_competing_training (acknowledged)"

@@ -16,7 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from distillery import charts
 from distillery.costs.report import costs_report
 from distillery.store.completions import spend
-from distillery.web import auth, completions, datasets, evals, jobs, selection
+from distillery.web import auth, completions, datasets, evals, jobs, lineage, selection
 from distillery.web import routes as routes_pages
 from distillery.web.annotations import router as annotations_router
 from distillery.web.auth import LOGIN
@@ -259,5 +259,6 @@ router.include_router(annotations_router)
 router.include_router(datasets.router)
 router.include_router(evals.router)
 router.include_router(jobs.router)
+router.include_router(lineage.router)
 router.include_router(routes_pages.router)
 router.include_router(not_found)  # last: it matches every page path no route above took
