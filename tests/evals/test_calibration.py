@@ -88,6 +88,11 @@ def test_calibration_against_people(gateway: LiveServer, fake_openai: FakeOpenAI
     assert k_low < cal["kappa"] < k_high
     assert {i["completion_id"] for i in cal["items"]} and len(cal["items"]) == 24
     assert cal["floor"] is None
+    # the dashboard shows the judge's confusion matrix against the people
+    page = httpx.get(gateway.url + "/judges", timeout=30)
+    assert page.status_code == 200 and cal["id"] in page.text
+    cells = page.text.split('<td class="num">')[1:5]
+    assert [c.split("<")[0] for c in cells] == ["10", "2", "2", "10"]
     # a floor on the lower end of the intervals: met for agreement 0.5, not for kappa 0.9
     gated = http.post(
         "/judge_calibrations",

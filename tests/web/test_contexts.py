@@ -8,6 +8,7 @@ import pytest
 from jinja2 import nodes
 
 from distillery.web import contexts
+from distillery.web.lineage import ModelLineagePage
 from distillery.web.render import TEMPLATES, environment
 
 PAGES: dict[str, type] = {
@@ -28,6 +29,10 @@ PAGES: dict[str, type] = {
     "job.html": contexts.JobPage,
     "error.html": contexts.ErrorPage,
     "login.html": contexts.LoginPage,
+    "routes.html": contexts.RoutesPage,
+    "route.html": contexts.RoutePage,
+    "judges.html": contexts.JudgesPage,
+    "model_lineage.html": ModelLineagePage,
 }
 
 

@@ -141,6 +141,10 @@ class JudgeCalibration:
         self.repo = repo
         self.concurrency = max(1, concurrency)
 
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest stored calibrations (for the dashboard), newest first."""
+        return self.repo.recent(limit) if self.repo is not None else []
+
     def check_floor(self, config: dict[str, Any], min_kappa: float, param: str) -> None:
         """A model grader may gate only when its latest calibration's kappa interval starts at
         ``min_kappa`` or above: otherwise a 409 ``judge_not_calibrated`` with the numbers."""

@@ -35,3 +35,11 @@ class CalibrationsRepo:
                 .limit(1)
             )
             return dict(row.body) if row is not None else None
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest calibrations of any grader, newest first."""
+        with self.store.read() as session:
+            rows = session.scalars(
+                select(JudgeCalibrationRow).order_by(JudgeCalibrationRow.seq.desc()).limit(limit)
+            )
+            return [dict(row.body) for row in rows]

@@ -615,3 +615,11 @@ class RoutePage:
     payback_days: float | None
     events: list[RouteEventLine]
     spec_json: str
+
+
+# --- judges --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgesPage:
+    calibrations: list[dict[str, Any]]  # stored ``distillery.judge_calibration`` objects

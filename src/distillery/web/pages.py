@@ -17,6 +17,7 @@ from distillery import charts
 from distillery.costs.report import costs_report
 from distillery.store.completions import spend
 from distillery.web import auth, completions, datasets, evals, jobs, lineage, selection
+from distillery.web import judges as judges_pages
 from distillery.web import routes as routes_pages
 from distillery.web.annotations import router as annotations_router
 from distillery.web.auth import LOGIN
@@ -261,4 +262,5 @@ router.include_router(evals.router)
 router.include_router(jobs.router)
 router.include_router(lineage.router)
 router.include_router(routes_pages.router)
+router.include_router(judges_pages.router)
 router.include_router(not_found)  # last: it matches every page path no route above took
