@@ -151,10 +151,8 @@ class RoutedGateway:
         if verdict.passed is not None and route.mode in ("canary", "full"):
             self._observe(route, bool(verdict.passed))
         self.outcomes.add(
-            Outcome(
-                route_id=route.id,
-                created_at=int(time.time()),
-                mode=route.mode,
+            _outcome(
+                route,
                 served_by="fallback",
                 model=route.teacher,
                 completion_id=_id_of(teacher),
@@ -181,10 +179,8 @@ class RoutedGateway:
                 return
             self.shadow_dropped += 1
         self.outcomes.add(
-            Outcome(
-                route_id=route.id,
-                created_at=int(time.time()),
-                mode=route.mode,
+            _outcome(
+                route,
                 served_by="teacher",
                 model=route.teacher,
                 completion_id=_id_of(teacher),
@@ -219,13 +215,10 @@ class RoutedGateway:
         self, route: Route, prepared: Prepared, teacher: dict[str, Any]
     ) -> None:
         """The student's answer to a request the teacher answered, stored and graded."""
-        quiet = replace(prepared, upstream={**prepared.upstream, "stream": False})
-        quiet.upstream.pop("stream_options", None)
+        quiet = _not_streamed(prepared)
         tag = RouteTag(route.id, route.teacher)
-        outcome = Outcome(
-            route_id=route.id,
-            created_at=int(time.time()),
-            mode=route.mode,
+        outcome = _outcome(
+            route,
             served_by="teacher",
             model=route.teacher,
             completion_id=_id_of(teacher),
@@ -260,10 +253,8 @@ class RoutedGateway:
         )
         cost = self._cost(route.student, response)
         self.outcomes.add(
-            Outcome(
-                route_id=route.id,
-                created_at=int(time.time()),
-                mode=route.mode,
+            _outcome(
+                route,
                 served_by="student",
                 model=route.student,
                 completion_id=_id_of(response),
@@ -283,8 +274,7 @@ class RoutedGateway:
         include_usage = bool((prepared.upstream.get("stream_options") or {}).get("include_usage"))
         if to_student and route.blocking:
             # blocking graders need the whole answer: buffer it, grade it, then stream it
-            buffered = replace(prepared, upstream={**prepared.upstream, "stream": False})
-            buffered.upstream.pop("stream_options", None)
+            buffered = _not_streamed(prepared)
             answer = await self._create_routed(route, buffered)
             events = _replay(completion_events(answer.body, include_usage=include_usage))
             return StreamAnswer(events, answer.headers)
@@ -323,10 +313,8 @@ class RoutedGateway:
         self, route: Route, completion: dict[str, Any], stored_id: str | None, reason: str
     ) -> None:
         self.outcomes.add(
-            Outcome(
-                route_id=route.id,
-                created_at=int(time.time()),
-                mode=route.mode,
+            _outcome(
+                route,
                 served_by="fallback",
                 model=route.teacher,
                 completion_id=stored_id,
@@ -353,10 +341,8 @@ class RoutedGateway:
             return None
         response, hit = found
         self.outcomes.add(
-            Outcome(
-                route_id=route.id,
-                created_at=int(time.time()),
-                mode=route.mode,
+            _outcome(
+                route,
                 served_by="cache",
                 model=hit.model,
                 completion_id=response["id"],
@@ -444,6 +430,17 @@ class RoutedGateway:
     def _cost_of(self, response: Mapping[str, Any]) -> float | None:
         model = response.get("model")
         return self._cost(model, response) if isinstance(model, str) and response else None
+
+
+def _not_streamed(prepared: Prepared) -> Prepared:
+    """The same request asked for in one piece (a shadow call, or an answer to be graded whole)."""
+    upstream = {k: v for k, v in prepared.upstream.items() if k != "stream_options"}
+    return replace(prepared, upstream={**upstream, "stream": False})
+
+
+def _outcome(route: Route, **fields: Any) -> Outcome:
+    """An outcome of a request on ``route``, now, in the route's current mode."""
+    return Outcome(route_id=route.id, created_at=int(time.time()), mode=route.mode, **fields)
 
 
 def _id_of(response: Mapping[str, Any]) -> str | None:
