@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillery.wire.content import content_text
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -359,14 +361,6 @@ def _calls_of(message: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return calls
 
 
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return str(content)
-
-
 def fallback_messages(messages: Sequence[Mapping[str, Any]], tools: Any) -> list[dict[str, Any]]:
     """``messages`` with tools, calls and results written as text (the fallback format)."""
     out: list[dict[str, Any]] = []
@@ -374,7 +368,7 @@ def fallback_messages(messages: Sequence[Mapping[str, Any]], tools: Any) -> list
     for message in messages:
         role = message.get("role")
         if role in ("tool", "function"):
-            block = TOOL_RESPONSE_OPEN + _text(message.get("content")) + TOOL_RESPONSE_CLOSE
+            block = TOOL_RESPONSE_OPEN + content_text(message.get("content")) + TOOL_RESPONSE_CLOSE
             if merge_user:
                 out[-1]["content"] += "\n" + block
             else:
@@ -382,18 +376,18 @@ def fallback_messages(messages: Sequence[Mapping[str, Any]], tools: Any) -> list
             merge_user = True
             continue
         if role == "user" and merge_user:
-            out[-1]["content"] += "\n\n" + _text(message.get("content"))
+            out[-1]["content"] += "\n\n" + content_text(message.get("content"))
             merge_user = False
             continue
         merge_user = False
         if role == "assistant" and message.get("tool_calls"):
-            content = _text(message.get("content"))
+            content = content_text(message.get("content"))
             calls = FALLBACK.calls_text(_calls_of(message))
             out.append(
                 {"role": "assistant", "content": f"{content}\n{calls}" if content else calls}
             )
             continue
-        out.append({"role": str(role), "content": _text(message.get("content"))})
+        out.append({"role": str(role), "content": content_text(message.get("content"))})
     if tools:
         listing = "\n".join(json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tools)
         block = TOOLS_PROMPT + listing + TOOLS_PROMPT_END
@@ -423,10 +417,10 @@ def native_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
                 names[str(call.get("id"))] = str(function.get("name", ""))
                 calls.append({**call, "type": "function", "function": function})
             item["tool_calls"] = calls
-            item["content"] = _text(message.get("content"))
+            item["content"] = content_text(message.get("content"))
         elif message.get("role") in ("tool", "function"):
             item["role"] = "tool"
-            item["content"] = _text(message.get("content"))
+            item["content"] = content_text(message.get("content"))
             name = names.get(str(message.get("tool_call_id")), message.get("name"))
             if name:
                 item["name"] = name

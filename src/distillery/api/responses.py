@@ -14,6 +14,7 @@ from distillery.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from distillery.wire.base import list_object
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -22,15 +23,27 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 def list_response(data: list[dict[str, Any]], has_more: bool) -> Response:
     """OpenAI's cursor list: ``{"object": "list", "data", "first_id", "last_id", "has_more"}``."""
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
+    return json_response(list_object(data, has_more))
+
+
+def metadata_filter(request: Request) -> dict[str, str]:
+    """The ``metadata[KEY]=VALUE`` query parameters of a list request, as a dict.
+
+    A malformed filter (``metadata=x``, ``metadata[]``, ``metadata[k``) is a 400: it must not
+    quietly list everything.
+    """
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key != "metadata" and not key.startswith("metadata["):
+            continue
+        if not key.endswith("]") or len(key) < len("metadata[x]"):
+            raise InvalidRequestError(
+                f"Invalid query parameter '{key}': filter by metadata as metadata[KEY]=VALUE.",
+                param=key,
+                code="invalid_value",
+            )
+        found[key[9:-1]] = value
+    return found
 
 
 # orjson reads 1,024 levels of nesting but writes at most 254: deeper bodies could be neither

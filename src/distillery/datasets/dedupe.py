@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from distillery.datasets.split import normalize
 from distillery.embedders import Embedder, default_embedder
-from distillery.wire.chat import message_text
+from distillery.wire.content import message_text
 
 DedupeMode = Literal["exact", "near", "none"]
 DEFAULT_NEAR_THRESHOLD = 0.95

@@ -21,6 +21,7 @@ from distillery.store.completions import CompletionsRepo
 from distillery.store.datasets import DatasetFile, DatasetsRepo, DatasetVersion
 from distillery.store.jobs import JobsRepo
 from distillery.store.models import FineTunedModelsRepo
+from distillery.wire.base import list_object
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
@@ -143,13 +144,7 @@ class LineageService:
             }
             for h in holding
         ]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": False,
-        }
+        return list_object(data, False)
 
     def terms_status(self, model_id: str) -> str | None:
         """A student's terms from its lineage: ``allowed`` when no teacher restricts training,

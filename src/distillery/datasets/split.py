@@ -25,7 +25,7 @@ from typing import Any
 
 from distillery.errors import InvalidRequestError
 from distillery.text.normalize import collapse_whitespace, nfkc
-from distillery.wire.chat import message_text
+from distillery.wire.content import message_text
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}

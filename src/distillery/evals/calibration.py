@@ -36,7 +36,7 @@ from distillery.store.annotations import AnnotationItem
 from distillery.store.calibrations import CalibrationsRepo
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import StoredCompletion
-from distillery.wire.chat import message_text
+from distillery.wire.content import message_text
 from distillery.wire.params import parse_params
 
 JUDGE_TYPES = ("label_model", "score_model")

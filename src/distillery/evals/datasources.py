@@ -40,7 +40,8 @@ from distillery.evals.graders.templating import lookup
 from distillery.store.completions import CompletionsRepo
 from distillery.store.evals import EvalsRepo
 from distillery.store.records import StoredCompletion
-from distillery.wire.chat import message_text, validate_metadata
+from distillery.wire.chat import validate_metadata
+from distillery.wire.content import message_text
 
 CONFIG_TYPES = ("custom", "logs", "stored_completions")
 RUN_TYPES = ("jsonl", "completions", "distillery_dataset")

@@ -39,7 +39,7 @@ from distillery.evals.graders.registry import build_grader
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.registry import ProviderRegistry
 from distillery.store.evals import EvalRunRecord, EvalsRepo, OutputItemRecord
-from distillery.wire.chat import message_text
+from distillery.wire.content import message_text
 
 log = logging.getLogger("distillery.evals")
 

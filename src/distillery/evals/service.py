@@ -38,22 +38,13 @@ from distillery.store.base import Store
 from distillery.store.completions import CompletionsRepo
 from distillery.store.evals import EvalRunRecord, EvalsRepo, OutputItemRecord
 from distillery.store.records import Page
+from distillery.wire.base import list_object
 from distillery.wire.chat import validate_metadata
 
 log = logging.getLogger("distillery.evals")
 
 Order = Literal["asc", "desc"]
 REPEAT_KEY = "distillery_repeat_of"
-
-
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
 
 
 def _public(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,7 +152,7 @@ class EvalsService:
         order_by: Literal["created_at", "updated_at"] = "created_at",
     ) -> dict[str, Any]:
         page = self.repo.list_evals(after=after, limit=limit, order=order, order_by=order_by)
-        return _page([r.body for r in page.data], page.has_more)
+        return list_object([r.body for r in page.data], page.has_more)
 
     def update_eval(self, eval_id: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, Mapping):
@@ -265,7 +256,7 @@ class EvalsService:
     ) -> dict[str, Any]:
         self.repo.get_eval(eval_id)
         page = self.repo.list_runs(eval_id, after=after, limit=limit, order=order, status=status)
-        return _page([self._run_public(r) for r in page.data], page.has_more)
+        return list_object([self._run_public(r) for r in page.data], page.has_more)
 
     def cancel_run(self, run_id: str, *, eval_id: str | None = None) -> dict[str, Any]:
         rec = self.repo.get_run(run_id, eval_id=eval_id)
@@ -296,7 +287,7 @@ class EvalsService:
         page = self.repo.list_output_items(
             run_id, after=after, limit=limit, order=order, status=status
         )
-        return _page([_item_public(r) for r in page.data], page.has_more)
+        return list_object([_item_public(r) for r in page.data], page.has_more)
 
     def get_output_item(
         self, run_id: str, item_id: str, *, eval_id: str | None = None

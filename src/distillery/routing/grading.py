@@ -15,7 +15,7 @@ from typing import Any
 
 from distillery.evals.graders.base import GradeInput, sample_from_output
 from distillery.routing.table import RouteGrader
-from distillery.wire.chat import message_text
+from distillery.wire.content import message_text
 
 
 @dataclass

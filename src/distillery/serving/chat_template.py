@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillery import chat_templates
 from distillery.errors import InvalidRequestError
+from distillery.wire.content import content_text, first_non_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -42,27 +43,22 @@ def _content_text(content: Any, where: str) -> str:
             param=f"{where}.content",
             code="invalid_type",
         )
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, Mapping):
+    other = first_non_text(content)
+    if other is not None:
+        j, kind = other
+        if not isinstance(content[j], Mapping):
             raise InvalidRequestError(
                 f"Invalid type for '{where}.content[{j}]': expected an object.",
                 param=f"{where}.content[{j}]",
                 code="invalid_type",
             )
-        kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind == "refusal" and isinstance(part.get("refusal"), str):
-            texts.append(part["refusal"])
-        else:
-            raise InvalidRequestError(
-                f"Invalid content part '{where}.content[{j}]': type {kind!r} is not supported by "
-                "local models (text only).",
-                param=f"{where}.content[{j}].type",
-                code="unsupported_value",
-            )
-    return "".join(texts)
+        raise InvalidRequestError(
+            f"Invalid content part '{where}.content[{j}]': type {kind!r} is not supported by "
+            "local models (text only).",
+            param=f"{where}.content[{j}].type",
+            code="unsupported_value",
+        )
+    return content_text(content)
 
 
 def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from distillery.web.contexts import (
     Message,
 )
 from distillery.web.render import PageRoute, render, services_of, url_with
+from distillery.wire import content as wire_content
 
 router = APIRouter(route_class=PageRoute, dependencies=[LOGIN], include_in_schema=False)
 
@@ -28,25 +29,9 @@ PREVIEW_CHARS = 140
 
 
 def content_text(content: Any) -> str:
-    """A message's content as plain text (string content, or the text of its parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict):
-                if part.get("type") == "text":
-                    parts.append(str(part.get("text", "")))
-                elif part.get("type") == "refusal":
-                    parts.append(str(part.get("refusal", "")))
-                else:
-                    parts.append(f"[{part.get('type', 'part')}]")
-            else:
-                parts.append(str(part))
-        return "\n".join(parts)
-    return str(content)
+    """A message's content as a page shows it: its text parts one per line, other parts as
+    ``[type]`` (the rules are :mod:`distillery.wire.content`'s)."""
+    return wire_content.content_text(content, mark_other=True, sep="\n")
 
 
 def message_view(raw: Any) -> Message:

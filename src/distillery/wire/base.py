@@ -35,3 +35,18 @@ class WireModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object to send (aliases applied, absent optional fields left out)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """OpenAI's cursor list: ``{"object": "list", "data", "first_id", "last_id", "has_more"}``.
+
+    Every paginated list distillery answers (stored completions and their messages, files, jobs,
+    evals, its own resources) is this envelope, built here and nowhere else.
+    """
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from distillery.errors import InvalidRequestError
+from distillery.wire.content import message_text
 
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
@@ -92,18 +93,4 @@ def output_text(completion: Mapping[str, Any]) -> str:
     if not choices:
         return ""
     message = choices[0].get("message") or {}
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+    return message_text(message) if isinstance(message, Mapping) else ""

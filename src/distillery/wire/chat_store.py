@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from distillery.wire.base import WireModel
+from distillery.wire.content import content_text
 
 
 class ChatCompletionStoreMessage(WireModel):
@@ -35,7 +36,7 @@ class ChatCompletionStoreMessage(WireModel):
         parts = [p for p in content if isinstance(p, dict)] if isinstance(content, list) else None
         text = content if isinstance(content, str) else None
         if parts is not None:
-            text = "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text") or None
+            text = content_text(parts) or None
         return cls(
             id=message_id,
             role=str(message.get("role")),

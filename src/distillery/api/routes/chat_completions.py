@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, INGEST, ServicesDep
 from distillery.api.responses import json_response as _json
-from distillery.api.responses import read_json
+from distillery.api.responses import list_response, metadata_filter, read_json
 from distillery.errors import InvalidRequestError
 from distillery.wire.chat import validate_metadata
 
@@ -34,22 +34,6 @@ async def create_chat_completion(request: Request, services: ServicesDep) -> Res
     return response
 
 
-def _metadata_filter(request: Request) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key != "metadata" and not key.startswith("metadata["):
-            continue
-        if not key.endswith("]") or len(key) < len("metadata[x]"):
-            # a malformed filter must not quietly list everything
-            raise InvalidRequestError(
-                f"Invalid query parameter '{key}': filter by metadata as metadata[KEY]=VALUE.",
-                param=key,
-                code="invalid_value",
-            )
-        found[key[9:-1]] = value
-    return found
-
-
 @router.get("", dependencies=[ADMIN])
 async def list_chat_completions(
     request: Request,
@@ -61,21 +45,13 @@ async def list_chat_completions(
 ) -> Response:
     page = services.completions.list(
         model=model,
-        metadata=_metadata_filter(request) or None,
+        metadata=metadata_filter(request) or None,
         after=after,
         limit=limit,
         order=order,
     )
     data = [c.to_chat_completion() for c in page.data]
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    return list_response(data, page.has_more)
 
 
 @router.get("/{completion_id}", dependencies=[ADMIN])
@@ -139,12 +115,4 @@ async def list_messages(
             raise InvalidRequestError(f"No message found with id '{after}'.", param="after")
         messages = messages[idx + 1 :]
     page = messages[:limit]
-    return _json(
-        {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(messages) > limit,
-        }
-    )
+    return list_response(page, len(messages) > limit)

@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, Response
 
 from distillery.api.deps import ADMIN, ServicesDep
 from distillery.api.responses import json_response as _json
+from distillery.api.responses import list_response
 from distillery.errors import InvalidRequestError, PayloadTooLargeError
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -144,15 +145,7 @@ async def list_files(
 ) -> Response:
     page = services.files.list(purpose=purpose, after=after, limit=limit, order=order)
     data = [f.to_file_object() for f in page.data]
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    return list_response(data, page.has_more)
 
 
 @router.get("/{file_id}", dependencies=[ADMIN])

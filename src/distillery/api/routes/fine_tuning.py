@@ -6,7 +6,7 @@ distillery's own options (for local training: ``max_length``, ``lora_r``...) go 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -14,33 +14,11 @@ from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, ServicesDep
 from distillery.api.responses import json_response as _json
-from distillery.api.responses import read_json
-from distillery.store.records import Page
+from distillery.api.responses import list_response, metadata_filter, read_json
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 _MAX_BODY = 1024 * 1024
-
-
-def _list(page: Page[dict[str, Any]]) -> Response:
-    data = page.data
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
-
-
-def _metadata_filter(request: Request) -> dict[str, str]:
-    return {
-        key[9:-1]: value
-        for key, value in request.query_params.multi_items()
-        if key.startswith("metadata[") and key.endswith("]")
-    }
 
 
 @router.post("", dependencies=[ADMIN])
@@ -62,9 +40,9 @@ async def list_jobs(
         after=after,
         limit=limit,
         order=order,
-        metadata=_metadata_filter(request) or None,
+        metadata=metadata_filter(request) or None,
     )
-    return _list(page)
+    return list_response(page.data, page.has_more)
 
 
 @router.get("/{job_id}", dependencies=[ADMIN])
@@ -88,7 +66,7 @@ async def list_events(
     page = await run_in_threadpool(
         services.fine_tuning.events, job_id, after=after, limit=limit, order=order
     )
-    return _list(page)
+    return list_response(page.data, page.has_more)
 
 
 @router.get("/{job_id}/checkpoints", dependencies=[ADMIN])
@@ -102,4 +80,4 @@ async def list_checkpoints(
     page = await run_in_threadpool(
         services.fine_tuning.checkpoints, job_id, after=after, limit=limit, order=order
     )
-    return _list(page)
+    return list_response(page.data, page.has_more)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillery import chat_templates
 from distillery.errors import InvalidRequestError
+from distillery.wire.content import content_text, first_non_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -82,14 +83,10 @@ def _text_of(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
-                parts.append(str(part.get("text", "")))
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise TrainingDataError(f"{where}: content part of type {kind!r} is not supported")
-        return "".join(parts)
+        other = first_non_text(content)
+        if other is not None:
+            raise TrainingDataError(f"{where}: content part of type {other[1]!r} is not supported")
+        return content_text(content)
     raise TrainingDataError(f"{where}: content must be a string or a list of text parts")
 
 
