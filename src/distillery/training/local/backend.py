@@ -117,7 +117,7 @@ def _signal(pid: int, signum: int) -> None:
 
 
 def _checkpoint_epochs(job_dir: Path) -> list[int]:
-    from distillery.training.local.trainer import checkpoint_epochs
+    from distillery.training.local.checkpoints import checkpoint_epochs
 
     return checkpoint_epochs(job_dir)
 

@@ -4,27 +4,28 @@ Written out rather than using TRL's ``SFTTrainer`` because it is several times f
 (``benchmarks/bench_training.py`` measures both side by side). Where the time goes:
 
 - padding-free packing with per-example attention (``packing.py``) instead of padded batches;
-- logits only where loss is taken: the decoder body runs on all tokens, then ``lm_head`` (49k
-  columns for SmolLM2) is applied to the hidden states of assistant positions only;
+- logits only where loss is taken (``steps.py``): the decoder body runs on all tokens, then
+  ``lm_head`` (49k columns for SmolLM2) is applied to the hidden states of assistant positions;
 - for LoRA the frozen base stays in bf16 while the adapters are fp32 under autocast, so no base
-  weight is cast on any step; full fine-tuning keeps fp32 master weights under autocast;
+  weight is cast on any step; full fine-tuning keeps fp32 master weights under autocast
+  (``student.py``);
 - no gradient checkpointing (a 135M model's activations fit), LoRA dropout 0 by default.
 
 The loop: AdamW, linear warm-up then linear decay, gradient clipping, the loss being the mean over
 all target tokens of a batch however it is split into passes. Deterministic for a given ``seed``
 (initialisation from ``torch.manual_seed``, per-epoch order from a seeded generator). After each
 epoch: validation loss/accuracy, a checkpoint in ``<output>/checkpoints/epoch-<N>/`` (PEFT adapter
-or full model, plus ``trainer_state.pt``), from which a restarted run resumes.
+or full model, plus ``trainer_state.pt``; ``checkpoints.py``), from which a restarted run resumes.
+
+This module holds the run itself: setup, the epochs and their steps, the events and progress it
+reports and the result; the final ``adapter/`` and ``merged/`` folders are written by
+``outputs.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from distillery import weights
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.training.local import packing
+from distillery.training.local.checkpoints import load_latest, save_checkpoint, save_weights
 from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.data import (
     IGNORE_INDEX,
@@ -41,14 +43,18 @@ from distillery.training.local.data import (
     TokenizedExample,
     load_chat_dataset,
 )
+from distillery.training.local.outputs import merge_adapter, write_adapter, write_training_record
+from distillery.training.local.steps import StepStats, epoch_batches, make_batches, target_loss
+from distillery.training.local.student import (
+    autocast,
+    install_stop_hooks,
+    load_student,
+    make_optimizer,
+    resolve_runtime,
+)
 
 if TYPE_CHECKING:
     import torch
-
-STATE_FILE = "trainer_state.pt"
-CHECKPOINTS = "checkpoints"
-ADAPTER = "adapter"
-MERGED = "merged"
 
 EmitFn = Callable[[str, str, str, dict[str, Any] | None], None]  # (type, level, message, data)
 
@@ -68,37 +74,14 @@ class TrainingResult:
 
 
 @dataclass
-class _StepStats:
-    loss_sum: float = 0.0
-    correct: int = 0
-    targets: int = 0
-    tokens: int = 0
+class _Progress:
+    """Where the run stands: carried across epochs and saved in each checkpoint."""
 
-    def add(self, other: _StepStats) -> None:
-        self.loss_sum += other.loss_sum
-        self.correct += other.correct
-        self.targets += other.targets
-        self.tokens += other.tokens
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(1, self.targets)
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / max(1, self.targets)
-
-
-def checkpoint_epochs(output_dir: Path) -> list[int]:
-    """Epochs with a complete checkpoint under ``output_dir/checkpoints``, ascending."""
-    root = output_dir / CHECKPOINTS
-    found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            if d.name.startswith("epoch-") and (d / STATE_FILE).is_file():
-                with contextlib.suppress(ValueError):
-                    found.append(int(d.name.removeprefix("epoch-")))
-    return sorted(found)
+    total_steps: int
+    step: int = 0
+    start_epoch: int = 1
+    trained_tokens: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LocalSFTTrainer:
@@ -133,6 +116,9 @@ class LocalSFTTrainer:
         if self._emit is not None:
             self._emit(type_, level, message, data)
 
+    def _warn(self, message: str) -> None:
+        self.emit("message", message, level="warn")
+
     def check_stop(self) -> None:
         if self._should_stop():
             raise TrainingCancelled("cancelled")
@@ -140,29 +126,13 @@ class LocalSFTTrainer:
     # -- setup --------------------------------------------------------------------------------
 
     def _setup_runtime(self) -> None:
-        import torch
-
-        cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = weights.best_device(None if cfg.device == "auto" else cfg.device)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but CUDA is not available")
-        if cfg.bf16 == "auto":
-            if self.device.startswith("cuda"):
-                self.use_bf16 = bool(torch.cuda.is_bf16_supported())
-            else:
-                self.use_bf16 = weights.cpu_supports_bf16()
-        else:
-            self.use_bf16 = bool(cfg.bf16)
-        self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        runtime = resolve_runtime(self.config)
+        self.device = runtime.device
+        self.use_bf16 = runtime.use_bf16
+        self.device_type = runtime.device_type
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if not self.use_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+        return autocast(self.device_type, self.use_bf16)
 
     def _load_data(self) -> None:
         cfg = self.config
@@ -182,174 +152,70 @@ class LocalSFTTrainer:
             )
         for dataset in (self.train_data, self.valid_data):
             for warning in dataset.warnings if dataset else []:
-                self.emit("message", warning, level="warn")
+                self._warn(warning)
         self.config = cfg.resolve_auto(len(self.train_data.examples))
 
     def _load_model(self) -> None:
-        import torch
-
-        cfg = self.config
-        lora = cfg.method == "lora"
-        dtype = "bfloat16" if (self.use_bf16 and lora) else "float32"
-        random.seed(cfg.seed)
-        model: Any = weights.load_model(self.source, dtype=dtype, device=self.device)
-        model.config.use_cache = False
-        self.use_packing = cfg.packing and packing.supports_packing(model)
-        if self.use_packing:
-            packing.register_packed_attention()
-            model.set_attn_implementation(packing.PACKED_ATTENTION)
-        if lora:
-            from peft import LoraConfig, get_peft_model
-
-            peft_config = LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=list(cfg.target_modules),
-                bias="none",
-                task_type="CAUSAL_LM",
-            )
-            torch.manual_seed(cfg.seed)  # the adapters' initialisation depends on the seed only
-            model = get_peft_model(model, peft_config, autocast_adapter_dtype=True)
-            for p in model.parameters():
-                if p.requires_grad and p.dtype != torch.float32:
-                    p.data = p.data.float()
-            causal_lm = model.get_base_model()
-        else:
-            torch.manual_seed(cfg.seed)
-            causal_lm = model
-        self.model = model
-        self.causal_lm = causal_lm
-        self.body = causal_lm.base_model
-        self.lm_head = causal_lm.get_output_embeddings()
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.n_trainable = sum(p.numel() for p in self.trainable)
-        self.n_params = sum(p.numel() for p in model.parameters())
-        self._install_stop_hooks()
-
-    def _install_stop_hooks(self) -> None:
-        """Check for a stop request before every decoder layer, forward and backward."""
-        layers = getattr(self.body, "layers", None)
-        if layers is None:
-            return
-
-        def backward_check(grad: torch.Tensor) -> torch.Tensor:
-            self.check_stop()
-            return grad
-
-        def pre_hook(module: Any, args: Any) -> None:
-            self.check_stop()
-
-        def post_hook(module: Any, args: Any, output: Any) -> None:
-            tensor = output[0] if isinstance(output, tuple) else output
-            if getattr(tensor, "requires_grad", False):
-                tensor.register_hook(backward_check)
-
-        for layer in layers:
-            layer.register_forward_pre_hook(pre_hook)
-            layer.register_forward_hook(post_hook)
+        student = load_student(self.source, self.config, device=self.device, use_bf16=self.use_bf16)
+        self.student = student
+        self.model = student.model
+        self.causal_lm = student.causal_lm
+        self.use_packing = student.use_packing
+        install_stop_hooks(student.body, self.check_stop)
 
     def _make_optimizer(self, total_steps: int) -> None:
-        import torch
-
-        cfg = self.config
-        kwargs: dict[str, Any] = {"lr": cfg.peak_learning_rate, "weight_decay": cfg.weight_decay}
-        try:
-            self.optimizer = torch.optim.AdamW(self.trainable, fused=True, **kwargs)
-        except (RuntimeError, TypeError):
-            self.optimizer = torch.optim.AdamW(self.trainable, **kwargs)
-        warmup = math.ceil(cfg.warmup_ratio * total_steps)
-
-        def schedule(step: int) -> float:  # every step trains: warm-up never starts at 0
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.warmup_steps = warmup
+        optimization = make_optimizer(self.student.trainable, self.config, total_steps)
+        self.optimizer = optimization.optimizer
+        self.scheduler = optimization.scheduler
+        self.warmup_steps = optimization.warmup_steps
 
     # -- forward ------------------------------------------------------------------------------
 
     def _batches(
         self, examples: Sequence[TokenizedExample], passes: int
     ) -> list[packing.ModelBatch]:
-        cfg = self.config
-        prefix = packing.shared_prefix_length(examples) if self.use_packing else 0
-        if prefix:
-            # The examples share a prompt prefix: each pass carries it once.
-            rest = [ex.n_tokens - prefix for ex in examples]
-            budget = max(1, min(cfg.max_tokens_per_pass - prefix, -(-sum(rest) // max(1, passes))))
-            groups: list[list[TokenizedExample]] = [[]]
-            used = 0
-            for ex, n in zip(examples, rest, strict=True):
-                if groups[-1] and used + n > budget:
-                    groups.append([])
-                    used = 0
-                groups[-1].append(ex)
-                used += n
-            return [
-                packing.pack_shared(g, prefix) if len(g) > 1 else packing.pack(g) for g in groups
-            ]
-        groups = packing.split_passes(
-            examples, max_tokens=cfg.max_tokens_per_pass, min_passes=passes
+        pad_token_id = 0 if self.use_packing else int(self.tokenizer.pad_token_id or 0)
+        return make_batches(
+            examples,
+            passes,
+            config=self.config,
+            use_packing=self.use_packing,
+            pad_token_id=pad_token_id,
         )
-        if self.use_packing:
-            return [packing.pack(g) for g in groups]
-        pad_id = int(self.tokenizer.pad_token_id or 0)
-        return [packing.pad(g, pad_id) for g in groups]
 
     def _loss(self, batch: packing.ModelBatch) -> tuple[torch.Tensor, int, int]:
         """Summed cross-entropy over the target positions, number correct, number of targets."""
-        import torch
-        import torch.nn.functional as F
+        return target_loss(self.student, batch, device=self.device, autocast=self._autocast())
 
-        batch = batch.to(self.device)
-        with self._autocast():
-            hidden = self.body(**batch.inputs, use_cache=False).last_hidden_state
-            hidden = hidden.reshape(-1, hidden.shape[-1])
-            positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
-            logits = self.lm_head(hidden.index_select(0, positions))
-        logits = logits.float()
-        config = self.causal_lm.config
-        if getattr(config, "logits_scaling", None):
-            logits = logits / config.logits_scaling
-        if getattr(config, "final_logit_softcapping", None):
-            cap = config.final_logit_softcapping
-            logits = torch.tanh(logits / cap) * cap
-        targets = batch.targets.index_select(0, positions)
-        loss = F.cross_entropy(logits, targets, reduction="sum")
-        correct = int((logits.detach().argmax(-1) == targets).sum())
-        return loss, correct, int(targets.numel())
-
-    def _train_step(self, examples: Sequence[TokenizedExample]) -> _StepStats:
+    def _train_step(self, examples: Sequence[TokenizedExample]) -> StepStats:
         import torch
 
         cfg = self.config
         batches = self._batches(examples, cfg.gradient_accumulation_steps)
         n_targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches)
-        stats = _StepStats()
+        stats = StepStats()
         for batch in batches:
             self.check_stop()
             loss, correct, targets = self._loss(batch)
             (loss / n_targets).backward()  # type: ignore[no-untyped-call]
-            stats.add(_StepStats(float(loss.detach()), correct, targets, batch.n_tokens))
-        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+            stats.add(StepStats(float(loss.detach()), correct, targets, batch.n_tokens))
+        torch.nn.utils.clip_grad_norm_(self.student.trainable, cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return stats
 
-    def evaluate(self, dataset: TokenizedDataset) -> _StepStats:
+    def evaluate(self, dataset: TokenizedDataset) -> StepStats:
         import torch
 
         self.model.eval()  # type: ignore[no-untyped-call]
-        stats = _StepStats()
+        stats = StepStats()
         try:
             with torch.no_grad():
                 for batch in self._batches(dataset.examples, 1):
                     self.check_stop()
                     loss, correct, targets = self._loss(batch)
-                    stats.add(_StepStats(float(loss), correct, targets, batch.n_tokens))
+                    stats.add(StepStats(float(loss), correct, targets, batch.n_tokens))
         finally:
             self.model.train()
         return stats
@@ -358,125 +224,56 @@ class LocalSFTTrainer:
 
     def _save_weights(self, path: Path) -> None:
         """The adapter (or whole model) and the tokenizer: each saved folder is servable."""
-        if self.config.method == "lora":
-            self.model.save_pretrained(str(path))
-        else:
-            previous = self.causal_lm.config._attn_implementation
-            self.causal_lm.set_attn_implementation("sdpa")
-            try:
-                self.causal_lm.save_pretrained(str(path))
-            finally:
-                self.causal_lm.set_attn_implementation(previous)
-        self.tokenizer.save_pretrained(str(path))
+        save_weights(path, self.config, self.model, self.causal_lm, self.tokenizer)
 
     def _save_checkpoint(self, epoch: int, step: int, state: dict[str, Any]) -> Path:
-        import torch
-
-        root = self.output_dir / CHECKPOINTS
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"epoch-{epoch}"
-        tmp = root / f".epoch-{epoch}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self._save_weights(tmp)
-        torch.save(
-            {
-                **state,
-                "epoch": epoch,
-                "step": step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-                "config": self.config.model_dump(mode="json"),
-            },
-            tmp / STATE_FILE,
+        return save_checkpoint(
+            self.output_dir,
+            epoch,
+            step,
+            state,
+            config=self.config,
+            write_weights=self._save_weights,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
         )
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        self._slim_previous(root, epoch)
-        return final
-
-    @staticmethod
-    def _slim_previous(root: Path, epoch: int) -> None:
-        """Drop the optimizer state (2x the trainable weights) from older checkpoints: only the
-        latest one is resumed from, the older ones stay loadable as adapters/models."""
-        import torch
-
-        for older in checkpoint_epochs(root.parent):
-            path = root / f"epoch-{older}" / STATE_FILE
-            if older >= epoch:
-                continue
-            state = torch.load(path, weights_only=False)
-            if state.get("optimizer") is None:
-                continue
-            state["optimizer"] = None
-            tmp = path.with_name(f".{STATE_FILE}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
 
     def _resume(self) -> dict[str, Any] | None:
-        import torch
-
-        epochs = checkpoint_epochs(self.output_dir)
-        if not epochs:
-            return None
-        path = self.output_dir / CHECKPOINTS / f"epoch-{epochs[-1]}"
-        state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=False)
-        saved = state.get("config", {})
-        for key in ("n_epochs", "batch_size", "method", "max_length", "seed"):
-            if key in saved and saved[key] != getattr(self.config, key):
-                self.emit(
-                    "message",
-                    f"resuming with {key}={getattr(self.config, key)!r} although the "
-                    f"checkpoint was trained with {saved[key]!r}",
-                    level="warn",
-                )
-        from safetensors.torch import load_file
-
-        if self.config.method == "lora":
-            from peft import set_peft_model_state_dict
-
-            tensors = load_file(str(path / "adapter_model.safetensors"))
-            set_peft_model_state_dict(self.model, tensors)
-        else:
-            tensors = {}
-            for shard in sorted(path.glob("model*.safetensors")):
-                tensors.update(load_file(str(shard)))
-            missing, _ = self.model.load_state_dict(tensors, strict=False)
-            if any("lm_head" not in k for k in missing):
-                raise RuntimeError(f"checkpoint {path} lacks weights: {missing[:3]}")
-        if state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        else:
-            self.emit(
-                "message", f"{path.name} has no optimizer state: resuming without it", level="warn"
-            )
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        self.emit(
-            "message",
-            f"Resumed from checkpoint epoch-{state['epoch']} (step {state['step']})",
-            {"epoch": state["epoch"], "step": state["step"]},
+        state = load_latest(
+            self.output_dir,
+            config=self.config,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            warn=self._warn,
         )
+        if state is not None:
+            self.emit(
+                "message",
+                f"Resumed from checkpoint epoch-{state['epoch']} (step {state['step']})",
+                {"epoch": state["epoch"], "step": state["step"]},
+            )
         return state
 
     # -- the run ------------------------------------------------------------------------------
 
-    def _epoch_order(self, epoch: int) -> list[int]:
-        import torch
-
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return [int(i) for i in torch.randperm(len(self.train_data.examples), generator=generator)]
-
     def _step_batches(self, epoch: int) -> Iterator[list[TokenizedExample]]:
-        order = self._epoch_order(epoch)
-        size = int(self.config.batch_size)
+        cfg = self.config
         examples = self.train_data.examples
-        for start in range(0, len(order), size):
-            yield [examples[i] for i in order[start : start + size]]
+        return epoch_batches(examples, seed=cfg.seed, epoch=epoch, batch_size=int(cfg.batch_size))
 
     def run(self) -> TrainingResult:
+        progress = self._prepare()
+        self._announce(progress.total_steps)
+        self.model.train()
+        for epoch in range(progress.start_epoch, int(self.config.n_epochs) + 1):
+            epoch_stats = self._train_epoch(epoch, progress)
+            metrics = self._epoch_metrics(progress.step, epoch_stats)
+            self._end_epoch(epoch, progress, metrics)
+        return self._finish(progress.trained_tokens, progress.history)
+
+    def _prepare(self) -> _Progress:
+        """Load the data and the student, build the optimizer and resume where a checkpoint is."""
         self._setup_runtime()
         self.emit("message", f"Loading {self.config.base_model} and tokenizing the data")
         self._load_data()
@@ -484,16 +281,22 @@ class LocalSFTTrainer:
         self._load_model()
         self.check_stop()
         cfg = self.config
-        n_examples = len(self.train_data.examples)
-        steps_per_epoch = math.ceil(n_examples / int(cfg.batch_size))
+        steps_per_epoch = math.ceil(len(self.train_data.examples) / int(cfg.batch_size))
         total_steps = steps_per_epoch * int(cfg.n_epochs)
         self._make_optimizer(total_steps)
         state = self._resume() or {}
-        step = int(state.get("step", 0))
-        start_epoch = int(state.get("epoch", 0)) + 1
-        trained_tokens = int(state.get("trained_tokens", 0))
-        history: list[dict[str, Any]] = list(state.get("checkpoints", []))
         self.training_seconds = float(state.get("training_seconds", 0.0))
+        return _Progress(
+            total_steps=total_steps,
+            step=int(state.get("step", 0)),
+            start_epoch=int(state.get("epoch", 0)) + 1,
+            trained_tokens=int(state.get("trained_tokens", 0)),
+            history=list(state.get("checkpoints", [])),
+        )
+
+    def _announce(self, total_steps: int) -> None:
+        cfg = self.config
+        n_examples = len(self.train_data.examples)
         self.emit(
             "message",
             f"Training {n_examples} examples ({self.train_data.n_tokens} tokens) for "
@@ -504,8 +307,8 @@ class LocalSFTTrainer:
                 "hyperparameters": cfg.hyperparameters(),
                 "learning_rate": cfg.peak_learning_rate,
                 "method": cfg.method,
-                "trainable_parameters": self.n_trainable,
-                "parameters": self.n_params,
+                "trainable_parameters": self.student.n_trainable,
+                "parameters": self.student.n_params,
                 "device": self.device,
                 "bf16": self.use_bf16,
                 "packing": self.use_packing,
@@ -514,98 +317,96 @@ class LocalSFTTrainer:
                 "total_steps": total_steps,
             },
         )
-        self.model.train()
-        last: dict[str, Any] = {}
-        for epoch in range(start_epoch, int(cfg.n_epochs) + 1):
-            epoch_stats = _StepStats()
-            window = _StepStats()
-            window_start = time.perf_counter()
-            for examples in self._step_batches(epoch):
-                learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
-                t0 = time.perf_counter()
-                stats = self._train_step(examples)
-                seconds = time.perf_counter() - t0
-                self.training_seconds += seconds
-                self.step_timings.append((stats.tokens, seconds))
-                step += 1
-                trained_tokens += stats.tokens
-                epoch_stats.add(stats)
-                window.add(stats)
-                last = {
-                    "step": step,
-                    "total_steps": total_steps,
-                    "epoch": epoch,
-                    "train_loss": stats.loss,
-                    "train_mean_token_accuracy": stats.accuracy,
-                    "learning_rate": learning_rate,
-                }
-                if step % cfg.logging_steps == 0 or step == total_steps:
-                    elapsed = max(1e-9, time.perf_counter() - window_start)
-                    last["tokens_per_second"] = window.tokens / elapsed
-                    self.emit(
-                        "metrics",
-                        f"Step {step}/{total_steps}: training loss={stats.loss:.4f}",
-                        dict(last),
-                    )
-                    window, window_start = _StepStats(), time.perf_counter()
-                report(
-                    self._progress,
-                    ProgressEvent("training", step, total_steps, info=dict(last)),
-                )
-            metrics: dict[str, Any] = {
+
+    def _train_epoch(self, epoch: int, progress: _Progress) -> StepStats:
+        """One epoch's optimizer steps, metrics every ``logging_steps`` and progress each step."""
+        total_steps = progress.total_steps
+        epoch_stats = StepStats()
+        window = StepStats()
+        window_start = time.perf_counter()
+        for examples in self._step_batches(epoch):
+            learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
+            t0 = time.perf_counter()
+            stats = self._train_step(examples)
+            seconds = time.perf_counter() - t0
+            self.training_seconds += seconds
+            self.step_timings.append((stats.tokens, seconds))
+            progress.step += 1
+            step = progress.step
+            progress.trained_tokens += stats.tokens
+            epoch_stats.add(stats)
+            window.add(stats)
+            last: dict[str, Any] = {
                 "step": step,
-                "train_loss": epoch_stats.loss,
-                "train_mean_token_accuracy": epoch_stats.accuracy,
-                "valid_loss": None,
-                "valid_mean_token_accuracy": None,
+                "total_steps": total_steps,
+                "epoch": epoch,
+                "train_loss": stats.loss,
+                "train_mean_token_accuracy": stats.accuracy,
+                "learning_rate": learning_rate,
             }
-            if self.valid_data is not None:
-                valid = self.evaluate(self.valid_data)
-                metrics.update(
-                    valid_loss=valid.loss,
-                    valid_mean_token_accuracy=valid.accuracy,
-                    full_valid_loss=valid.loss,
-                    full_valid_mean_token_accuracy=valid.accuracy,
+            if step % self.config.logging_steps == 0 or step == total_steps:
+                elapsed = max(1e-9, time.perf_counter() - window_start)
+                last["tokens_per_second"] = window.tokens / elapsed
+                self.emit(
+                    "metrics",
+                    f"Step {step}/{total_steps}: training loss={stats.loss:.4f}",
+                    dict(last),
                 )
-            entry = {"epoch": epoch, "step": step, "metrics": metrics}
-            history.append(entry)
-            path = self._save_checkpoint(
-                epoch,
-                step,
-                {
-                    "trained_tokens": trained_tokens,
-                    "checkpoints": history,
-                    "training_seconds": self.training_seconds,
-                },
+                window, window_start = StepStats(), time.perf_counter()
+            report(self._progress, ProgressEvent("training", step, total_steps, info=dict(last)))
+        return epoch_stats
+
+    def _epoch_metrics(self, step: int, epoch_stats: StepStats) -> dict[str, Any]:
+        """The epoch's training figures and, with a validation file, its validation figures."""
+        metrics: dict[str, Any] = {
+            "step": step,
+            "train_loss": epoch_stats.loss,
+            "train_mean_token_accuracy": epoch_stats.accuracy,
+            "valid_loss": None,
+            "valid_mean_token_accuracy": None,
+        }
+        if self.valid_data is not None:
+            valid = self.evaluate(self.valid_data)
+            metrics.update(
+                valid_loss=valid.loss,
+                valid_mean_token_accuracy=valid.accuracy,
+                full_valid_loss=valid.loss,
+                full_valid_mean_token_accuracy=valid.accuracy,
             )
-            self.emit(
-                "checkpoint",
-                f"Checkpoint for epoch {epoch} (step {step})",
-                {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics},
-            )
-        return self._finish(trained_tokens, history)
+        return metrics
+
+    def _end_epoch(self, epoch: int, progress: _Progress, metrics: dict[str, Any]) -> None:
+        """Record the epoch in the history and write its checkpoint."""
+        step = progress.step
+        progress.history.append({"epoch": epoch, "step": step, "metrics": metrics})
+        path = self._save_checkpoint(
+            epoch,
+            step,
+            {
+                "trained_tokens": progress.trained_tokens,
+                "checkpoints": progress.history,
+                "training_seconds": self.training_seconds,
+            },
+        )
+        self.emit(
+            "checkpoint",
+            f"Checkpoint for epoch {epoch} (step {step})",
+            {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics},
+        )
 
     def _finish(self, trained_tokens: int, history: list[dict[str, Any]]) -> TrainingResult:
-        adapter = self.output_dir / ADAPTER
-        tmp = self.output_dir / f".{ADAPTER}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._save_weights(tmp)
-        shutil.rmtree(adapter, ignore_errors=True)
-        tmp.rename(adapter)
+        adapter = write_adapter(self.output_dir, self._save_weights)
         merged: Path | None = None
         if self.config.merge_adapter and self.config.method == "lora":
-            merged = self._merge(adapter)
+            self.emit("message", "Merging the adapter into the base model")
+            merged = merge_adapter(self.source, adapter, self.output_dir, self.tokenizer)
         final = history[-1]["metrics"] if history else {}
         metrics = {
             **final,
             "training_seconds": self.training_seconds,
             "trained_tokens": trained_tokens,
         }
-        (adapter / "distillery_training.json").write_text(
-            json.dumps(
-                {"config": self.config.model_dump(mode="json"), "metrics": metrics}, indent=2
-            )
-        )
+        write_training_record(adapter, self.config, metrics)
         self.emit("message", "Training finished", {"adapter_path": str(adapter)})
         return TrainingResult(
             trained_tokens=trained_tokens,
@@ -615,19 +416,3 @@ class LocalSFTTrainer:
             hyperparameters=self.config.hyperparameters(),
             checkpoints=history,
         )
-
-    def _merge(self, adapter: Path) -> Path:
-        """Merge the adapter into an fp32 copy of the base and save it in ``merged/``."""
-        from peft import PeftModel
-
-        self.emit("message", "Merging the adapter into the base model")
-        base = weights.load_model(self.source, dtype="float32", device="cpu")
-        merged_model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-        target = self.output_dir / MERGED
-        tmp = self.output_dir / f".{MERGED}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged_model.save_pretrained(str(tmp))
-        self.tokenizer.save_pretrained(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        return target

@@ -1,0 +1,121 @@
+"""One optimizer step's forward passes: batching the examples and the loss on target tokens.
+
+An epoch's steps take its examples in a seeded shuffle (the same for a given seed and epoch, so a
+resumed run sees the order it would have seen) cut into ``batch_size`` pieces.
+
+A step's examples are split into passes of at most ``max_tokens_per_pass`` tokens (at least
+``gradient_accumulation_steps`` of them), each packed into one row (``packing.pack``, or
+``packing.pack_shared`` when they share a long prompt prefix) or padded for models that cannot
+pack. Logits are computed only where loss is taken: the decoder body runs on all tokens, then
+``lm_head`` (49k columns for SmolLM2) is applied to the hidden states of target positions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distillery.training.local import packing
+from distillery.training.local.config import LocalSFTConfig
+from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
+
+if TYPE_CHECKING:
+    import torch
+
+    from distillery.training.local.student import Student
+
+
+@dataclass
+class StepStats:
+    loss_sum: float = 0.0
+    correct: int = 0
+    targets: int = 0
+    tokens: int = 0
+
+    def add(self, other: StepStats) -> None:
+        self.loss_sum += other.loss_sum
+        self.correct += other.correct
+        self.targets += other.targets
+        self.tokens += other.tokens
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(1, self.targets)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.targets)
+
+
+def epoch_batches(
+    examples: Sequence[TokenizedExample], *, seed: int, epoch: int, batch_size: int
+) -> Iterator[list[TokenizedExample]]:
+    """The examples of each optimizer step of ``epoch``, in the epoch's seeded order."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = [int(i) for i in torch.randperm(len(examples), generator=generator)]
+    for start in range(0, len(order), batch_size):
+        yield [examples[i] for i in order[start : start + batch_size]]
+
+
+def make_batches(
+    examples: Sequence[TokenizedExample],
+    passes: int,
+    *,
+    config: LocalSFTConfig,
+    use_packing: bool,
+    pad_token_id: int,
+) -> list[packing.ModelBatch]:
+    """The forward passes of ``examples`` (at least ``passes`` of them where they split)."""
+    cfg = config
+    prefix = packing.shared_prefix_length(examples) if use_packing else 0
+    if prefix:
+        # The examples share a prompt prefix: each pass carries it once.
+        rest = [ex.n_tokens - prefix for ex in examples]
+        budget = max(1, min(cfg.max_tokens_per_pass - prefix, -(-sum(rest) // max(1, passes))))
+        groups: list[list[TokenizedExample]] = [[]]
+        used = 0
+        for ex, n in zip(examples, rest, strict=True):
+            if groups[-1] and used + n > budget:
+                groups.append([])
+                used = 0
+            groups[-1].append(ex)
+            used += n
+        return [packing.pack_shared(g, prefix) if len(g) > 1 else packing.pack(g) for g in groups]
+    groups = packing.split_passes(examples, max_tokens=cfg.max_tokens_per_pass, min_passes=passes)
+    if use_packing:
+        return [packing.pack(g) for g in groups]
+    return [packing.pad(g, pad_token_id) for g in groups]
+
+
+def target_loss(
+    student: Student,
+    batch: packing.ModelBatch,
+    *,
+    device: str,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> tuple[torch.Tensor, int, int]:
+    """Summed cross-entropy over the target positions, number correct, number of targets."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = batch.to(device)
+    with autocast:
+        hidden = student.body(**batch.inputs, use_cache=False).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
+        logits = student.lm_head(hidden.index_select(0, positions))
+    logits = logits.float()
+    config = student.causal_lm.config
+    if getattr(config, "logits_scaling", None):
+        logits = logits / config.logits_scaling
+    if getattr(config, "final_logit_softcapping", None):
+        cap = config.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    targets = batch.targets.index_select(0, positions)
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    correct = int((logits.detach().argmax(-1) == targets).sum())
+    return loss, correct, int(targets.numel())
