@@ -11,7 +11,7 @@ from sqlalchemy import Select, Table, Text, and_, cast, delete, exists, func, in
 from distillery.errors import NotFoundError
 from distillery.store.base import Store
 from distillery.store.records import NewCompletion, Page, StoredCompletion
-from distillery.store.tables import CompletionMetadataRow, CompletionRow
+from distillery.store.tables import CompletionMetadataRow, CompletionRow, ResponseRow
 
 Order = Literal["asc", "desc"]
 
@@ -42,6 +42,13 @@ def _record(row: CompletionRow) -> StoredCompletion:
 
 _COMPLETIONS: Table = CompletionRow.__table__  # type: ignore[assignment]
 _METADATA: Table = CompletionMetadataRow.__table__  # type: ignore[assignment]
+_RESPONSES: Table = ResponseRow.__table__  # type: ignore[assignment]
+
+
+def _previous_response_id(record: NewCompletion) -> str | None:
+    responses = record.request.get("responses")
+    found = responses.get("previous_response_id") if isinstance(responses, dict) else None
+    return found if isinstance(found, str) and len(found) <= 64 else None
 
 
 class CompletionsRepo:
@@ -98,6 +105,13 @@ class CompletionsRepo:
             ]
             if pairs:
                 conn.execute(_METADATA.insert(), pairs)
+            responses = [
+                {"completion_seq": seq, "previous_response_id": _previous_response_id(rec)}
+                for seq, rec in zip(seqs, records, strict=True)
+                if rec.endpoint == "responses"
+            ]
+            if responses:
+                conn.execute(_RESPONSES.insert(), responses)
 
     def exists(self, completion_id: str) -> bool:
         with self.store.read() as session:
@@ -114,6 +128,18 @@ class CompletionsRepo:
                     f"No chat completion found with id '{completion_id}'.", param="completion_id"
                 )
             return _record(row)
+
+    def get_response(self, response_id: str) -> StoredCompletion | None:
+        """The stored Responses API exchange ``response_id`` (``None`` when there is none, or
+        ``response_id`` is a chat completion's)."""
+        stmt = (
+            select(CompletionRow)
+            .join(ResponseRow, ResponseRow.completion_seq == CompletionRow.seq)
+            .where(CompletionRow.id == response_id)
+        )
+        with self.store.read() as session:
+            row = session.scalar(stmt)
+            return _record(row) if row is not None else None
 
     def get_many(self, ids: Sequence[str]) -> list[StoredCompletion]:
         with self.store.read() as session:
@@ -139,8 +165,10 @@ class CompletionsRepo:
         created_before: int | None = None,
         status: str | None = None,
         search: str | None = None,
+        endpoint: Literal["responses"] | None = None,
     ) -> Select[CompletionRow]:
-        """A select over completions with the filters applied (no order, no limit)."""
+        """A select over completions with the filters applied (no order, no limit);
+        ``endpoint="responses"``: only the Responses API's exchanges."""
         pairs = list((metadata or {}).items())
         if pairs:
             # Drive the scan from the (key, value, seq) index of the first pair.
@@ -169,6 +197,8 @@ class CompletionsRepo:
             stmt = stmt.where(CompletionRow.created_at <= created_before)
         if status is not None:
             stmt = stmt.where(CompletionRow.status == status)
+        if endpoint == "responses":
+            stmt = stmt.where(exists().where(ResponseRow.completion_seq == CompletionRow.seq))
         if search:
             # the text itself: % and _ (and the escape character) match only themselves
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -191,6 +221,7 @@ class CompletionsRepo:
         created_before: int | None = None,
         status: str | None = None,
         search: str | None = None,
+        endpoint: Literal["responses"] | None = None,
     ) -> Page[StoredCompletion]:
         stmt = self.query(
             model=model,
@@ -199,6 +230,7 @@ class CompletionsRepo:
             created_before=created_before,
             status=status,
             search=search,
+            endpoint=endpoint,
         )
         # With a metadata filter the scan is driven by the (key, value, seq) index of its first
         # pair: order and page by that row's seq (equal to the completion's by the join), so the
@@ -271,6 +303,7 @@ class CompletionsRepo:
                         CompletionMetadataRow.completion_seq.in_(seqs)
                     )
                 )
+                session.execute(delete(ResponseRow).where(ResponseRow.completion_seq.in_(seqs)))
                 session.execute(delete(CompletionRow).where(CompletionRow.seq.in_(seqs)))
                 deleted += len(seqs)
 
@@ -284,6 +317,7 @@ class CompletionsRepo:
             session.execute(
                 delete(CompletionMetadataRow).where(CompletionMetadataRow.completion_seq == seq)
             )
+            session.execute(delete(ResponseRow).where(ResponseRow.completion_seq == seq))
             session.execute(delete(CompletionRow).where(CompletionRow.seq == seq))
 
 

@@ -36,6 +36,9 @@ class NewCompletion:
     requested_model: str | None = None  # set when a route answered with another model
     route_id: str | None = None
     redaction: dict[str, Any] | None = None  # kinds and counts replaced ([capture.redaction])
+    # "responses": an exchange of the Responses API (``request.responses`` holds its request,
+    # ``response.response`` its Response object), also listed in the responses table
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)

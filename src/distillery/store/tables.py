@@ -85,6 +85,18 @@ class CompletionMetadataRow(Base):
     __table_args__ = (Index("ix_completion_metadata_kv_seq", "key", "value", "completion_seq"),)
 
 
+class ResponseRow(Base):
+    """A stored completion that is a Responses API exchange (``POST /v1/responses``): its data
+    lives in the completion (chat shape, with the Response object), this row marks it as one and
+    links the conversation (``previous_response_id``)."""
+
+    __tablename__ = "responses"
+    completion_seq: Mapped[int] = mapped_column(
+        SeqType, ForeignKey("completions.seq", ondelete="CASCADE"), primary_key=True
+    )
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
