@@ -6,9 +6,10 @@ passes streamed chunks through byte for byte. Remote HTTP APIs (``openai``, ``az
 in-process student (``local``, in ``distillery.serving``) implement the same protocol.
 
 The other OpenAI endpoints a client may point here are optional capabilities of a provider:
-``EmbeddingsProvider`` (``/v1/embeddings``) and ``LegacyCompletionsProvider`` (``/v1/completions``),
-which the remote HTTP APIs implement; the registry routes them to a provider that lists the model
-and has the capability.
+``EmbeddingsProvider`` (``/v1/embeddings``), ``LegacyCompletionsProvider`` (``/v1/completions``)
+and ``ResponsesProvider`` (``/v1/responses``), which the remote HTTP APIs implement; the registry
+routes them to a provider that lists the model and has the capability (a Responses request for a
+model without one is answered through chat completions, ``distillery.capture.responses``).
 """
 
 from __future__ import annotations
@@ -85,4 +86,23 @@ class LegacyCompletionsProvider(Protocol):
 
     def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """Raw SSE bytes of a streamed legacy completion, as :meth:`Provider.stream`."""
+        ...
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """A provider that also answers OpenAI's Responses API (``POST /v1/responses``)."""
+
+    name: str
+    responses_api: bool  # False: a subclass that must be asked through chat completions
+
+    def serves(self, model: str) -> bool: ...
+
+    async def responses(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The ``Response`` JSON object (non-streaming)."""
+        ...
+
+    def responses_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Raw SSE bytes of a streamed response (``response.*`` events), as
+        :meth:`Provider.stream`."""
         ...

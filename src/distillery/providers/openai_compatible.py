@@ -46,6 +46,7 @@ _SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 
 class OpenAICompatibleProvider:
     kind = "openai"
+    responses_api = True  # POST /v1/responses is proxied to the upstream's
 
     def __init__(
         self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
@@ -98,7 +99,8 @@ class OpenAICompatibleProvider:
             self._models.remove(model_id)
 
     def url(self, model: str, endpoint: str = "chat/completions") -> str:
-        """The URL of ``endpoint`` (``chat/completions``, ``completions``, ``embeddings``)."""
+        """The URL of ``endpoint`` (``chat/completions``, ``completions``, ``embeddings``,
+        ``responses``)."""
         assert self.config.base_url is not None
         return f"{self.config.base_url.rstrip('/')}/{endpoint}"
 
@@ -157,6 +159,14 @@ class OpenAICompatibleProvider:
     def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """Legacy ``POST /completions`` with ``stream: true``: the upstream's SSE bytes."""
         return self._stream("completions", body)
+
+    async def responses(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /responses``: the ``Response`` object, passed through."""
+        return await self._call("responses", body)
+
+    def responses_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """``POST /responses`` with ``stream: true``: the upstream's SSE bytes."""
+        return self._stream("responses", body)
 
     async def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]

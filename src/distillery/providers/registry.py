@@ -15,6 +15,7 @@ from distillery.providers.base import (
     LegacyCompletionsProvider,
     ModelInfo,
     Provider,
+    ResponsesProvider,
 )
 from distillery.providers.openai_compatible import AzureOpenAIProvider, OpenAICompatibleProvider
 from distillery.providers.vllm import VLLMProvider
@@ -90,6 +91,22 @@ class ProviderRegistry:
         )
         assert isinstance(found, LegacyCompletionsProvider)
         return found
+
+    def route_responses(self, model: str) -> Provider | ResponsesProvider:
+        """The provider for ``POST /v1/responses``: one that serves ``model`` and proxies the
+        Responses API when there is one, else the provider that serves it (answered by
+        translating to chat completions)."""
+
+        def capable(p: Provider) -> bool:
+            return isinstance(p, ResponsesProvider) and p.responses_api
+
+        provider = self.route(model)  # 404 for a model nobody serves
+        if capable(provider):
+            return provider
+        for other in self.providers.values():
+            if other is not provider and capable(other) and other.serves(model):
+                return other
+        return provider
 
     def _route_capable(
         self, model: str, capable: Callable[[Provider], bool], endpoint: str

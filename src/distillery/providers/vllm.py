@@ -83,6 +83,9 @@ def publish_adapter(providers: Iterable[object], model: FineTune) -> None:
 
 class VLLMProvider(OpenAICompatibleProvider):
     kind = "vllm"
+    # a vLLM server knows an adapter by its own name and its /v1/responses differs by version:
+    # Responses requests are answered through chat completions (as for a local model)
+    responses_api = False
 
     def __init__(
         self,
