@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from distillery import __version__
-from distillery.api import errors
+from distillery.api import errors, openapi
 from distillery.api.deps import KeyCache
 from distillery.api.responses import json_response
 from distillery.api.routes import ROUTERS
@@ -55,6 +55,7 @@ def build_api(services: Services) -> FastAPI:
     server = services.config.server
     app.state.trusted_hosts = trusted_hosts(server.trusted_hosts, server.host)
     errors.install(app)
+    openapi.install(app)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:

@@ -8,9 +8,12 @@ parameter for the provider to judge, as a proxy must.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from distillery.errors import InvalidRequestError
+from distillery.wire.base import WireModel
 from distillery.wire.content import message_text
 
 METADATA_MAX_PAIRS = 16
@@ -94,3 +97,60 @@ def output_text(completion: Mapping[str, Any]) -> str:
         return ""
     message = choices[0].get("message") or {}
     return message_text(message) if isinstance(message, Mapping) else ""
+
+
+# -- the documented shapes (OpenAPI document: ``api/openapi.py``) --------------------------------
+
+
+class ChatCompletionMessageParam(WireModel):
+    """A message of the request: a ``role`` and, as the role allows, content and tool calls."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionCreateParams(WireModel):
+    """``POST /v1/chat/completions``: the fields distillery acts on; every other field of
+    OpenAI's request (``temperature``, ``tools``, ``response_format``...) is passed to the
+    provider as it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1)
+    stream: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=METADATA_MAX_PAIRS)
+
+
+class ChatCompletionUpdateParams(WireModel):
+    """``POST /v1/chat/completions/{id}``: only the metadata can change."""
+
+    metadata: dict[str, str] | None = Field(max_length=METADATA_MAX_PAIRS)
+
+
+class ChatCompletion(WireModel):
+    """``openai.types.chat.ChatCompletion`` (a stored one also says its ``metadata``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class ChatCompletionDeleted(WireModel):
+    """``openai.types.chat.ChatCompletionDeleted``; distillery adds ``datasets``, the dataset
+    versions that still hold a copy of the completion."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    deleted: bool
+    object: Literal["chat.completion.deleted"] = "chat.completion.deleted"

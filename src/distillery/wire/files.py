@@ -18,3 +18,16 @@ class FileObject(WireModel):
     status: Literal["uploaded", "processed", "error"]
     expires_at: int | None = None
     status_details: str | None = None
+
+
+class FileDeleted(WireModel):
+    id: str
+    deleted: bool
+    object: Literal["file"] = "file"
+
+
+class FileCreateParams(WireModel):
+    """The multipart form of ``POST /v1/files``: the file's bytes and its ``purpose``."""
+
+    file: bytes
+    purpose: Literal["fine-tune", "evals"]  # files.service.PURPOSES
