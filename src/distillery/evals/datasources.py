@@ -12,6 +12,11 @@ A run's data source says where the items come from (``datasource_item_id`` is th
   ``model``, ``metadata``, ``created_after``, ``created_before``, ``limit``), and, to generate,
   ``model``, ``input_messages`` (``template`` with ``{{item.x}}`` or ``item_reference``) and
   ``sampling_params``;
+- ``responses``: ``source`` ``file_content`` | ``file_id`` | ``responses`` (stored Responses API
+  exchanges, filtered by ``model``, ``metadata``, ``created_after``, ``created_before``, ``limit``,
+  ``users``, ``instructions_search``, ``temperature``, ``top_p``), and the same ``model``,
+  ``input_messages`` and ``sampling_params`` (plus ``text.format``, sent as ``response_format``);
+  its items are stored completions' (a stored response is one);
 - ``distillery_dataset``: ``dataset_id`` (id or name), ``version`` (default latest), ``split``
   (default every split), with the same optional ``model``/``input_messages``/``sampling_params``.
 
@@ -42,9 +47,11 @@ from distillery.store.evals import EvalsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.chat import validate_metadata
 from distillery.wire.content import message_text
+from distillery.wire.responses import chat_tools, response_format
 
 CONFIG_TYPES = ("custom", "logs", "stored_completions")
-RUN_TYPES = ("jsonl", "completions", "distillery_dataset")
+RUN_TYPES = ("jsonl", "completions", "responses", "distillery_dataset")
+STORED_SOURCES = ("stored_completions", "responses")  # sources read from the store
 SAMPLING_KEYS = (
     "max_completion_tokens",
     "temperature",
@@ -192,11 +199,15 @@ def _input_messages(value: Any, param: str) -> dict[str, Any] | None:
     )
 
 
-def _sampling(value: Any, param: str) -> dict[str, Any] | None:
+def _sampling(value: Any, param: str, kind: str = "completions") -> dict[str, Any] | None:
     if value is None:
         return None
     obj = _object(value, param)
-    _known_keys(obj, set(SAMPLING_KEYS), param)
+    _known_keys(obj, set(SAMPLING_KEYS) | ({"text"} if kind == "responses" else set()), param)
+    if obj.get("text") is not None:
+        text = _object(obj["text"], f"{param}.text")
+        _known_keys(text, {"format"}, f"{param}.text")
+        response_format(text.get("format"), param=f"{param}.text.format")
     for key in ("temperature", "top_p"):
         if obj.get(key) is not None and not isinstance(obj[key], int | float):
             raise _bad(f"'{param}.{key}' must be a number.", f"{param}.{key}")
@@ -248,6 +259,8 @@ class DataSources:
             if not isinstance(src.get("id"), str):
                 raise _bad(f"'{param}.id' must be a file id.", f"{param}.id")
             self.repo.file_info(src["id"])  # 404 when absent
+        elif stype == "responses" and kind == "responses":
+            _responses_source(src, param)
         elif stype == "stored_completions" and kind == "completions":
             allowed = {"type", "model", "metadata", "created_after", "created_before", "limit"}
             _known_keys(src, allowed, param)
@@ -258,9 +271,8 @@ class DataSources:
             if src.get("limit") is not None and src["limit"] < 1:
                 raise _bad(f"'{param}.limit' must be at least 1.", f"{param}.limit")
         else:
-            allowed_types = "file_content, file_id" + (
-                ", stored_completions" if kind == "completions" else ""
-            )
+            stored = {"completions": ", stored_completions", "responses": ", responses"}
+            allowed_types = "file_content, file_id" + stored.get(kind, "")
             raise _bad(
                 f"Invalid value for '{param}.type': expected one of {allowed_types}.",
                 f"{param}.type",
@@ -277,17 +289,17 @@ class DataSources:
         if kind == "jsonl":
             _known_keys(ds, {"type", "source"}, param)
             return {"type": "jsonl", "source": self._source(ds.get("source"), "jsonl", schema)}
-        if kind not in ("completions", "distillery_dataset"):
+        if kind not in ("completions", "responses", "distillery_dataset"):
             raise _bad(
                 f"Invalid value for '{param}.type': expected one of {', '.join(RUN_TYPES)}.",
                 f"{param}.type",
             )
         common = {"type", "model", "input_messages", "sampling_params"}
         out: dict[str, Any] = {"type": kind}
-        if kind == "completions":
+        if kind in ("completions", "responses"):
             _known_keys(ds, common | {"source"}, param)
-            source = self._source(ds.get("source"), "completions", schema)
-            if source["type"] == "stored_completions" and source.get("metadata") is None:
+            source = self._source(ds.get("source"), kind, schema)
+            if source["type"] in STORED_SOURCES and source.get("metadata") is None:
                 inherited = config.get("metadata")
                 if inherited:
                     source = {**source, "metadata": dict(inherited)}
@@ -310,7 +322,7 @@ class DataSources:
         if model is not None and (not isinstance(model, str) or not model):
             raise _bad("'data_source.model' must be a model name.", "data_source.model")
         input_messages = _input_messages(ds.get("input_messages"), f"{param}.input_messages")
-        sampling = _sampling(ds.get("sampling_params"), f"{param}.sampling_params")
+        sampling = _sampling(ds.get("sampling_params"), f"{param}.sampling_params", kind)
         if model is None and (input_messages is not None or sampling is not None):
             raise _bad(
                 "input_messages and sampling_params need a 'model' to generate with.",
@@ -324,23 +336,29 @@ class DataSources:
     def snapshot(self, ds: Mapping[str, Any]) -> dict[str, Any]:
         """What a run freezes when it starts: the number of items (and stored completion ids)."""
         source = ds.get("source") or {}
-        if source.get("type") == "stored_completions":
+        if source.get("type") in STORED_SOURCES:
             ids = [c.id for c in self._stored(source)]
             return {"total": len(ids), "completion_ids": ids}
         return {"total": sum(1 for _ in self.items(ds, {}))}
 
     def _stored(self, source: Mapping[str, Any]) -> Iterator[StoredCompletion]:
         limit = source.get("limit")
+        responses = source.get("type") == "responses"
         found = self.completions.iterate(
             model=source.get("model"),
             metadata=source.get("metadata") or None,
             created_after=source.get("created_after"),
             created_before=source.get("created_before"),
             status="completed",
+            endpoint="responses" if responses else None,
         )
-        for n, completion in enumerate(found):
+        n = 0
+        for completion in found:
             if limit is not None and n >= limit:
                 return
+            if responses and not _response_matches(completion, source):
+                continue
+            n += 1
             yield completion
 
     def items(self, ds: Mapping[str, Any], state: Mapping[str, Any]) -> Iterator[SourceItem]:
@@ -430,6 +448,52 @@ class DataSources:
             index += 1
 
 
+_RESPONSES_FILTERS = {
+    "type", "model", "metadata", "created_after", "created_before", "limit", "users",
+    "instructions_search", "temperature", "top_p",
+}  # fmt: skip
+
+
+def _responses_source(src: Mapping[str, Any], param: str) -> None:
+    """A ``responses`` source's filters (OpenAI's, less ``tools`` and ``reasoning_effort``)."""
+    _known_keys(src, _RESPONSES_FILTERS, param)
+    validate_metadata(src.get("metadata"), param=f"{param}.metadata")
+    for key in ("created_after", "created_before", "limit"):
+        if src.get(key) is not None and (
+            not isinstance(src[key], int) or isinstance(src[key], bool)
+        ):
+            raise _bad(f"'{param}.{key}' must be an integer.", f"{param}.{key}")
+    if src.get("limit") is not None and src["limit"] < 1:
+        raise _bad(f"'{param}.limit' must be at least 1.", f"{param}.limit")
+    for key in ("temperature", "top_p"):
+        if src.get(key) is not None and not isinstance(src[key], int | float):
+            raise _bad(f"'{param}.{key}' must be a number.", f"{param}.{key}")
+    users = src.get("users")
+    if users is not None and (
+        not isinstance(users, list) or not all(isinstance(u, str) for u in users)
+    ):
+        raise _bad(f"'{param}.users' must be an array of strings.", f"{param}.users")
+    for key in ("model", "instructions_search"):
+        if src.get(key) is not None and not isinstance(src[key], str):
+            raise _bad(f"'{param}.{key}' must be a string.", f"{param}.{key}")
+
+
+def _response_matches(completion: StoredCompletion, source: Mapping[str, Any]) -> bool:
+    """Whether a stored response passes the filters the store does not index."""
+    request = completion.request.get("responses")
+    request = request if isinstance(request, Mapping) else {}
+    users = source.get("users")
+    if users is not None and request.get("user") not in users:
+        return False
+    search = source.get("instructions_search")
+    if search and search not in str(request.get("instructions") or ""):
+        return False
+    for key in ("temperature", "top_p"):
+        if source.get(key) is not None and request.get(key) != source[key]:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class SourceItem:
     index: int
@@ -473,5 +537,16 @@ def generation_messages(ds: Mapping[str, Any], item: Mapping[str, Any]) -> list[
 
 
 def sampling_body(ds: Mapping[str, Any]) -> dict[str, Any]:
+    """The chat request's sampling parameters (a ``responses`` source's ``text.format`` as
+    ``response_format``, its function tools in the chat shape)."""
     params = ds.get("sampling_params") or {}
-    return {k: params[k] for k in SAMPLING_KEYS if params.get(k) is not None}
+    body = {k: params[k] for k in SAMPLING_KEYS if params.get(k) is not None}
+    if ds.get("type") == "responses":
+        text = params.get("text")
+        fmt = response_format(text.get("format")) if isinstance(text, Mapping) else None
+        if fmt is not None:
+            body["response_format"] = fmt
+        tools = chat_tools(body.pop("tools", None), strict=False)
+        if tools:
+            body["tools"] = tools
+    return body

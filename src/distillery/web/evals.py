@@ -305,9 +305,10 @@ def _source_summary(ds: Mapping[str, Any]) -> str:
         return f"{len(source.get('content') or [])} inline items"
     if kind == "file_id":
         return f"file {source.get('id')}"
-    if kind == "stored_completions":
+    if kind in ("stored_completions", "responses"):
         filters = {k: v for k, v in source.items() if k != "type" and v is not None}
-        return "stored completions " + (str(filters) if filters else "(all)")
+        label = "stored responses " if kind == "responses" else "stored completions "
+        return label + (str(filters) if filters else "(all)")
     if ds.get("type") == "distillery_dataset":
         return f"dataset {ds.get('dataset_id')} v{ds.get('version')} {ds.get('split') or ''}"
     return str(kind)
