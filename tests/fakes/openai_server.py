@@ -50,6 +50,7 @@ class FakeOpenAI:
         self.ft.install(self.app)
         self.install_embeddings(self.app)
         self.install_legacy_completions(self.app)
+        self.install_responses(self.app)
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -401,6 +402,119 @@ class FakeOpenAI:
             ]
             answer = {**head, "choices": choices, "usage": usage, "system_fingerprint": "fp_fake"}
             return Response(orjson.dumps(answer), media_type="application/json")
+
+    def install_responses(self, app: FastAPI) -> None:
+        """OpenAI's ``POST /v1/responses`` (and Azure's): one message item answering
+        ``echo: <last user input text>`` (``json-*``: the JSON answer), streamed as OpenAI's
+        ``response.*`` events when asked; ``fail-*`` fail. It keeps nothing: an upstream that
+        ``store: false`` asked to forget."""
+
+        @app.post("/v1/responses")
+        @app.post("/openai/deployments/{deployment}/responses")
+        async def responses(request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            model = str(body.get("model") or request.path_params.get("deployment", ""))
+            if model.startswith("fail-"):
+                return _scripted_failure(int(model.split("-")[1]))
+            if body.get("previous_response_id"):
+                return _scripted_failure(400)  # it stores nothing to continue from
+            self.counter += 1
+            rid = f"resp_fake{self.counter:08d}"
+            items = body.get("input")
+            items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+            last = ""
+            for item in items or []:
+                if item.get("role") == "user":
+                    content = item.get("content")
+                    last = (
+                        content
+                        if isinstance(content, str)
+                        else "".join(p.get("text", "") for p in content or [])
+                    )
+            text = self.answer({"model": model, "messages": [{"role": "user", "content": last}]})
+            words = sum(len(str(i.get("content", "")).split()) for i in items or [])
+            usage = {
+                "input_tokens": words,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": len(text.split()),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": words + len(text.split()),
+            }
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            item = {
+                "id": f"msg_fake{self.counter:08d}",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [part],
+            }
+            response = {
+                "id": rid,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": "completed",
+                "error": None,
+                "incomplete_details": None,
+                "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"),
+                "model": model,
+                "output": [item],
+                "parallel_tool_calls": True,
+                "previous_response_id": None,
+                "store": bool(body.get("store", True)),
+                "temperature": body.get("temperature", 1.0),
+                "text": body.get("text") or {"format": {"type": "text"}},
+                "tool_choice": body.get("tool_choice", "auto"),
+                "tools": body.get("tools", []),
+                "top_p": body.get("top_p", 1.0),
+                "truncation": "disabled",
+                "usage": usage,
+                "user": None,
+                "metadata": body.get("metadata") or {},
+            }
+            if not body.get("stream"):
+                return Response(orjson.dumps(response), media_type="application/json")
+            seq = iter(range(1000))
+
+            def event(kind: str, **fields: Any) -> bytes:
+                data = {"type": kind, "sequence_number": next(seq), **fields}
+                return f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+            begun = {**response, "status": "in_progress", "output": [], "usage": None}
+            where = {"item_id": item["id"], "output_index": 0}
+            empty = {**part, "text": ""}
+            chunks = [
+                event("response.created", response=begun),
+                event("response.in_progress", response=begun),
+                event(
+                    "response.output_item.added",
+                    output_index=0,
+                    item={**item, "status": "in_progress", "content": []},
+                ),
+                event("response.content_part.added", **where, content_index=0, part=empty),
+            ]
+            for j, word in enumerate(text.split(" ")):
+                delta = word if j == 0 else " " + word
+                chunks.append(
+                    event(
+                        "response.output_text.delta",
+                        **where,
+                        content_index=0,
+                        delta=delta,
+                        logprobs=[],
+                    )
+                )
+            chunks += [
+                event(
+                    "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
+                ),
+                event("response.content_part.done", **where, content_index=0, part=part),
+                event("response.output_item.done", output_index=0, item=item),
+                event("response.completed", response=response),
+            ]
+            return Response(b"".join(chunks), media_type="text/event-stream")
 
     def start(self) -> FakeOpenAI:
         with socket.socket() as s:

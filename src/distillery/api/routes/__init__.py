@@ -20,6 +20,7 @@ from distillery.api.routes import (
     lineage,
     model_exports,
     models,
+    responses_api,
     routes,
 )
 
@@ -39,4 +40,5 @@ ROUTERS: list[APIRouter] = [
     lineage.router,
     judge_calibrations.router,
     model_exports.router,
+    responses_api.router,
 ]

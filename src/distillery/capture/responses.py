@@ -1,0 +1,475 @@
+"""OpenAI's Responses API (``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``,
+``GET /v1/responses/{id}/input_items``), proxied or answered by local models, and captured.
+
+- A model of an ``openai``/``azure`` provider: the request is forwarded to the upstream's
+  ``/v1/responses`` with the conversation in ``input`` and ``store: false`` (distillery keeps the
+  conversation and the record; ``store``, ``metadata`` and ``previous_response_id`` are not
+  forwarded), and the upstream's Response (or its SSE events, unchanged) comes back.
+- Any other model (local students, ``ft:`` fine-tunes, a vLLM server): the request is translated
+  to a chat completion (``distillery.wire.responses``), answered by the provider that serves it,
+  and the answer translated back into a Response (streamed as OpenAI's ``response.*`` events).
+  What a chat model cannot do (hosted tools, images, files, reasoning) is a 400 naming it.
+- ``store`` defaults to true, as OpenAI's does. A stored response is one stored completion (the
+  chat exchange it amounts to, with the Responses request under ``request.responses`` and the
+  Response object under ``response.response``), written by the capture writer like any other and
+  marked in the ``responses`` table: it is listed, filtered by metadata, annotated, evaluated and
+  put into datasets as a chat completion is. A stream's final event (``response.completed``) is
+  released once the record is committed.
+- ``previous_response_id``: the stored response's conversation (its context, input and output)
+  comes before this input; its ``instructions`` do not carry over (as OpenAI's). An id that is not
+  a stored response (unknown, deleted, a chat completion's) is a 400 ``previous_response_not_found``
+  naming ``previous_response_id``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distillery import ids
+from distillery.capture.storable import token_count
+from distillery.capture.streaming import StreamAccumulator
+from distillery.capture.writer import CompletionWriter
+from distillery.costs.prices import PriceTable
+from distillery.errors import DistilleryError, InvalidRequestError, NotFoundError
+from distillery.providers.base import Provider, ResponsesProvider
+from distillery.providers.registry import ProviderRegistry
+from distillery.settings import GatewayConfig
+from distillery.store.completions import CompletionsRepo
+from distillery.store.records import NewCompletion, StoredCompletion
+from distillery.wire import responses as wire
+
+
+@dataclass(frozen=True)
+class _Call:
+    body: dict[str, Any]  # the Responses request as received
+    items: list[dict[str, Any]]  # its input, as items with ids
+    context: list[dict[str, Any]]  # the previous response's conversation
+    chat: dict[str, Any]  # the chat completions request it amounts to
+    provider: Provider
+    proxy: ResponsesProvider | None  # the upstream Responses API, when there is one
+    should_store: bool
+    metadata: dict[str, str] | None
+    created_at: int
+    started: float
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    def stored_request(self) -> dict[str, Any]:
+        """The record's request: the chat request, with the Responses request under
+        ``responses`` (``input`` as items, ``context`` the previous conversation)."""
+        responses = {k: v for k, v in self.body.items() if k not in ("store", "metadata")}
+        responses["input"] = self.items
+        responses["context"] = self.context
+        return {**self.chat, "responses": responses}
+
+
+def _renamed(exc: DistilleryError) -> DistilleryError:
+    """A chat request's error as the Responses request would name it (``messages`` -> ``input``)."""
+    if isinstance(exc, InvalidRequestError) and exc.param:
+        exc.param = wire.responses_param(exc.param)
+        exc.message = exc.message.replace("'messages'", "'input'").replace(
+            "'response_format'", "'text.format'"
+        )
+    return exc
+
+
+class ResponsesService:
+    def __init__(
+        self,
+        *,
+        providers: ProviderRegistry,
+        writer: CompletionWriter,
+        completions: CompletionsRepo,
+        gateway: GatewayConfig,
+        prices: PriceTable,
+    ) -> None:
+        self.providers = providers
+        self.writer = writer
+        self.completions = completions
+        self.gateway = gateway
+        self.prices = prices
+
+    # -- stored responses ------------------------------------------------------------------------
+
+    def stored(self, response_id: str) -> StoredCompletion:
+        found = self.completions.get_response(response_id)
+        if found is None:
+            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+        return found
+
+    def get(self, response_id: str) -> dict[str, Any]:
+        """The stored Response object (its metadata as it is now)."""
+        return response_of(self.stored(response_id))
+
+    def delete(self, response_id: str) -> dict[str, Any]:
+        self.stored(response_id)
+        self.completions.delete(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    def input_items(self, response_id: str) -> list[dict[str, Any]]:
+        """The input items of a stored response, in the order they were sent."""
+        responses = self.stored(response_id).request.get("responses")
+        items = responses.get("input") if isinstance(responses, Mapping) else None
+        return [dict(i) for i in items or [] if isinstance(i, Mapping)]
+
+    def _context(self, previous_id: str) -> list[dict[str, Any]]:
+        found = self.completions.get_response(previous_id)
+        if found is None or found.status != "completed":
+            raise InvalidRequestError(
+                f"Previous response with id '{previous_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        responses = found.request.get("responses")
+        responses = responses if isinstance(responses, Mapping) else {}
+        output = response_of(found).get("output") or []
+        return [
+            dict(item)
+            for item in [
+                *(responses.get("context") or []),
+                *(responses.get("input") or []),
+                *output,
+            ]
+            if isinstance(item, Mapping)
+        ]
+
+    # -- create ----------------------------------------------------------------------------------
+
+    def _prepare(self, body: Any) -> _Call:
+        body = wire.validate_create(body)
+        store = body.get("store")
+        should_store = True if store is None else bool(store)
+        metadata = body.get("metadata")
+        if metadata and not should_store and not self.gateway.allow_metadata_without_store:
+            raise InvalidRequestError(
+                "The 'metadata' parameter is only allowed when 'store' is enabled.",
+                param="metadata",
+            )
+        items = wire.input_items(body.get("input") or [])
+        previous = body.get("previous_response_id")
+        context = self._context(previous) if previous else []
+        provider = self.providers.route_responses(body["model"])
+        proxy = (
+            provider if isinstance(provider, ResponsesProvider) and provider.responses_api else None
+        )
+        strict = proxy is None
+        messages = [
+            *wire.items_messages(context, instructions=body.get("instructions")),
+            *wire.items_messages(items, strict=strict),
+        ]
+        chat = wire.chat_body(body, messages, strict=strict)
+        assert isinstance(provider, Provider)
+        return _Call(
+            body=body,
+            items=items,
+            context=context,
+            chat=chat,
+            provider=provider,
+            proxy=proxy,
+            should_store=should_store,
+            metadata=metadata,
+            created_at=int(time.time()),
+            started=time.perf_counter(),
+        )
+
+    async def create(self, body: Any) -> dict[str, Any]:
+        """A non-streamed response: the ``Response`` object."""
+        call = self._prepare(body)
+        try:
+            if call.proxy is not None:
+                upstream = await call.proxy.responses(wire.forwarded(call.body, call.context))
+                response = self._patched(call, upstream)
+            else:
+                try:
+                    completion = await call.provider.create(call.chat)
+                except DistilleryError as exc:
+                    raise _renamed(exc) from None
+                response = wire.response_from_chat(
+                    completion,
+                    call.body,
+                    response_id=ids.new_id(wire.RESPONSE_PREFIX),
+                    created_at=call.created_at,
+                    store=call.should_store,
+                    metadata=call.metadata,
+                )
+        except DistilleryError as exc:
+            if call.should_store:
+                await self.writer.write(self._failure(call, exc, stream=False))
+            raise
+        if call.should_store:
+            response = await self._store(call, response, stream=False)
+        return response
+
+    def _patched(self, call: _Call, upstream: Mapping[str, Any]) -> dict[str, Any]:
+        """The upstream's Response as the client asked for it (store, metadata, previous id)."""
+        found = upstream.get("id")
+        usable = isinstance(found, str) and 0 < len(found) <= 64
+        return {
+            **upstream,
+            "id": found if usable else ids.new_id(wire.RESPONSE_PREFIX),
+            "store": call.should_store,
+            "metadata": dict(call.metadata or {}),
+            "previous_response_id": call.body.get("previous_response_id"),
+        }
+
+    async def _store(
+        self, call: _Call, response: dict[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        """Commit the exchange; the response under the id it was stored as."""
+        usage = response.get("usage") if isinstance(response.get("usage"), Mapping) else {}
+        assert isinstance(usage, Mapping)
+        details = usage.get("input_tokens_details")
+        prompt = token_count(usage.get("input_tokens"))
+        completion = token_count(usage.get("output_tokens"))
+        cached = token_count(details.get("cached_tokens") if isinstance(details, Mapping) else 0)
+        failed = response.get("status") == "failed"
+        error = (
+            response.get("error") if failed and isinstance(response.get("error"), dict) else None
+        )
+        record = NewCompletion(
+            id=str(response["id"]),
+            created_at=call.created_at,
+            model=call.model,
+            provider=call.provider.name,
+            status="failed" if failed else "completed",
+            stream=stream,
+            request=call.stored_request(),
+            response=wire.chat_from_response(response),
+            error=error,
+            metadata=call.metadata,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached or 0,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            cost_usd=self.prices.cost(call.model, prompt, completion, cached or 0),
+            endpoint="responses",
+        )
+        stored_id = await self.writer.write(record)
+        return response if stored_id == response["id"] else {**response, "id": stored_id}
+
+    def _failure(self, call: _Call, exc: DistilleryError, *, stream: bool) -> NewCompletion:
+        """A failed exchange, recorded like a failed chat completion (not a stored response)."""
+        return NewCompletion(
+            id=ids.new_id(wire.RESPONSE_PREFIX),
+            created_at=call.created_at,
+            model=call.model,
+            provider=call.provider.name,
+            status="failed",
+            stream=stream,
+            request=call.stored_request(),
+            response=None,
+            error={**exc.to_dict()["error"], "status": exc.status},
+            metadata=call.metadata,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+        )
+
+    # -- stream ----------------------------------------------------------------------------------
+
+    async def stream(self, body: Any) -> AsyncIterator[bytes]:
+        """A streamed response, returned once the first bytes are ready (errors before them
+        raise, so the edge answers a JSON error)."""
+        call = self._prepare(body)
+        if call.proxy is not None:
+            source = call.proxy.responses_stream(
+                {**wire.forwarded(call.body, call.context), "stream": True}
+            ).__aiter__()
+        else:
+            chat = {**call.chat, "stream": True, "stream_options": {"include_usage": True}}
+            source = call.provider.stream(chat).__aiter__()
+        try:
+            first = await source.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except DistilleryError as exc:
+            if call.should_store:
+                await self.writer.write(self._failure(call, exc, stream=True))
+            raise _renamed(exc) if call.proxy is None else exc from None
+        if call.proxy is not None:
+            return self._relay(call, first, source)
+        return self._translate(call, first, source)
+
+    async def _relay(
+        self, call: _Call, first: bytes, source: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """The upstream's events as they come; the final one held until the record is stored."""
+        buffer = b""
+        held: list[bytes] = []
+        final: dict[str, Any] | None = None
+        error: DistilleryError | None = None
+        pending = [first]
+        try:
+            while True:
+                chunk = pending.pop() if pending else await source.__anext__()
+                events, buffer = wire.sse_split(buffer + chunk)
+                out = []
+                for event in events:
+                    payload = wire.sse_payload(event) if call.should_store else None
+                    if payload is not None and payload.get("type") in wire.TERMINAL_EVENTS:
+                        found = payload.get("response")
+                        final = dict(found) if isinstance(found, Mapping) else None
+                    if held or final is not None:
+                        held.append(event)
+                    else:
+                        out.append(event)
+                if out:
+                    yield b"".join(out)
+        except StopAsyncIteration:
+            pass
+        except DistilleryError as exc:
+            error = exc
+        if buffer:
+            held.append(buffer)
+        if call.should_store:
+            if final is not None and error is None:
+                await self._store(call, self._patched(call, final), stream=True)
+            else:
+                failure = error or DistilleryError(
+                    "The upstream's stream ended without a response."
+                )
+                await self.writer.write(self._failure(call, failure, stream=True))
+        if held:
+            yield b"".join(held)
+        if error is not None:
+            raise error
+
+    async def _translate(
+        self, call: _Call, first: bytes, source: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """A chat completion stream as the Responses API's events."""
+        response_id = ids.new_id(wire.RESPONSE_PREFIX)
+        events = wire.ResponseEvents()
+
+        def skeleton(status: str, **extra: Any) -> dict[str, Any]:
+            return wire.response_object(
+                call.body,
+                response_id=response_id,
+                created_at=call.created_at,
+                model=call.model,
+                status=status,
+                output=[],
+                usage=None,
+                store=call.should_store,
+                metadata=call.metadata,
+                **extra,
+            )
+
+        begun = skeleton("in_progress")
+        yield events.event("response.created", response=begun) + events.event(
+            "response.in_progress", response=begun
+        )
+        acc = StreamAccumulator()
+        buffer = b""
+        items = _OpenItems(response_id, events)
+        error: DistilleryError | None = None
+        pending = [first]
+        try:
+            while True:
+                chunk = pending.pop() if pending else await source.__anext__()
+                acc.feed(chunk)
+                raw, buffer = wire.sse_split(buffer + chunk)
+                out = [e for event in raw for e in items.feed(wire.sse_payload(event))]
+                if out:
+                    yield b"".join(out)
+        except StopAsyncIteration:
+            pass
+        except DistilleryError as exc:
+            error = _renamed(exc)
+        failure = error.to_dict()["error"] if error is not None else acc.error
+        if failure is not None:
+            message = str(failure.get("message") or "failed")
+            code = failure.get("code") or "server_error"
+            failed = skeleton("failed", error={"code": code, "message": message})
+            if call.should_store:
+                cause = error or DistilleryError(message)
+                await self.writer.write(self._failure(call, cause, stream=True))
+            yield events.final(failed)
+            return
+        response = wire.response_from_chat(
+            acc.completion(),
+            call.body,
+            response_id=response_id,
+            created_at=call.created_at,
+            store=call.should_store,
+            metadata=call.metadata,
+        )
+        closing: list[bytes] = []
+        for index, item in enumerate(response["output"]):
+            if index not in items.opened:
+                closing.append(events.item_added(index, item))
+                if item.get("type") == "message":
+                    closing.append(events.part_added(index, str(item["id"])))
+            closing.extend(events.item_done(index, item))
+        yield b"".join(closing)
+        if call.should_store:
+            response = await self._store(call, response, stream=True)
+        yield events.final(response)
+
+
+class _OpenItems:
+    """The output items a translated stream has begun, and the events of each chat chunk."""
+
+    def __init__(self, response_id: str, events: wire.ResponseEvents) -> None:
+        self.response_id = response_id
+        self.events = events
+        self.opened: dict[int, str] = {}  # output index -> item id
+        self.text_at: int | None = None
+        self.calls_at: dict[int, int] = {}  # tool call index -> output index
+
+    def feed(self, chunk: Mapping[str, Any] | None) -> list[bytes]:
+        out: list[bytes] = []
+        for choice in (chunk or {}).get("choices") or []:
+            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                out.extend(self._text(text))
+            for tool in delta.get("tool_calls") or []:
+                out.extend(self._call(tool))
+        return out
+
+    def _begin(self, prefix: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        at = len(self.opened)
+        item = {"id": wire.item_id(self.response_id, prefix, at), **fields}
+        self.opened[at] = item["id"]
+        return at, item
+
+    def _text(self, text: str) -> list[bytes]:
+        out = []
+        if self.text_at is None:
+            at, item = self._begin(wire.MESSAGE_PREFIX, {"type": "message", "role": "assistant"})
+            self.text_at = at
+            out += [self.events.item_added(at, item), self.events.part_added(at, item["id"])]
+        out.append(self.events.text_delta(self.text_at, self.opened[self.text_at], text))
+        return out
+
+    def _call(self, tool: Mapping[str, Any]) -> list[bytes]:
+        out = []
+        index = int(tool.get("index", 0))
+        fn = tool.get("function") or {}
+        if index not in self.calls_at:
+            fields = {
+                "type": "function_call",
+                "call_id": tool.get("id") or "",
+                "name": fn.get("name") or "",
+            }
+            at, item = self._begin(wire.FUNCTION_CALL_PREFIX, fields)
+            self.calls_at[index] = at
+            out.append(self.events.item_added(at, item))
+        if fn.get("arguments"):
+            at = self.calls_at[index]
+            out.append(self.events.arguments_delta(at, self.opened[at], str(fn["arguments"])))
+        return out
+
+
+def response_of(stored: StoredCompletion) -> dict[str, Any]:
+    """The Response object of a stored response, with its metadata as it is now."""
+    answer = stored.response or {}
+    response = answer.get("response") if isinstance(answer, Mapping) else None
+    found = dict(response) if isinstance(response, Mapping) else {}
+    return {**found, "id": stored.id, "metadata": dict(stored.metadata)}
