@@ -1,131 +1,62 @@
 """Versioned datasets: immutable snapshots of training examples, split and deduplicated.
 
-``create_version`` selects stored completions (:mod:`distillery.datasets.select`), puts accepted
-corrections in place of the original outputs, checks every example with the fine-tuning JSONL
-rules, removes (or groups) duplicates (:mod:`distillery.datasets.dedupe`), assigns each example
-to train/validation/test by a stable hash (:mod:`distillery.datasets.split`), counts tokens,
-estimates the training cost, and stores the version with a copy of every row: later edits of
-stored completions or annotations never change an existing version.
+``create_version`` selects stored completions (:mod:`distillery.datasets.select`), refuses or
+flags the selection (mixed prompt versions, teachers' terms: :mod:`distillery.datasets.guards`),
+puts accepted corrections in place of the original outputs, checks every example with the
+fine-tuning JSONL rules, removes (or groups) duplicates (:mod:`distillery.datasets.dedupe`),
+assigns each example to train/validation/test by a stable hash (:mod:`distillery.datasets.split`),
+counts tokens, estimates the training cost (those steps: :mod:`distillery.datasets.build`), and
+stores the version with a copy of every row: later edits of stored completions or annotations
+never change an existing version. ``import_jsonl`` builds a version the same way from an uploaded
+fine-tuning JSONL file.
 
-It also guards against mixing prompt versions: when the selected completions carry more than one
-value of the ``prompt_version_key`` metadata key (``prompt_version`` by default) the version gets
-a warning, or, with ``strict``, is refused with a 409 and nothing is stored.
+This module is the service the HTTP and CLI edges call: building, reading, exporting
+(:mod:`distillery.datasets.export`) and the JSON views (:mod:`distillery.datasets.views`). The
+request bodies are in :mod:`distillery.datasets.specs`.
 """
 
 from __future__ import annotations
 
 import builtins
-import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from distillery.costs.prices import PriceTable
-from distillery.datasets.dedupe import DEFAULT_NEAR_THRESHOLD, DedupeMode, example_text
-from distillery.datasets.dedupe import find_duplicates as _find_duplicates
-from distillery.datasets.select import DatasetSource, example_from_completion, select_completions
-from distillery.datasets.split import SPLITS, assign, group_key, parse_ratios
+from distillery.datasets import views
+from distillery.datasets.build import (
+    MAX_LISTED,
+    BuildOptions,
+    Candidate,
+    assign_splits,
+    check_examples,
+    duplicates_stats,
+    size_warnings,
+    sources_view,
+    split_keys,
+    training_cost,
+)
+from distillery.datasets.dedupe import example_text, find_duplicates
+from distillery.datasets.export import write_jsonl, write_jsonl_file
+from distillery.datasets.guards import check_prompt_versions, check_terms
+from distillery.datasets.select import example_from_completion, select_completions
+from distillery.datasets.specs import DatasetSpec, ImportSpec
+from distillery.datasets.split import SPLITS, parse_ratios
 from distillery.embedders import Embedder
-from distillery.errors import ConflictError, InvalidRequestError
+from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
-from distillery.settings import TERMS_FORBID_TRAINING, FilesConfig
+from distillery.settings import FilesConfig
 from distillery.store.completions import CompletionsRepo
-from distillery.store.datasets import (
-    Dataset,
-    DatasetItem,
-    DatasetsRepo,
-    DatasetVersion,
-    NewDatasetItem,
-)
-from distillery.store.records import Page, StoredCompletion
-from distillery.wire.fine_tuning_jsonl import (
-    TokenCounter,
-    dump_line,
-    example_problems,
-    example_tokens,
-    parse_jsonl,
-    token_counter,
-)
+from distillery.store.datasets import Dataset, DatasetItem, DatasetsRepo, DatasetVersion
+from distillery.store.records import Page
+from distillery.wire.fine_tuning_jsonl import TokenCounter, parse_jsonl, token_counter
 from distillery.wire.params import parse_params
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
     from distillery.files.service import FilesService
     from distillery.store.files import StoredFile
-
-MAX_LISTED = 1000  # duplicates / invalid rows listed in a version's stats (counts are complete)
-
-
-class DatasetSpec(BaseModel):
-    """How to build a version. ``split`` ratios must sum to 1."""
-
-    model_config = ConfigDict(extra="forbid")
-    source: DatasetSource = Field(default_factory=DatasetSource)
-    split: dict[str, float] | None = None
-    dedupe: DedupeMode = "exact"
-    near_threshold: float = Field(default=DEFAULT_NEAR_THRESHOLD, gt=0, le=1)
-    keep_duplicates: bool = False
-    prompt_version_key: str = Field(default="prompt_version", min_length=1, max_length=64)
-    strict: bool = False
-    training_model: str | None = None
-    epochs: int | None = Field(default=None, ge=1, le=50)
-    acknowledge_terms: bool = False
-
-
-class ImportSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    split: dict[str, float] | None = None
-    dedupe: DedupeMode = "exact"
-    near_threshold: float = Field(default=DEFAULT_NEAR_THRESHOLD, gt=0, le=1)
-    keep_duplicates: bool = False
-    training_model: str | None = None
-    epochs: int | None = Field(default=None, ge=1, le=50)
-
-
-@dataclass
-class _Candidate:
-    completion_id: str | None
-    example: dict[str, Any]
-    corrected: bool = False
-    # lineage: the model that produced it, its prompt and prompt version (None for imports)
-    source: tuple[str, str | None, str | None] | None = None
-
-
-def _sources_view(
-    counts: Counter[tuple[str, str | None, str | None, bool]],
-) -> dict[str, Any]:
-    """Where a split's examples came from: per teacher model, per prompt and prompt version."""
-    teachers: Counter[str] = Counter()
-    prompts: dict[tuple[str | None, str | None], dict[str, int]] = {}
-    for (model, prompt, version, corrected), n in counts.items():
-        teachers[model] += n
-        row = prompts.setdefault((prompt, version), {"examples": 0, "corrected": 0})
-        row["examples"] += n
-        row["corrected"] += n if corrected else 0
-    return {
-        "teachers": dict(sorted(teachers.items())),
-        "prompts": [
-            {"prompt": p, "prompt_version": v, **row}
-            for (p, v), row in sorted(
-                prompts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))
-            )
-        ],
-    }
-
-
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's cookbook rule: 3 epochs, more for tiny sets, fewer for huge ones."""
-    epochs = 3
-    if n_examples and n_examples * epochs < 100:
-        epochs = min(25, 100 // n_examples)
-    elif n_examples * epochs > 25_000:
-        epochs = max(1, 25_000 // n_examples)
-    return epochs
 
 
 class DatasetsService:
@@ -189,25 +120,10 @@ class DatasetsService:
                 param="source",
                 code="empty_selection",
             )
-        warnings: list[str] = []
-        versions = Counter(
-            c.metadata.get(spec.prompt_version_key)
-            for c in chosen
-            if c.metadata.get(spec.prompt_version_key) is not None
+        versions, warnings = check_prompt_versions(
+            chosen, spec.prompt_version_key, strict=spec.strict
         )
-        if len(versions) > 1:
-            listed = ", ".join(f"{v} ({n})" for v, n in versions.most_common())
-            message = (
-                f"The selection mixes {len(versions)} values of metadata "
-                f"'{spec.prompt_version_key}': {listed}. A student trained on mixed prompt "
-                "versions learns neither; filter on one value."
-            )
-            if spec.strict:
-                raise ConflictError(
-                    message, param=spec.prompt_version_key, code="mixed_prompt_versions"
-                )
-            warnings.append(message)
-        terms = self._check_terms(chosen, spec.acknowledge_terms)
+        terms = check_terms(chosen, self.terms, spec.acknowledge_terms)
         corrections = (
             self.annotations.corrections([c.id for c in chosen]) if self.annotations else {}
         )
@@ -217,7 +133,7 @@ class DatasetsService:
             corrected = fix.corrected_output if fix is not None else None
             source = (c.model, c.metadata.get("prompt"), c.metadata.get(spec.prompt_version_key))
             candidates.append(
-                _Candidate(
+                Candidate(
                     c.id, example_from_completion(c, corrected), corrected is not None, source
                 )
             )
@@ -233,45 +149,12 @@ class DatasetsService:
             name,
             candidates,
             spec_dump=spec.model_dump(mode="json"),
-            ratios=ratios,
-            dedupe=spec.dedupe,
-            near_threshold=spec.near_threshold,
-            keep_duplicates=spec.keep_duplicates,
-            training_model=spec.training_model,
-            epochs=spec.epochs,
+            options=BuildOptions.of(spec, ratios),
             stats=stats,
             description=description,
             metadata=metadata,
             progress=progress,
         )
-
-    def _check_terms(
-        self, chosen: builtins.list[StoredCompletion], acknowledged: bool
-    ) -> dict[str, Any]:
-        """The teachers' terms of a selection: 409 when some forbid training and the request
-        does not say ``acknowledge_terms: true``; otherwise what the version records."""
-        counts = Counter(c.model for c in chosen)
-        terms = {m: self.terms(m) if self.terms is not None else None for m in counts}
-        restricted: dict[str, dict[str, Any]] = {
-            m: {"terms": t, "count": counts[m]}
-            for m, t in sorted(terms.items())
-            if t in TERMS_FORBID_TRAINING
-        }
-        if restricted and not acknowledged:
-            n = sum(r["count"] for r in restricted.values())
-            listed = ", ".join(f"{m} ({r['terms']}, {r['count']})" for m, r in restricted.items())
-            raise ConflictError(
-                f"{n} of the {len(chosen)} selected completions come from models whose terms "
-                f"restrict training on their outputs: {listed}. Send acknowledge_terms: true to "
-                "build the dataset anyway (recorded with the version).",
-                param="acknowledge_terms",
-                code="teacher_terms",
-            )
-        return {
-            "models": {m: {"terms": terms[m], "count": n} for m, n in sorted(counts.items())},
-            "restricted": restricted,
-            "acknowledged": bool(restricted) and acknowledged,
-        }
 
     def import_jsonl(
         self,
@@ -302,7 +185,7 @@ class DatasetsService:
             raise InvalidRequestError(
                 "The file has no examples.", param="file", code="invalid_file"
             )
-        candidates = [_Candidate(None, ex) for _, ex in examples]
+        candidates = [Candidate(None, ex) for _, ex in examples]
         dump = {**spec.model_dump(mode="json"), "source": {"jsonl": source_name}}
         stats: dict[str, Any] = {
             "selected": len(examples),
@@ -314,12 +197,7 @@ class DatasetsService:
             name,
             candidates,
             spec_dump=dump,
-            ratios=ratios,
-            dedupe=spec.dedupe,
-            near_threshold=spec.near_threshold,
-            keep_duplicates=spec.keep_duplicates,
-            training_model=spec.training_model,
-            epochs=spec.epochs,
+            options=BuildOptions.of(spec, ratios),
             stats=stats,
             description=description,
             metadata=metadata,
@@ -329,120 +207,54 @@ class DatasetsService:
     def _store(
         self,
         name: str,
-        candidates: list[_Candidate],
+        candidates: list[Candidate],
         *,
         spec_dump: dict[str, Any],
-        ratios: dict[str, float],
-        dedupe: DedupeMode,
-        near_threshold: float,
-        keep_duplicates: bool,
-        training_model: str | None,
-        epochs: int | None,
+        options: BuildOptions,
         stats: dict[str, Any],
         description: str | None,
         metadata: dict[str, Any] | None,
         progress: ProgressCallback | None,
     ) -> DatasetVersion:
-        invalid: list[dict[str, Any]] = []
-        valid: list[_Candidate] = []
-        for cand in candidates:
-            problems = example_problems(cand.example)
-            if problems:
-                invalid.append({"completion_id": cand.completion_id, "error": problems[0][1]})
-            else:
-                valid.append(cand)
-        if not valid:
-            raise InvalidRequestError(
-                "None of the selected completions makes a valid training example "
-                f"(first problem: {invalid[0]['error']}).",
-                param="source",
-                code="empty_selection",
-            )
-        report(progress, ProgressEvent("dedupe", 0, len(valid), message=dedupe))
+        """Check, deduplicate, split and count the candidates, then store them as the next
+        version of ``name`` with its statistics (the steps are in ``build``)."""
+        valid, invalid = check_examples(candidates)
+        report(progress, ProgressEvent("dedupe", 0, len(valid), message=options.dedupe))
         texts = [example_text(c.example) for c in valid]
-        embedder = self.embedder
-        duplicates = _find_duplicates(texts, dedupe, threshold=near_threshold, embedder=embedder)
+        duplicates = find_duplicates(
+            texts, options.dedupe, threshold=options.near_threshold, embedder=self.embedder
+        )
         report(progress, ProgressEvent("dedupe", len(valid), len(valid)))
-        keys = [group_key(c.example) for c in valid]
-        duplicate_of = {d.index: d.of for d in duplicates}
-        for d in duplicates:  # a duplicate goes where its original goes (leakage-safe)
-            root = d.of
-            while root in duplicate_of:
-                root = duplicate_of[root]
-            keys[d.index] = keys[root]
-        items: list[NewDatasetItem] = []
-        per_split = {s: {"examples": 0, "tokens": 0, "corrected": 0} for s in SPLITS}
-        sources: dict[str, Counter[tuple[str, str | None, str | None, bool]]] = {
-            s: Counter() for s in SPLITS
-        }
-        train_tokens: list[int] = []
-        for i, cand in enumerate(valid):
-            if i in duplicate_of and not keep_duplicates:
-                continue
-            split = assign(keys[i], ratios)
-            tokens, _ = example_tokens(cand.example, self.counter)
-            items.append(
-                NewDatasetItem(
-                    split=split,
-                    completion_id=cand.completion_id,
-                    example=cand.example,
-                    corrected=cand.corrected,
-                    tokens=tokens,
-                )
-            )
-            per_split[split]["examples"] += 1
-            per_split[split]["tokens"] += tokens
-            per_split[split]["corrected"] += int(cand.corrected)
-            if cand.source is not None:
-                sources[split][(*cand.source, cand.corrected)] += 1
-            if split == "train":
-                train_tokens.append(tokens)
-        over = sum(1 for it in items if it.tokens > self.config.max_tokens_per_example)
-        if over:
-            stats["warnings"].append(
-                f"{over} example(s) exceed {self.config.max_tokens_per_example} tokens and will "
-                "be truncated in training."
-            )
-        if per_split["train"]["examples"] and per_split["train"]["examples"] < 10:
-            stats["warnings"].append(
-                f"The train split has {per_split['train']['examples']} example(s); fine-tuning "
-                "needs at least 10."
-            )
+        keys, duplicate_of = split_keys(valid, duplicates)
+        assignment = assign_splits(
+            valid,
+            keys,
+            duplicate_of,
+            ratios=options.ratios,
+            keep_duplicates=options.keep_duplicates,
+            counter=self.counter,
+        )
+        items = assignment.items
+        stats["warnings"].extend(size_warnings(assignment, self.config.max_tokens_per_example))
         stats.update(
             {
                 "invalid": len(invalid),
                 "invalid_items": invalid[:MAX_LISTED],
-                "duplicates": {
-                    "mode": dedupe,
-                    "found": len(duplicates),
-                    "removed": 0 if keep_duplicates else len(duplicates),
-                    "items": [
-                        {
-                            "completion_id": valid[d.index].completion_id,
-                            "duplicate_of": valid[d.of].completion_id,
-                            "kind": d.kind,
-                            "similarity": round(d.similarity, 4),
-                            **(
-                                {}
-                                if valid[d.index].completion_id
-                                else {"example": d.index + 1, "duplicate_of_example": d.of + 1}
-                            ),
-                        }
-                        for d in duplicates[:MAX_LISTED]
-                    ],
-                },
+                "duplicates": duplicates_stats(
+                    valid, duplicates, mode=options.dedupe, kept=options.keep_duplicates
+                ),
                 "corrected": sum(1 for it in items if it.corrected),
                 "examples": len(items),
-                "splits": per_split,
-                "sources": {s: _sources_view(c) for s, c in sources.items() if c},
+                "splits": assignment.per_split,
+                "sources": {s: sources_view(c) for s, c in assignment.sources.items() if c},
                 "tokens": sum(it.tokens for it in items),
                 "tokenizer": self.counter.name,
                 "training_cost": self.training_cost(
-                    train_tokens, model=training_model, epochs=epochs
+                    assignment.train_tokens, model=options.training_model, epochs=options.epochs
                 ),
             }
         )
-        spec_dump = {**spec_dump, "split": ratios}
+        spec_dump = {**spec_dump, "split": options.ratios}
         report(progress, ProgressEvent("store", 0, len(items)))
         _, version = self.repo.create_version(
             name=name,
@@ -459,18 +271,13 @@ class DatasetsService:
         self, train_tokens: list[int], *, model: str | None, epochs: int | None
     ) -> dict[str, Any]:
         """Billed tokens (``epochs`` x tokens, each example capped at the limit) and their price."""
-        n_epochs = epochs or default_epochs(len(train_tokens))
-        cap = self.config.max_tokens_per_example
-        billed = n_epochs * sum(min(cap, t) for t in train_tokens)
-        price = self.prices.get(model) if model else None
-        per_million = price.training if price is not None else None
-        return {
-            "model": model,
-            "epochs": n_epochs,
-            "billed_tokens": billed,
-            "price_per_million_tokens": per_million,
-            "usd": round(billed * per_million / 1_000_000, 6) if per_million is not None else None,
-        }
+        return training_cost(
+            self.prices,
+            self.config.max_tokens_per_example,
+            train_tokens,
+            model=model,
+            epochs=epochs,
+        )
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -530,23 +337,8 @@ class DatasetsService:
         _check_split(split)
         v = self.get_version(ref, version)
         if isinstance(out, Path):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    count = self._write(v.id, split, stream)
-                os.replace(tmp, out)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-            return count
-        return self._write(v.id, split, out)
-
-    def _write(self, version_id: str, split: str | None, out: IO[bytes]) -> int:
-        count = 0
-        for item in self.repo.iter_items(version_id, split=split):
-            out.write(dump_line(item.example))
-            count += 1
-        return count
+            return write_jsonl_file(self.repo, v.id, split, out)
+        return write_jsonl(self.repo, v.id, split, out)
 
     def export_to_file(
         self, ref: str, *, version: int | None = None, split: str | None = "train"
@@ -558,7 +350,7 @@ class DatasetsService:
         dataset = self.repo.get(ref)
         v = self.repo.get_version(dataset.id, version)
         with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as buffer:
-            count = self._write(v.id, split, buffer)  # type: ignore[arg-type]
+            count = write_jsonl(self.repo, v.id, split, buffer)  # type: ignore[arg-type]
             if count == 0:
                 raise InvalidRequestError(
                     f"Split {split!r} of {dataset.name} v{v.version} has no examples.",
@@ -575,45 +367,9 @@ class DatasetsService:
 
     # --- views ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def dataset_view(dataset: Dataset, version: DatasetVersion | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": dataset.id,
-            "object": "distillery.dataset",
-            "name": dataset.name,
-            "description": dataset.description,
-            "created_at": dataset.created_at,
-            "metadata": dataset.metadata,
-            "latest_version": dataset.latest_version,
-        }
-        if version is not None:
-            out["version"] = DatasetsService.version_view(version)
-        return out
-
-    @staticmethod
-    def version_view(version: DatasetVersion) -> dict[str, Any]:
-        return {
-            "id": version.id,
-            "object": "distillery.dataset.version",
-            "dataset_id": version.dataset_id,
-            "version": version.version,
-            "created_at": version.created_at,
-            "spec": version.spec,
-            "stats": version.stats,
-        }
-
-    @staticmethod
-    def item_view(item: DatasetItem) -> dict[str, Any]:
-        return {
-            "id": str(item.seq),
-            "object": "distillery.dataset.item",
-            "version_id": item.version_id,
-            "split": item.split,
-            "completion_id": item.completion_id,
-            "corrected": item.corrected,
-            "tokens": item.tokens,
-            "example": item.example,
-        }
+    dataset_view = staticmethod(views.dataset_view)
+    version_view = staticmethod(views.version_view)
+    item_view = staticmethod(views.item_view)
 
 
 def _check_name(name: str) -> None:
@@ -626,3 +382,6 @@ def _check_split(split: str | None) -> None:
         raise InvalidRequestError(
             f"Unknown split {split!r}: use {', '.join(SPLITS)}.", param="split"
         )
+
+
+__all__ = ["MAX_LISTED", "DatasetSpec", "DatasetsService", "ImportSpec"]
