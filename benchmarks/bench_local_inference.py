@@ -165,13 +165,13 @@ def run_generate(n: int, *, max_tokens: int, dtype: str) -> Result:
 
 async def bench(quick: bool, max_tokens: int) -> list[Result]:
     from distillery import weights
+    from distillery.providers.local import LocalProviderConfig
     from distillery.serving import LocalProvider
-    from distillery.settings import ProviderConfig
 
     dtype = weights.best_dtype("cpu")
     sequential = 4 if quick else 8
     results = [run_generate(sequential, max_tokens=max_tokens, dtype=dtype)]
-    config = ProviderConfig(kind="local", models=[MODEL], max_batch_size=32, max_queue=64)
+    config = LocalProviderConfig(models=[MODEL], max_batch_size=32, max_queue=64)
     provider = LocalProvider("local", config)
     try:
         await provider.create(body(0, 4))  # load and warm up

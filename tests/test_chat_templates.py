@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
+from distillery.providers.local import LocalProviderConfig
 from distillery.serving.chat_template import render_prompt
-from distillery.settings import ProviderConfig
 from tiny_models import CHATML_SPECIALS, GEMMA_SPECIALS, PLAIN_SPECIALS, tiny_tokenizer_dir
 
 CHAT = [
@@ -140,15 +140,15 @@ def test_provider_setting_text_file_or_table(tmp_path: Path) -> None:
     template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     path = tmp_path / "chat.jinja"
     path.write_text(template, encoding="utf-8")
-    one = ProviderConfig(kind="local", models=["a", "b"], chat_template=template)
+    one = LocalProviderConfig(models=["a", "b"], chat_template=template)
     assert one.chat_template_for("a") == one.chat_template_for("b") == template
-    from_file = ProviderConfig(kind="local", models=["a"], chat_template=str(path))
+    from_file = LocalProviderConfig(models=["a"], chat_template=str(path))
     assert from_file.chat_template_for("a") == template
-    table = ProviderConfig(kind="local", models=["a", "b"], chat_template={"a": str(path)})
+    table = LocalProviderConfig(models=["a", "b"], chat_template={"a": str(path)})
     assert table.chat_template_for("a") == template and table.chat_template_for("b") is None
-    assert ProviderConfig(kind="local", models=["a"]).chat_template_for("a") is None
+    assert LocalProviderConfig(models=["a"]).chat_template_for("a") is None
     with pytest.raises(ValidationError, match="neither a template nor a file"):
-        ProviderConfig(kind="local", models=["a"], chat_template=str(tmp_path / "missing.jinja"))
+        LocalProviderConfig(models=["a"], chat_template=str(tmp_path / "missing.jinja"))
 
 
 def test_a_saved_tokenizer_keeps_the_template_it_was_given(gemma_dir: Path, tmp_path: Path) -> None:

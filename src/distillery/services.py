@@ -1,8 +1,9 @@
 """The composition of the core: builds every service from settings, once per process.
 
-This is the only module that wires backends together (for example it registers the local
-provider from ``distillery.serving`` into the provider registry, so ``capture`` never knows a
-local student exists).
+This is the only module that wires backends together: providers and trainers are built by their
+kinds (``distillery.plugins``: the built-in ones and installed plugins alike) with what only this
+module knows (the store's fine-tuned models, the home folder), so ``capture`` never knows a local
+student exists.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +19,9 @@ from distillery.capture.redaction import build_redactor
 from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
-from distillery.providers.registry import ProviderFactory, ProviderRegistry, register_kind
-from distillery.providers.vllm import VLLMProvider, publish_adapter
+from distillery.providers.base import ProviderContext
+from distillery.providers.registry import ProviderRegistry
+from distillery.providers.vllm import publish_adapter
 from distillery.security.redact import RedactingFilter
 from distillery.settings import Config, Settings
 from distillery.store import Store
@@ -29,7 +30,6 @@ from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
 
 if TYPE_CHECKING:
-    from distillery.serving.adapters import AdapterRef
     from distillery.store.models import FineTunedModel
     from distillery.training.jobs import FineTuningService
     from distillery.training.local.export import ModelExports
@@ -309,50 +309,12 @@ class Services:
         self.store.close()
 
 
-def _register_local_kind() -> None:
-    # Imported here: distillery.serving imports no torch until a local model is used.
-    from distillery.serving.local_provider import LocalProvider
-
-    register_kind("local", LocalProvider)  # type: ignore[arg-type]
-
-
 def _training_registry(config: Config, home: Path) -> TrainingRegistry:
-    """Local providers train with the local LoRA trainer; openai/azure ones through their API."""
-    from distillery.training.local_runs import LocalRunBackend
-    from distillery.training.openai_ft import OpenAITrainingBackend
+    """Each model trains with its trainer kind (``[training] backend``, a job's choice, or the
+    first kind that can train it)."""
     from distillery.training.registry import TrainingRegistry
 
-    defaults = {"device": config.training.device, "threads": config.training.threads}
-    return TrainingRegistry(
-        config.providers,
-        home,
-        factories={
-            "local": lambda _name, cfg, _home: LocalRunBackend(defaults=defaults, provider=cfg),
-            "openai": OpenAITrainingBackend,
-            "azure": OpenAITrainingBackend,
-        },
-    )
-
-
-def _adapter_resolver(store: Store) -> Callable[[str], AdapterRef | None]:
-    """``ft:...`` id -> its LoRA adapter, looked up in ``fine_tuned_models`` (for LocalProvider)."""
-    from distillery.serving.adapters import AdapterRef
-    from distillery.store.models import FineTunedModelsRepo
-
-    models = FineTunedModelsRepo(store)
-    known: dict[str, AdapterRef] = {}  # registered models never change: cache the hits
-
-    def resolve(model_id: str) -> AdapterRef | None:
-        ref = known.get(model_id)
-        if ref is None:
-            found = models.get(model_id)
-            if found is None or found.adapter_path is None:
-                return None
-            ref = AdapterRef(found.id, found.base_model, found.adapter_path, found.created_at)
-            known[model_id] = ref
-        return ref
-
-    return resolve
+    return TrainingRegistry(config.providers, home, training=config.training)
 
 
 def _serve_remote_model(providers: ProviderRegistry, model: FineTunedModel) -> None:
@@ -365,16 +327,6 @@ def _serve_remote_model(providers: ProviderRegistry, model: FineTunedModel) -> N
         publish_adapter(providers.providers.values(), model)
 
 
-def _provider_factories(store: Store) -> dict[str, ProviderFactory]:
-    vllm = {"vllm": functools.partial(VLLMProvider, adapters=FineTunedModelsRepo(store).get)}
-    try:
-        from distillery.serving.local_provider import LocalProvider
-    except ImportError:
-        return vllm  # type: ignore[return-value]
-    resolver = _adapter_resolver(store)
-    return {"local": functools.partial(LocalProvider, adapter_resolver=resolver), **vllm}  # type: ignore[dict-item]
-
-
 def build_services(settings: Settings | None = None, config: Config | None = None) -> Services:
     settings = settings or Settings()
     config = config or Config.load(settings.config_path())
@@ -383,14 +335,10 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
         handler.addFilter(RedactingFilter())
     store = Store.open(settings.resolved_database_url())
     completions = CompletionsRepo(store)
-    provider_configs = dict(config.providers)
-    try:
-        _register_local_kind()
-    except ImportError as exc:  # local serving unavailable: serve the remote providers only
-        log.warning("local models unavailable (%s); serving remote providers only", exc)
-        provider_configs = {n: p for n, p in provider_configs.items() if p.kind != "local"}
-    provider_configs = dict(sorted(provider_configs.items(), key=lambda c: c[1].kind != "vllm"))
-    providers = ProviderRegistry.from_config(provider_configs, factories=_provider_factories(store))
+    # vllm servers first: a student published there is answered there, not in-process
+    provider_configs = dict(sorted(config.providers.items(), key=lambda c: c[1].kind != "vllm"))
+    context = ProviderContext(home=settings.home, fine_tunes=FineTunedModelsRepo(store).get)
+    providers = ProviderRegistry.from_config(provider_configs, context=context)
     for model in FineTunedModelsRepo(store).list():
         _serve_remote_model(providers, model)
     prices = PriceTable(config.prices)

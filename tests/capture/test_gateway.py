@@ -232,7 +232,8 @@ def test_connection_failure_is_502(home, db_url, monkeypatch) -> None:  # type: 
     import socket
 
     from distillery.app import build_services, create_app
-    from distillery.settings import Config, ProviderConfig, Settings
+    from distillery.providers.openai_compatible import OpenAIProviderConfig
+    from distillery.settings import Config, Settings
     from live import LiveServer
 
     with socket.socket() as s:
@@ -240,13 +241,12 @@ def test_connection_failure_is_502(home, db_url, monkeypatch) -> None:  # type: 
         dead_port = s.getsockname()[1]
     config = Config(
         providers={
-            "dead": ProviderConfig(
-                kind="openai",
+            "dead": OpenAIProviderConfig(
                 base_url=f"http://127.0.0.1:{dead_port}/v1",
                 models=["m"],
                 timeout_s=0.5,
             ),
-            "slow": ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1", models=["n"]),
+            "slow": OpenAIProviderConfig(base_url="http://127.0.0.1:9/v1", models=["n"]),
         }
     )
     services = build_services(Settings(home=home, database_url=db_url), config)
@@ -262,13 +262,14 @@ def test_connection_failure_is_502(home, db_url, monkeypatch) -> None:  # type: 
 
 def test_timeout_is_504(home, db_url, fake_openai) -> None:  # type: ignore[no-untyped-def]
     from distillery.app import build_services, create_app
-    from distillery.settings import Config, ProviderConfig, Settings
+    from distillery.providers.openai_compatible import OpenAIProviderConfig
+    from distillery.settings import Config, Settings
     from live import LiveServer
 
     config = Config(
         providers={
-            "f": ProviderConfig(
-                kind="openai", base_url=fake_openai.base_url, models=["slow-3000"], timeout_s=0.3
+            "f": OpenAIProviderConfig(
+                base_url=fake_openai.base_url, models=["slow-3000"], timeout_s=0.3
             )
         }
     )

@@ -15,11 +15,12 @@ EXTRA_MODELS = ["slow-200", "slow-300", "judge-pass", "judge-fail", "judge-garba
 
 def add_fake_models(services: Any, fake: FakeOpenAI, models: list[str] | None = None) -> None:
     """Serve more of the fake server's models (slow ones, judges) in a running gateway."""
-    from distillery.providers.openai_compatible import OpenAICompatibleProvider
-    from distillery.settings import ProviderConfig
+    from distillery.providers.openai_compatible import (
+        OpenAICompatibleProvider,
+        OpenAIProviderConfig,
+    )
 
-    cfg = ProviderConfig(
-        kind="openai",
+    cfg = OpenAIProviderConfig(
         base_url=fake.base_url,
         api_key_env="FAKE_OPENAI_KEY",
         models=list(models or EXTRA_MODELS),

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from distillery.providers.local import LocalProviderConfig
 from distillery.serving import LocalProvider
-from distillery.settings import ProviderConfig
 
 MODEL = "smollm2-135m-instruct"
 T = TypeVar("T")
@@ -84,7 +84,7 @@ def make_provider(model_dir: Path, **config: Any) -> LocalProvider:
     resolver = config.pop("adapter_resolver", None)
     models = config.pop("models", [MODEL])
     paths = {MODEL: str(model_dir), **config.pop("paths", {})}
-    cfg = ProviderConfig(kind="local", models=models, paths=paths, **config)
+    cfg = LocalProviderConfig(models=models, paths=paths, **config)
     return LocalProvider("local", cfg, adapter_resolver=resolver, dtype=dtype)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
+from distillery.providers.local import LocalProviderConfig
 from distillery.serving import LocalProvider
-from distillery.settings import ProviderConfig
 from tiny_models import tiny_gemma_dir
 
 from .conftest import run
@@ -35,8 +35,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def provider(folder: Path) -> Iterator[LocalProvider]:
-    config = ProviderConfig(
-        kind="local",
+    config = LocalProviderConfig(
         models=[GEMMA, CUSTOM],
         paths={GEMMA: str(folder), CUSTOM: str(folder)},
         chat_template={CUSTOM: TEMPLATE},

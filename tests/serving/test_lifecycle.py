@@ -29,8 +29,8 @@ def test_importing_serving_does_not_import_torch() -> None:
     code = (
         "import sys, distillery.serving\n"
         "from distillery.serving import LocalProvider, AdapterRef\n"
-        "from distillery.settings import ProviderConfig\n"
-        "LocalProvider('local', ProviderConfig(kind='local', models=['smollm2-135m-instruct']))\n"
+        "from distillery.providers.local import LocalProviderConfig\n"
+        "LocalProvider('local', LocalProviderConfig(models=['smollm2-135m-instruct']))\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'llguidance') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

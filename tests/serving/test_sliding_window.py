@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from distillery.errors import DistilleryError
+from distillery.providers.local import LocalProviderConfig
 from distillery.serving import LocalProvider
 from distillery.serving.adapters import AdapterRef
 from distillery.serving.engine import (
@@ -32,7 +33,6 @@ from distillery.serving.engine import (
     TextDelta,
 )
 from distillery.serving.sampling import SamplingParams
-from distillery.settings import ProviderConfig
 from tiny_families import EOS, FAMILIES, VOCAB, WINDOWS, random_lora_dir, tiny_family_dir
 
 from .conftest import run
@@ -214,9 +214,7 @@ def test_lora_batches_equal_the_adapters_generate(family: Family) -> None:
 
 
 def _provider(name: str, folder: Path) -> LocalProvider:
-    config = ProviderConfig(
-        kind="local", models=[name], paths={name: str(folder)}, device="cpu", threads=1
-    )
+    config = LocalProviderConfig(models=[name], paths={name: str(folder)}, device="cpu", threads=1)
     return LocalProvider("local", config, dtype="float32")
 
 

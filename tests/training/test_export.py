@@ -66,11 +66,11 @@ def services(home: Path, adapter: Path) -> Iterator[Services]:
 
 def _engine_answer(adapter: Path) -> str:
     """What the in-process engine answers for the ``ft:`` model (greedy, float32)."""
+    from distillery.providers.local import LocalProviderConfig
     from distillery.serving.adapters import AdapterRef
     from distillery.serving.local_provider import LocalProvider
-    from distillery.settings import ProviderConfig
 
-    provider = LocalProvider("local", ProviderConfig(kind="local", models=[LOCAL]), dtype="float32")
+    provider = LocalProvider("local", LocalProviderConfig(models=[LOCAL]), dtype="float32")
     provider.register_adapter(AdapterRef(FT, LOCAL, str(adapter)))
 
     async def ask() -> dict[str, Any]:
@@ -162,7 +162,8 @@ def test_gguf_export_of_another_architecture_is_a_400_naming_it(
     services: Services, home: Path, tmp_path: Path
 ) -> None:
     from distillery.errors import InvalidRequestError
-    from distillery.settings import Config, ProviderConfig
+    from distillery.providers.local import LocalProviderConfig
+    from distillery.settings import Config
     from distillery.store.models import FineTunedModelsRepo
     from distillery.training.local.export import ModelExports
     from tiny_models import tiny_gemma_dir
@@ -175,7 +176,7 @@ def test_gguf_export_of_another_architecture_is_a_400_naming_it(
     repo.register(
         "ft:tiny-gemma::x", base_model="tiny-gemma", provider="local", adapter_path=str(folder)
     )
-    local = ProviderConfig(kind="local", models=["tiny-gemma"], paths={"tiny-gemma": str(gemma)})
+    local = LocalProviderConfig(models=["tiny-gemma"], paths={"tiny-gemma": str(gemma)})
     exports = ModelExports(repo, Config(providers={"local": local}).providers, home)
     with pytest.raises(InvalidRequestError) as err:
         exports.export("ft:tiny-gemma::x", "gguf")

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from distillery.errors import InvalidRequestError
+from distillery.providers.local import LocalProviderConfig
 from distillery.services import _training_registry
-from distillery.settings import Config, ProviderConfig
+from distillery.settings import Config
 from distillery.training.base import FineTuneSpec, Hyperparameters
 from distillery.training.local_runs import LocalRunBackend
 
@@ -39,8 +40,8 @@ def test_the_providers_chat_template_is_trained_with(tmp_path: Path) -> None:
     path.write_text(TEMPLATE, encoding="utf-8")
     config = Config(
         providers={
-            "local": ProviderConfig(
-                kind="local", models=["student", "other"], chat_template={"student": str(path)}
+            "local": LocalProviderConfig(
+                models=["student", "other"], chat_template={"student": str(path)}
             )
         }
     )
@@ -53,7 +54,7 @@ def test_the_providers_chat_template_is_trained_with(tmp_path: Path) -> None:
 
 
 def test_a_job_cannot_set_its_own_template(tmp_path: Path) -> None:
-    backend = LocalRunBackend(provider=ProviderConfig(kind="local", models=["student"]))
+    backend = LocalRunBackend(provider=LocalProviderConfig(models=["student"]))
     with pytest.raises(InvalidRequestError) as info:
         backend.config(spec(tmp_path, chat_template=TEMPLATE))
     assert info.value.param == "distillery.chat_template"

@@ -1,8 +1,9 @@
 """Reference docs generated from the code: ``docs/api.md``, ``docs/config.md``, ``docs/cli.md``.
 
 - ``api.md``: every route of the API routers (``api.routes.ROUTERS``): method, path, the key scope
-  its dependencies require (``ADMIN``, ``INGEST`` or none), the first line of the handler's
-  docstring (else its name in words), grouped by router module.
+  its dependencies require (``ADMIN``, ``INGEST`` or none), its request body, answer and error
+  statuses as the OpenAPI document has them (``api.openapi.describe``), the first line of the
+  handler's docstring (else its name in words), grouped by router module.
 - ``config.md``: the ``DISTILLERY_*`` environment (:class:`~distillery.settings.Settings`) and every
   table and key of ``distillery.toml`` (:class:`~distillery.settings.Config`): type, constraints,
   default and the field's ``description``.
@@ -24,7 +25,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import typer
@@ -84,7 +85,12 @@ def _summary(route: APIRoute) -> str:
     return route.name.replace("_", " ").capitalize() + "."
 
 
+def _code(name: str | None) -> str:
+    return f"`{name}`" if name else "none"
+
+
 def api_markdown() -> str:
+    from distillery.api.openapi import describe
     from distillery.api.routes import ROUTERS
 
     by_module: dict[str, list[APIRoute]] = {}
@@ -99,6 +105,10 @@ def api_markdown() -> str:
         "",
         "Every route of the API, by router module. **Scope** is the key scope required when "
         "`[server] auth` is on (an `admin` key may call everything; `none`: no key needed). "
+        "**Body** and **Answer** are the schemas of the request body and of a success in the "
+        "OpenAPI document (`GET /openapi.json`, written by `distillery.api.openapi`); "
+        "**Errors** are the statuses the route answers with the error envelope "
+        '`{"error": {"message", "type", "param", "code"}}`. '
         "**Summary** is the first line of the handler's docstring, else the handler's name. "
         "Beside these, the server answers `GET /health` and serves the dashboard at `/`.",
         "",
@@ -112,14 +122,20 @@ def api_markdown() -> str:
             lines += [intro, ""]
         rows = [
             [
-                ", ".join(sorted(route.methods or ())),
+                method,
                 f"`{route.path}`",
                 ", ".join(_scopes(route)) or "none",
+                _code(described.body_name),
+                described.answer_name,
+                ", ".join(map(str, described.errors)),
                 _summary(route),
             ]
             for route in routes
+            for method in sorted(route.methods or ())
+            for described in [describe(route, method)]
         ]
-        lines += [*_table(["Method", "Path", "Scope", "Summary"], rows), ""]
+        header = ["Method", "Path", "Scope", "Body", "Answer", "Errors", "Summary"]
+        lines += [*_table(header, rows), ""]
     return "\n".join(lines)
 
 
@@ -194,6 +210,8 @@ def _model_of(field: FieldInfo) -> tuple[type[BaseModel] | None, bool]:
         return tp, False
     if get_origin(tp) is dict:
         value = get_args(tp)[1]
+        if get_origin(value) is Annotated:  # SerializeAsAny[...]
+            value = get_args(value)[0]
         if isinstance(value, type) and issubclass(value, BaseModel):
             return value, True
     return None, False
@@ -223,7 +241,50 @@ def undocumented_settings() -> list[str]:
                 walk(sub, f"{prefix}{key}.")
 
     walk(Config, "")
+    for kind, model, _summary in _provider_kinds():
+        walk(model, f"providers.NAME({kind}).")
     return missing
+
+
+def _provider_kinds() -> list[tuple[str, type[BaseModel], str]]:
+    """``(kind, config model, summary)`` of every provider kind, built-ins first."""
+    from distillery import plugins
+    from distillery.providers.registry import provider_kind
+
+    kinds = [provider_kind(name) for name in plugins.names(plugins.PROVIDERS_GROUP)]
+    return [(k.kind, k.config, k.summary) for k in kinds]
+
+
+def _provider_kind_sections() -> list[str]:
+    """One section per provider kind: the keys its table adds to the common ones."""
+    from distillery.settings import ProviderConfig
+
+    lines: list[str] = []
+    for kind, model, summary in _provider_kinds():
+        lines += [f'#### `kind = "{kind}"`', "", _md(summary or _first_line(model.__doc__)), ""]
+        own = [
+            (k, f) for k, f in model.model_fields.items() if k not in ProviderConfig.model_fields
+        ]
+        if own:
+            lines += [*_table(_COLUMNS, [_field_row(k, f) for k, f in own]), ""]
+    return lines
+
+
+def _trainer_kind_sections() -> list[str]:
+    """The trainer kinds one can name in ``[training] backend``, with their options."""
+    from distillery import plugins
+    from distillery.training.registry import trainer_kind
+
+    lines = ["### Trainer kinds (`[training] backend`, `[training.backends.KIND]`)", ""]
+    for name in plugins.names(plugins.TRAINERS_GROUP):
+        kind = trainer_kind(name)
+        lines += [f"#### `{name}`", "", _md(kind.summary), ""]
+        fields = kind.config.model_fields.items()
+        if fields:
+            lines += [*_table(_COLUMNS, [_field_row(k, f) for k, f in fields]), ""]
+        else:
+            lines += ["No options.", ""]
+    return lines
 
 
 _COLUMNS = ("Key", "Type", "Default", "Description")
@@ -278,6 +339,10 @@ def config_markdown() -> str:
     top = [_field_row(k, f) for k, f in Config.model_fields.items() if _model_of(f)[0] is None]
     for key, field in Config.model_fields.items():
         lines += _toml_tables(key, field)
+        if key == "providers":
+            lines += _provider_kind_sections()
+        if key == "training":
+            lines += _trainer_kind_sections()
     if top:
         lines += ["### Top-level keys", "", *_table(_COLUMNS, top), ""]
     return "\n".join(lines)

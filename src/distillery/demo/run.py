@@ -43,6 +43,7 @@ from distillery.demo.dataset import (
 )
 from distillery.demo.stack import LocalStack
 from distillery.progress import ProgressCallback, ProgressEvent, report
+from distillery.providers.local import LocalProviderConfig
 from distillery.services import Services
 from distillery.weights import (
     DEMO_STUDENT,
@@ -196,7 +197,7 @@ class Demo:
             (
                 p.paths[self.options.student]
                 for p in self.services.config.providers.values()
-                if p.kind == "local" and self.options.student in p.paths
+                if isinstance(p, LocalProviderConfig) and self.options.student in p.paths
             ),
             None,
         )
@@ -639,7 +640,7 @@ class Demo:
         # The demo generates and trains one after the other, never at once: local generation may
         # use every core instead of keeping one spare for a concurrent training.
         for provider in self.services.config.providers.values():
-            if provider.kind == "local" and provider.threads is None:
+            if isinstance(provider, LocalProviderConfig) and provider.threads is None:
                 provider.threads = usable_cores()
         self.prepare_student()
         with LocalStack(self.services) as stack:

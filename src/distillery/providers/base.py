@@ -10,13 +10,21 @@ The other OpenAI endpoints a client may point here are optional capabilities of 
 and ``ResponsesProvider`` (``/v1/responses``), which the remote HTTP APIs implement; the registry
 routes them to a provider that lists the model and has the capability (a Responses request for a
 model without one is answered through chat completions, ``distillery.capture.responses``).
+
+A provider *kind* (:class:`ProviderKind`) is what a ``[providers.NAME]`` table's ``kind`` names:
+its config model and how to build a provider from a table, given a :class:`ProviderContext` (what
+the composition root knows that a provider may need: the home folder and the fine-tuned models).
+Built-in kinds and plugins are found the same way (``distillery.plugins``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from distillery.settings import ProviderConfig
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,48 @@ class LegacyCompletionsProvider(Protocol):
     def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """Raw SSE bytes of a streamed legacy completion, as :meth:`Provider.stream`."""
         ...
+
+
+class FineTune(Protocol):
+    """What a provider needs to know of a fine-tuned model (``store.models.FineTunedModel``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def base_model(self) -> str: ...
+
+    @property
+    def adapter_path(self) -> str | None: ...
+
+    @property
+    def created_at(self) -> int: ...
+
+
+class FineTuneLookup(Protocol):
+    def __call__(self, model_id: str, /) -> FineTune | None: ...
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider kind may use when it is built, beyond its own table."""
+
+    home: Path
+    fine_tunes: FineTuneLookup | None = None  # ``ft:`` id -> the fine-tuned model, or None
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """A provider kind: what ``kind = "..."`` names (built-in or a plugin's entry point).
+
+    ``build(name, config, context)`` gets ``config`` validated with ``config`` (the kind's model,
+    a subclass of ``settings.ProviderConfig``) and returns a :class:`Provider`.
+    """
+
+    kind: str
+    config: type[ProviderConfig]
+    build: Callable[[str, Any, ProviderContext], Provider]
+    summary: str = ""
 
 
 @runtime_checkable

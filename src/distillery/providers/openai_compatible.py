@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
+from pydantic import Field
 
 from distillery.errors import (
     DistilleryError,
@@ -34,7 +36,7 @@ from distillery.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from distillery.providers.base import ModelInfo
+from distillery.providers.base import ModelInfo, ProviderKind
 from distillery.security.redact import redact
 from distillery.settings import ProviderConfig
 
@@ -44,12 +46,64 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 
 
+class RemoteProviderConfig(ProviderConfig):
+    """What an HTTP provider's table has beyond the common fields: its key, headers and limits."""
+
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable that holds the provider's key "
+        "(keys are never written in the file).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every upstream call."
+    )
+    timeout_s: float | None = Field(
+        default=None,
+        description="Timeout of one call to this provider, in seconds; default 600.",
+    )
+    max_connections: int = Field(
+        default=200, description="Connections kept open to the provider at most."
+    )
+
+    def api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env)
+
+
+class OpenAIProviderConfig(RemoteProviderConfig):
+    """``kind = "openai"``: any OpenAI-compatible endpoint."""
+
+    KIND = "openai"
+    base_url: str = Field(description="Base URL of the API, e.g. https://api.openai.com/v1.")
+
+
+class AzureProviderConfig(RemoteProviderConfig):
+    """``kind = "azure"``: Azure OpenAI, models mapped to deployments."""
+
+    KIND = "azure"
+    endpoint: str = Field(description="Azure resource endpoint, https://NAME.openai.azure.com.")
+    api_version: str | None = Field(
+        default=None, description="Azure OpenAI API version; default 2024-10-21."
+    )
+    deployments: dict[str, str] = Field(
+        default_factory=dict, description="model name -> Azure deployment name"
+    )
+
+    def served_models(self) -> list[str]:
+        return list(dict.fromkeys([*self.models, *self.deployments]))
+
+
 class OpenAICompatibleProvider:
     kind = "openai"
     responses_api = True  # POST /v1/responses is proxied to the upstream's
 
     def __init__(
-        self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
+        self,
+        name: str,
+        config: OpenAIProviderConfig | AzureProviderConfig,
+        *,
+        timeout_s: float | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -101,7 +155,7 @@ class OpenAICompatibleProvider:
     def url(self, model: str, endpoint: str = "chat/completions") -> str:
         """The URL of ``endpoint`` (``chat/completions``, ``completions``, ``embeddings``,
         ``responses``)."""
-        assert self.config.base_url is not None
+        assert isinstance(self.config, OpenAIProviderConfig)
         return f"{self.config.base_url.rstrip('/')}/{endpoint}"
 
     def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -236,19 +290,19 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
     (``.../embeddings`` and ``.../completions`` likewise)."""
 
     kind = "azure"
+    config: AzureProviderConfig
 
     def __init__(
-        self, name: str, config: ProviderConfig, *, timeout_s: float | None = None
+        self, name: str, config: AzureProviderConfig, *, timeout_s: float | None = None
     ) -> None:
         super().__init__(name, config, timeout_s=timeout_s)
         self._headers.pop("authorization", None)
         key = config.api_key()
         if key:
             self._headers["api-key"] = key
-        self._models = list(dict.fromkeys([*config.models, *config.deployments]))
+        self._models = config.served_models()
 
     def url(self, model: str, endpoint: str = "chat/completions") -> str:
-        assert self.config.endpoint is not None
         deployment = self.config.deployments.get(model, model)
         version = self.config.api_version or "2024-10-21"
         return (
@@ -319,3 +373,17 @@ def _status_error(provider: str, status: int, content: bytes) -> DistilleryError
     if status == 404 and code == "model_not_found":
         return NotFoundError(message, code=code)
     return UpstreamStatusError(message, status=status, type=err_type, param=param, code=code)
+
+
+OPENAI = ProviderKind(
+    kind="openai",
+    config=OpenAIProviderConfig,
+    build=lambda name, config, _context: OpenAICompatibleProvider(name, config),
+    summary="Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp, another distillery).",
+)
+AZURE = ProviderKind(
+    kind="azure",
+    config=AzureProviderConfig,
+    build=lambda name, config, _context: AzureOpenAIProvider(name, config),
+    summary="Azure OpenAI: models mapped to deployments.",
+)

@@ -1,38 +1,40 @@
 """Provider registry: builds providers from configuration and routes a model name to one.
 
-Built-in kinds register through the same call a plugin would use (``register_kind``). The local
-kind lives in ``distillery.serving`` and is registered by the composition root (``app.py``).
+Each ``[providers.NAME]`` table is built by its kind (``providers.base.ProviderKind``), found
+through ``distillery.plugins``: the built-in kinds and installed plugins come through the same
+door. A kind whose dependencies are missing (an ``ImportError`` while building it, e.g. no torch
+for ``local``) is logged and left out, and the other providers are served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from distillery import plugins
 from distillery.errors import ConfigError, InvalidRequestError, NotFoundError
 from distillery.providers.base import (
     EmbeddingsProvider,
     LegacyCompletionsProvider,
     ModelInfo,
     Provider,
+    ProviderContext,
+    ProviderKind,
     ResponsesProvider,
 )
-from distillery.providers.openai_compatible import AzureOpenAIProvider, OpenAICompatibleProvider
-from distillery.providers.vllm import VLLMProvider
 from distillery.settings import ProviderConfig
 
-ProviderFactory = Callable[[str, ProviderConfig], Provider]
-
-_KINDS: dict[str, ProviderFactory] = {}
+log = logging.getLogger(__name__)
 
 
-def register_kind(kind: str, factory: ProviderFactory) -> None:
-    _KINDS[kind] = factory
-
-
-register_kind("openai", OpenAICompatibleProvider)
-register_kind("azure", AzureOpenAIProvider)
-register_kind("vllm", VLLMProvider)
+def provider_kind(kind: str) -> ProviderKind:
+    """The kind ``kind`` names (built-in or a plugin's), or a ``ConfigError``."""
+    found = plugins.load(plugins.PROVIDERS_GROUP, kind)
+    if not isinstance(found, ProviderKind):
+        raise ConfigError(f"provider kind {kind!r} is not a distillery.providers.base.ProviderKind")
+    return found
 
 
 class ProviderRegistry:
@@ -46,17 +48,24 @@ class ProviderRegistry:
     @classmethod
     def from_config(
         cls,
-        configs: dict[str, ProviderConfig],
+        configs: Mapping[str, ProviderConfig],
         *,
-        factories: dict[str, ProviderFactory] | None = None,
+        context: ProviderContext | None = None,
+        kinds: Mapping[str, ProviderKind] | None = None,
     ) -> ProviderRegistry:
-        kinds = {**_KINDS, **(factories or {})}
+        """Build every configured provider; ``kinds`` replaces some kinds (tests, embedding)."""
+        context = context or ProviderContext(home=Path.cwd())
         built: dict[str, Provider] = {}
         for name, cfg in configs.items():
-            factory = kinds.get(cfg.kind)
-            if factory is None:
-                raise ConfigError(f"provider {name!r}: unknown kind {cfg.kind!r}")
-            built[name] = factory(name, cfg)
+            kind = (kinds or {}).get(cfg.kind) or provider_kind(cfg.kind)
+            try:
+                provider = kind.build(name, cfg, context)
+            except ImportError as exc:
+                log.warning("provider %r (%s) unavailable: %s", name, cfg.kind, exc)
+                continue
+            if not isinstance(provider, Provider):
+                raise ConfigError(f"provider kind {cfg.kind!r} built no Provider for {name!r}")
+            built[name] = provider
         return cls(built)
 
     def add(self, provider: Provider) -> None:

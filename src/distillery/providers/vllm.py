@@ -29,36 +29,24 @@ import shutil
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import Field
 
 from distillery.errors import DistilleryError, InvalidRequestError, NotFoundError, UpstreamError
-from distillery.providers.openai_compatible import OpenAICompatibleProvider, _env_proxy
+from distillery.providers.base import FineTune, FineTuneLookup, ProviderKind
+from distillery.providers.openai_compatible import (
+    OpenAICompatibleProvider,
+    OpenAIProviderConfig,
+    _env_proxy,
+)
 from distillery.security.redact import redact
-from distillery.settings import ProviderConfig
 
 log = logging.getLogger(__name__)
 
 _ADAPTER_CONFIG = "adapter_config.json"
-
-
-class FineTune(Protocol):
-    """What a provider needs to know of a fine-tuned model (``store.models.FineTunedModel``)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def base_model(self) -> str: ...
-
-    @property
-    def adapter_path(self) -> str | None: ...
-
-
-class FineTuneLookup(Protocol):
-    def __call__(self, model_id: str, /) -> FineTune | None: ...
 
 
 def lora_name(model_id: str) -> str:
@@ -81,8 +69,30 @@ def publish_adapter(providers: Iterable[object], model: FineTune) -> None:
                 log.exception("could not publish %s to provider %r", model.id, provider.name)
 
 
+class VLLMProviderConfig(OpenAIProviderConfig):
+    """``kind = "vllm"``: a vLLM or SGLang server with runtime LoRA loading."""
+
+    KIND = "vllm"
+    adapter_dir: str = Field(
+        description="A folder the `vllm` server can read (a shared volume): students' LoRA "
+        "adapters are copied there and loaded from there.",
+    )
+    flavor: Literal["vllm", "sglang"] = Field(
+        default="vllm",
+        description="The runtime adapter API of the server: `vllm` (`/v1/load_lora_adapter`) or "
+        "`sglang` (`/load_lora_adapter`).",
+    )
+    max_adapters: int = Field(
+        default=8,
+        ge=1,
+        description="Adapters the server holds at once (its `--max-loras`); the least recently "
+        "used one is unloaded to make room.",
+    )
+
+
 class VLLMProvider(OpenAICompatibleProvider):
     kind = "vllm"
+    config: VLLMProviderConfig
     # a vLLM server knows an adapter by its own name and its /v1/responses differs by version:
     # Responses requests are answered through chat completions (as for a local model)
     responses_api = False
@@ -90,13 +100,12 @@ class VLLMProvider(OpenAICompatibleProvider):
     def __init__(
         self,
         name: str,
-        config: ProviderConfig,
+        config: VLLMProviderConfig,
         *,
         timeout_s: float | None = None,
         adapters: FineTuneLookup | None = None,
     ) -> None:
         super().__init__(name, config, timeout_s=timeout_s)
-        assert config.base_url is not None and config.adapter_dir is not None
         self.adapter_dir = Path(config.adapter_dir).expanduser()
         self.max_adapters = config.max_adapters
         self._lookup = adapters
@@ -441,3 +450,12 @@ def _message(content: bytes) -> str:
         if isinstance(err, str):
             return redact(err)
     return redact(content[:500].decode("utf-8", "replace").strip())
+
+
+VLLM = ProviderKind(
+    kind="vllm",
+    config=VLLMProviderConfig,
+    build=lambda name, config, context: VLLMProvider(name, config, adapters=context.fine_tunes),
+    summary="A vLLM or SGLang server that serves base models and, through runtime LoRA loading, "
+    "their students.",
+)

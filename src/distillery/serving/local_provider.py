@@ -52,6 +52,7 @@ from distillery.errors import (
     ServiceUnavailableError,
 )
 from distillery.providers.base import ModelInfo
+from distillery.providers.local import LocalProviderConfig
 from distillery.serving.adapters import AdapterRef, is_full_model
 from distillery.serving.chat_template import normalize_messages
 from distillery.serving.constrained import ResponseFormat, mentions_json, parse_response_format
@@ -76,7 +77,6 @@ from distillery.serving.tools import (
     ToolRequest,
     parse_tools,
 )
-from distillery.settings import ProviderConfig
 
 AdapterResolver = Callable[[str], AdapterRef | None]
 
@@ -252,7 +252,7 @@ class LocalProvider:
     def __init__(
         self,
         name: str,
-        config: ProviderConfig,
+        config: LocalProviderConfig,
         *,
         adapter_resolver: AdapterResolver | None = None,
         dtype: str | None = None,

@@ -15,14 +15,23 @@ backend through four calls:
   (each with a ``key`` that is stable within the job, so that a new process that re-reads them from
   the start mirrors each one once), and at the end the result;
 - ``cancel(handle)`` asks the run to stop; a later ``poll`` reports ``cancelled``.
+
+A *trainer kind* (:class:`TrainerKind`) is what ``[training] backend`` or a job's
+``distillery.backend`` names: which providers' models it can train, its options model (the
+``[training.backends.KIND]`` table) and how to build a backend for one provider. The built-in
+kinds (``local``, ``openai``) and plugins are found the same way (``distillery.plugins``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from distillery.settings import ProviderConfig, TrainingConfig
 
 Auto = Literal["auto"]
 Level = Literal["info", "warn", "error"]
@@ -138,3 +147,35 @@ class TrainingBackend(Protocol):
     def poll(self, handle: str) -> JobProgress: ...
 
     def cancel(self, handle: str) -> None: ...
+
+
+class NoOptions(BaseModel):
+    """The options of a trainer kind that has none (its table must be empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TrainerContext:
+    """What a trainer kind gets to build a backend for the models of one provider."""
+
+    provider: str  # the provider that serves the base models
+    provider_config: ProviderConfig
+    options: Any  # the kind's ``[training.backends.KIND]`` table, validated with its model
+    training: TrainingConfig
+    home: Path
+
+
+@dataclass(frozen=True)
+class TrainerKind:
+    """A trainer kind: what ``[training] backend`` or a job's ``distillery.backend`` names.
+
+    ``trains(provider_config)`` says whether it can train that provider's models (the default
+    backend of a model is the first kind that can); ``build(context)`` returns the backend.
+    """
+
+    kind: str
+    trains: Callable[[ProviderConfig], bool]
+    build: Callable[[TrainerContext], TrainingBackend]
+    config: type[BaseModel] = NoOptions
+    summary: str = ""

@@ -143,7 +143,7 @@ class FineTuningService:
     def create(self, body: Any) -> dict[str, Any]:
         """Check a ``POST /v1/fine_tuning/jobs`` body and record the job (``validating_files``)."""
         req = parse_create(body)
-        resolved = self.registry.resolve(req.model)
+        resolved = self.registry.resolve(req.model, backend=req.backend)
         training = self._input(req.training_file, "training_file")
         validation = (
             self._input(req.validation_file, "validation_file") if req.validation_file else None
@@ -164,7 +164,7 @@ class FineTuningService:
             training_examples=_count_examples(training.path),
             method={"type": req.method_type, req.method_type: req.method},
             extras=req.extras,
-            model_path=resolved.config.paths.get(req.model),
+            model_path=resolved.model_path,
         )
         hyper = resolved.backend.validate(spec)
         created_at = int(time.time())
@@ -172,7 +172,7 @@ class FineTuningService:
             job_id=job_id,
             created_at=created_at,
             status="validating_files",
-            backend=resolved.backend.name,
+            backend=resolved.kind,
             body=self._job_body(req, job_id, created_at, hyper, training, validation),
             state={
                 "provider": resolved.provider,
@@ -351,7 +351,7 @@ class FineTuningService:
             return None
         provider = str(job.state.get("provider"))
         try:
-            backend = self.registry.for_provider(provider)
+            backend = self.registry.backend(job.backend, provider)
         except DistilleryError as exc:
             if self._claim_for_failure(job, worker_id, now, stale_before):
                 self._fail(job.id, worker_id, JobError("backend_unavailable", exc.message))

@@ -23,12 +23,15 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from distillery.errors import ConflictError, InvalidRequestError
+from distillery.providers.local import LocalProviderConfig
 from distillery.settings import ProviderConfig
 from distillery.training.base import (
     FineTuneSpec,
     Hyperparameters,
     JobError,
     JobProgress,
+    TrainerContext,
+    TrainerKind,
     TrainingCheckpoint,
     TrainingEvent,
     level_of,
@@ -63,7 +66,7 @@ class LocalRunBackend:
         *,
         defaults: Mapping[str, Any] | None = None,
         concurrency: int = 1,
-        provider: ProviderConfig | None = None,
+        provider: LocalProviderConfig | None = None,
     ) -> None:
         """``provider``: the local provider serving the base models (its ``chat_template``)."""
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
@@ -235,3 +238,24 @@ class LocalRunBackend:
                 )
             )
         return events, checkpoints, step, total
+
+
+def _trains(config: ProviderConfig) -> bool:
+    """Models whose weights are here: a ``local`` provider's (embedded or at a path)."""
+    return isinstance(config, LocalProviderConfig)
+
+
+def _build(context: TrainerContext) -> LocalRunBackend:
+    config = context.provider_config
+    assert isinstance(config, LocalProviderConfig)
+    defaults = {"device": context.training.device, "threads": context.training.threads}
+    return LocalRunBackend(defaults=defaults, provider=config)
+
+
+LOCAL_TRAINER = TrainerKind(
+    kind="local",
+    trains=_trains,
+    build=_build,
+    summary="LoRA or full fine-tuning in a subprocess on this machine (transformers + PEFT), "
+    "checkpointed and resumable.",
+)

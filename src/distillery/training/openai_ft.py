@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import httpx
 
 from distillery.errors import InvalidRequestError, UpstreamError
+from distillery.providers.openai_compatible import AzureProviderConfig, OpenAIProviderConfig
 from distillery.settings import ProviderConfig
 from distillery.training.base import (
     FineTuneSpec,
@@ -29,6 +30,8 @@ from distillery.training.base import (
     JobError,
     JobProgress,
     RunStatus,
+    TrainerContext,
+    TrainerKind,
     TrainingCheckpoint,
     TrainingEvent,
     level_of,
@@ -64,7 +67,7 @@ class OpenAITrainingBackend:
     def __init__(
         self,
         provider: str,
-        config: ProviderConfig,
+        config: OpenAIProviderConfig | AzureProviderConfig,
         home: Path | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
@@ -74,16 +77,12 @@ class OpenAITrainingBackend:
         self.concurrency = 32  # remote runs cost this process only a poll each
         headers = dict(config.headers)
         key = config.api_key()
-        if config.kind == "azure":
-            if not config.endpoint:
-                raise InvalidRequestError(f"provider {provider!r} has no endpoint")
+        if isinstance(config, AzureProviderConfig):
             self.base = config.endpoint.rstrip("/") + "/openai"
             self.params = {"api-version": config.api_version or "2024-10-21"}
             if key:
                 headers["api-key"] = key
         else:
-            if not config.base_url:
-                raise InvalidRequestError(f"provider {provider!r} has no base_url")
             self.base = config.base_url.rstrip("/")
             self.params = {}
             if key:
@@ -272,3 +271,23 @@ class OpenAITrainingBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _trains(config: ProviderConfig) -> bool:
+    """OpenAI's and Azure's own fine-tuning APIs (not a vllm server's, which has none)."""
+    return type(config) in (OpenAIProviderConfig, AzureProviderConfig)
+
+
+def _build(context: TrainerContext) -> OpenAITrainingBackend:
+    config = context.provider_config
+    assert isinstance(config, OpenAIProviderConfig | AzureProviderConfig)
+    return OpenAITrainingBackend(context.provider, config, context.home)
+
+
+OPENAI_TRAINER = TrainerKind(
+    kind="openai",
+    trains=_trains,
+    build=_build,
+    summary="The provider's own fine-tuning API (OpenAI, Azure OpenAI): files uploaded, the job "
+    "mirrored here.",
+)

@@ -54,6 +54,7 @@ class CreateRequest:
     hyperparameters: Hyperparameters
     integrations: list[Any] | None
     extras: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None  # the trainer kind asked for (``distillery.backend``)
 
 
 def _string(body: Mapping[str, Any], key: str, *, required: bool) -> str | None:
@@ -172,9 +173,16 @@ def parse_create(body: Any) -> CreateRequest:
     integrations = body.get("integrations")
     if integrations is not None and not isinstance(integrations, list):
         raise InvalidRequestError("Invalid 'integrations': expected a list.", param="integrations")
-    extras = body.get("distillery") or {}
-    if not isinstance(extras, Mapping):
+    raw_extras = body.get("distillery") or {}
+    if not isinstance(raw_extras, Mapping):
         raise InvalidRequestError("Invalid 'distillery': expected an object.", param="distillery")
+    extras = dict(raw_extras)
+    backend = extras.pop("backend", None)
+    if backend is not None and not (isinstance(backend, str) and backend):
+        raise InvalidRequestError(
+            "Invalid 'distillery.backend': expected the name of a trainer kind.",
+            param="distillery.backend",
+        )
     return CreateRequest(
         model=model,
         training_file=training_file,
@@ -186,5 +194,6 @@ def parse_create(body: Any) -> CreateRequest:
         method=section,
         hyperparameters=hyper,
         integrations=integrations,
-        extras=dict(extras),
+        extras=extras,
+        backend=backend,
     )

@@ -1,36 +1,43 @@
-"""Which backend trains a model: chosen from the provider that serves the base model.
+"""Which backend trains a model: the trainer kind named, or the first one that can.
 
-A model of a ``local`` provider trains with the local LoRA backend; a model of an ``openai`` or
-``azure`` provider trains through that provider's fine-tuning API. Backends register per provider
-kind with ``register_backend`` (the same door a plugin would use); the composition root
-(``services.py``) registers the built-in ones.
+A trainer kind (``training.base.TrainerKind``: ``local``, ``openai`` or a plugin's, found through
+``distillery.plugins``) says which providers' models it can train. A job's backend is, in order:
+the job's ``distillery.backend``, then ``[training] backend`` when that kind can train the model,
+then the first kind that can (the built-ins first). A backend is built once per (kind, provider)
+with the kind's ``[training.backends.KIND]`` options, and the job records its kind, so a worker
+that reclaims the job drives the same backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillery.errors import InvalidRequestError, NotFoundError
-from distillery.settings import ProviderConfig
-from distillery.training.base import TrainingBackend
+from pydantic import ValidationError
 
-BackendFactory = Callable[[str, ProviderConfig, Path], TrainingBackend]
-"""``factory(provider_name, provider_config, home)``."""
+from distillery import plugins
+from distillery.errors import ConfigError, InvalidRequestError, NotFoundError
+from distillery.providers.local import LocalProviderConfig
+from distillery.settings import ProviderConfig, TrainingConfig
+from distillery.training.base import TrainerContext, TrainerKind, TrainingBackend
 
-_FACTORIES: dict[str, BackendFactory] = {}
 
-
-def register_backend(provider_kind: str, factory: BackendFactory) -> None:
-    _FACTORIES[provider_kind] = factory
+def trainer_kind(kind: str) -> TrainerKind:
+    """The trainer kind ``kind`` names (built-in or a plugin's), or a ``ConfigError``."""
+    found = plugins.load(plugins.TRAINERS_GROUP, kind)
+    if not isinstance(found, TrainerKind):
+        raise ConfigError(f"trainer kind {kind!r} is not a distillery.training.base.TrainerKind")
+    return found
 
 
 @dataclass(frozen=True)
 class Resolved:
     backend: TrainingBackend
+    kind: str  # the trainer kind, recorded with the job
     provider: str
     config: ProviderConfig
+    model_path: str | None = None  # the base model's weights, when its provider names a path
 
 
 class TrainingRegistry:
@@ -41,39 +48,81 @@ class TrainingRegistry:
         providers: Mapping[str, ProviderConfig],
         home: Path,
         *,
-        factories: Mapping[str, BackendFactory] | None = None,
+        training: TrainingConfig | None = None,
+        kinds: Mapping[str, TrainerKind] | None = None,
     ) -> None:
+        """``kinds`` replaces the plugin lookup (tests that train with a kind of their own)."""
         self.providers = dict(providers)
         self.home = home
-        self._factories = dict(factories) if factories is not None else None
-        self._built: dict[str, TrainingBackend] = {}
+        self.training = training or TrainingConfig()
+        self._kinds = dict(kinds) if kinds is not None else None
+        self._built: dict[tuple[str, str], TrainingBackend] = {}
 
-    def _factory(self, kind: str) -> BackendFactory | None:
-        factories = self._factories if self._factories is not None else _FACTORIES
-        return factories.get(kind)
+    def kinds(self) -> list[str]:
+        return (
+            list(self._kinds) if self._kinds is not None else plugins.names(plugins.TRAINERS_GROUP)
+        )
 
-    def for_provider(self, provider: str) -> TrainingBackend:
-        built = self._built.get(provider)
+    def kind(self, name: str) -> TrainerKind:
+        if self._kinds is not None:
+            if name not in self._kinds:
+                raise ConfigError(
+                    f"unknown trainer kind {name!r} (known: {', '.join(self._kinds)})"
+                )
+            return self._kinds[name]
+        return trainer_kind(name)
+
+    def backend(self, kind: str, provider: str) -> TrainingBackend:
+        """The ``kind`` backend for the models of ``provider`` (built once)."""
+        built = self._built.get((kind, provider))
         if built is not None:
             return built
         config = self.providers.get(provider)
         if config is None:
             raise NotFoundError(f"no provider named {provider!r} is configured")
-        factory = self._factory(config.kind)
-        if factory is None:
-            raise InvalidRequestError(
-                f"provider {provider!r} ({config.kind}) has no fine-tuning backend", param="model"
+        trainer = self.kind(kind)
+        try:
+            options = trainer.config.model_validate(self.training.backends.get(kind, {}))
+        except ValidationError as exc:
+            raise ConfigError(f"[training.backends.{kind}]: {exc}") from exc
+        backend = trainer.build(
+            TrainerContext(
+                provider=provider,
+                provider_config=config,
+                options=options,
+                training=self.training,
+                home=self.home,
             )
-        backend = factory(provider, config, self.home)
-        self._built[provider] = backend
+        )
+        self._built[(kind, provider)] = backend
         return backend
 
-    def resolve(self, model: str) -> Resolved:
-        """The backend that can train ``model``, or a 400 naming ``model``."""
-        for name, config in self.providers.items():
-            served = set(config.models) | set(config.deployments)
-            if model in served and self._factory(config.kind) is not None:
-                return Resolved(backend=self.for_provider(name), provider=name, config=config)
+    def resolve(self, model: str, *, backend: str | None = None) -> Resolved:
+        """The backend that trains ``model`` (``backend``: the job's choice), or a 400."""
+        if backend is not None and backend not in self.kinds():
+            raise InvalidRequestError(
+                f"Unknown trainer backend {backend!r}; known: {', '.join(self.kinds())}.",
+                param="distillery.backend",
+            )
+        serving = [(n, c) for n, c in self.providers.items() if model in c.served_models()]
+        for name, config in serving:
+            kind = self._choose(config, backend)
+            if kind is not None:
+                return Resolved(
+                    backend=self.backend(kind, name),
+                    kind=kind,
+                    provider=name,
+                    config=config,
+                    model_path=(
+                        config.paths.get(model) if isinstance(config, LocalProviderConfig) else None
+                    ),
+                )
+        if backend is not None and serving:
+            raise InvalidRequestError(
+                f"The trainer backend {backend!r} cannot train {model} (served by provider "
+                f"{serving[0][0]!r}, kind {serving[0][1].kind}).",
+                param="distillery.backend",
+            )
         raise InvalidRequestError(
             f"Model {model} is not available for fine-tuning or does not exist. Fine-tune a base "
             "model of a local provider, or a model of an `openai`/`azure` provider.",
@@ -81,11 +130,21 @@ class TrainingRegistry:
             code="model_not_available",
         )
 
+    def _choose(self, config: ProviderConfig, requested: str | None) -> str | None:
+        """The trainer kind for ``config``'s models: the requested one, the configured one, the
+        first that can (None when none can)."""
+        if requested is not None:
+            return requested if self.kind(requested).trains(config) else None
+        preferred = self.training.backend
+        if preferred is not None and self.kind(preferred).trains(config):
+            return preferred
+        return next((k for k in self.kinds() if self.kind(k).trains(config)), None)
+
     def trainable_models(self) -> list[tuple[str, str]]:
         """``(model, provider)`` pairs that some backend can train."""
         return [
             (model, name)
             for name, config in self.providers.items()
-            if self._factory(config.kind) is not None
-            for model in dict.fromkeys([*config.models, *config.deployments])
+            if self._choose(config, None) is not None
+            for model in config.served_models()
         ]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError, NotFoundError
 from distillery.progress import ProgressCallback, ProgressEvent
+from distillery.providers.local import LocalProviderConfig
 from distillery.settings import ProviderConfig
 from distillery.store.models import FineTunedModel, FineTunedModelsRepo
 
@@ -186,12 +187,12 @@ class ModelExports:
 
     # -- pieces ---------------------------------------------------------------------------------
 
-    def _provider(self, model: FineTunedModel) -> ProviderConfig:
+    def _provider(self, model: FineTunedModel) -> LocalProviderConfig:
         config = self.providers.get(model.provider)
-        if config is not None and config.kind == "local":
+        if isinstance(config, LocalProviderConfig):
             return config
         for candidate in self.providers.values():
-            if candidate.kind == "local" and model.base_model in candidate.models:
+            if isinstance(candidate, LocalProviderConfig) and model.base_model in candidate.models:
                 return candidate
         raise InvalidRequestError(
             f"The base model `{model.base_model}` of `{model.id}` is not served by a local "
