@@ -104,6 +104,21 @@ def test_proxied_create_stream_retrieve_and_delete(
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
 
 
+def test_azure_deployments_and_upstream_errors(
+    client: openai.OpenAI, fake_openai: FakeOpenAI, gateway: LiveServer
+) -> None:
+    resp = client.responses.create(model="azure-gpt", input="from azure")
+    assert resp.output_text == "echo: from azure"
+    assert fake_openai.headers[-1]["api-key"] == "azure-secret-value-123456"
+    assert client.responses.retrieve(resp.id).output_text == "echo: from azure"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="fail-400", input="x", metadata={"case": "failing"})
+    failed = client.chat.completions.list(metadata={"case": "failing"}).data
+    assert len(failed) == 1 and failed[0].id.startswith("resp_")  # recorded, not a response
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(failed[0].id)
+
+
 def test_store_false_keeps_nothing(client: openai.OpenAI) -> None:
     resp = client.responses.create(model="echo-1", input="forget me", store=False)
     assert resp.store is False

@@ -57,3 +57,38 @@ def test_filters_and_search(db_url: str) -> None:
     repo.delete("chatcmpl-s0000")
     assert repo.count(metadata={"prompt": "router"}) == 19
     store.close()
+
+
+def test_stored_responses_are_marked_listed_and_removed(db_url: str) -> None:
+    from dataclasses import replace
+
+    store = Store.open(db_url)
+    repo = CompletionsRepo(store)
+    chat = [_rec(i, prompt="p") for i in range(4)]
+    responses = [
+        replace(
+            _rec(10 + i, prompt="p"),
+            id=f"resp_s{i}",
+            endpoint="responses",
+            request={
+                "model": "m",
+                "messages": [],
+                "responses": {"previous_response_id": "resp_s0"},
+            },
+        )
+        for i in range(3)
+    ]
+    repo.insert_many([*chat[:2], *responses, *chat[2:]])
+    assert repo.count(metadata={"prompt": "p"}) == 7
+    assert repo.count(metadata={"prompt": "p"}, endpoint="responses") == 3
+    listed = repo.list(endpoint="responses", order="desc")
+    assert [c.id for c in listed.data] == ["resp_s2", "resp_s1", "resp_s0"]
+    found = repo.get_response("resp_s1")
+    assert found is not None and found.id == "resp_s1"
+    assert repo.get_response("chatcmpl-s0000") is None  # a chat completion is not a response
+    repo.delete("resp_s1")
+    assert repo.get_response("resp_s1") is None
+    assert repo.count(endpoint="responses") == 2
+    assert repo.purge_before(1011) == 5  # the four chat completions and resp_s0
+    assert repo.get_response("resp_s0") is None and repo.count(endpoint="responses") == 1
+    store.close()
