@@ -57,7 +57,15 @@ def test_api_reference_names_scopes_and_routers(rendered: dict[str, str]) -> Non
     assert "## `distillery.api.routes.files`" in api
     assert "| POST | `/v1/chat/completions` | ingest |" in api
     assert "| GET | `/v1/files` | admin |" in api
-    assert "| DELETE | `/v1/files/{file_id}` | admin | Delete file. |" in api
+    assert (
+        "| DELETE | `/v1/files/{file_id}` | admin | none | FileDeleted | 400, 401, 403, 404 |"
+        in api
+    )
+    # the request body and the answer as in the OpenAPI document (multipart for an upload)
+    assert (
+        "| POST | `/v1/files` | admin | `FileCreateParams` | FileObject | 400, 401, 403, 413 |"
+        in api
+    )
 
 
 def test_config_reference_lists_environment_tables_and_defaults(rendered: dict[str, str]) -> None:

@@ -34,7 +34,7 @@ from distillery.store.annotations import (
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import Page, StoredCompletion
 from distillery.wire.chat import output_text
-from distillery.wire.params import parse_params
+from distillery.wire.params import INT64_MAX, parse_params
 
 Priority = Literal["teacher_failed_first", "oldest", "newest", "random"]
 PRIORITIES: tuple[str, ...] = ("teacher_failed_first", "oldest", "newest", "random")
@@ -49,8 +49,8 @@ class CompletionsSource(BaseModel):
     type: Literal["completions"] = "completions"
     model: str | None = None
     metadata: dict[str, str] | None = None
-    created_after: int | None = None
-    created_before: int | None = None
+    created_after: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    created_before: int | None = Field(default=None, ge=0, le=INT64_MAX)
     completion_ids: list[str] | None = Field(default=None, max_length=MAX_QUEUE_ITEMS)
 
 

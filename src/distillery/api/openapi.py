@@ -333,52 +333,86 @@ def _error(status: int) -> dict[str, Any]:
     }
 
 
-def _document_operation(
-    operation: dict[str, Any],
-    doc: Doc | None,
-    *,
-    method: str,
-    keyed: bool,
-    has_path_params: bool,
-    cursor: bool,
-    refs: dict[type[BaseModel], dict[str, Any]],
-) -> None:
-    body: dict[str, Any] | None = None
+@dataclass(frozen=True)
+class Operation:
+    """One operation as documented: its ``Doc`` (None: not in ``OPERATIONS``), whether a key
+    is required, its request body's media type (None: no body) and its error statuses."""
+
+    doc: Doc | None
+    keyed: bool
+    body_media: str | None
+    errors: tuple[int, ...]
+
+    @property
+    def body_name(self) -> str | None:
+        """The request body's schema name (``object`` for an undescribed body)."""
+        if self.body_media is None:
+            return None
+        return self.doc.body.__name__ if self.doc and self.doc.body else "object"
+
+    @property
+    def answer_name(self) -> str:
+        """What a success answers: a schema name, a list of one, or a download's media type."""
+        doc = self.doc
+        if doc is not None and doc.media is not None:
+            return doc.media
+        if doc is None or doc.returns is None:
+            return "object"
+        name = doc.returns.__name__
+        name = f"list of {name}" if doc.page else name
+        return f"{name} (or SSE with stream)" if doc.stream else name
+
+
+def describe(route: APIRoute, method: str) -> Operation:
+    """How ``method`` on ``route`` is documented (the same for the document and ``api.md``)."""
+    doc = OPERATIONS.get(f"{method.upper()} {route.path_format}")
+    keyed = _requires_key(route)
+    media: str | None = None
     if doc is not None and doc.body is not None:
         media = "multipart/form-data" if doc.form else _JSON
-        body = {"required": doc.body_required, "content": {media: {"schema": refs[doc.body]}}}
-    elif method == "post" and not (doc and doc.bodiless):  # some JSON object, maybe empty
-        body = {"required": False, "content": {_JSON: {"schema": {"type": "object"}}}}
-    if body is not None:
-        operation["requestBody"] = body
+    elif method.lower() == "post" and not (doc and doc.bodiless):  # some JSON object, or none
+        media = _JSON
+    statuses = {400, *(doc.errors if doc else ())}
+    if keyed:
+        statuses |= {401, 403}
+    cursor = any(p.name == "after" for p in route.dependant.query_params)
+    if route.dependant.path_params or cursor:  # a path id, or an ``after`` cursor, unknown
+        statuses.add(404)
+    if media is not None:
+        statuses.add(413)
+        if media == _JSON:
+            statuses.add(415)
+    return Operation(doc, keyed, media, tuple(sorted(statuses)))
+
+
+def _document_operation(
+    operation: dict[str, Any], described: Operation, refs: dict[type[BaseModel], dict[str, Any]]
+) -> None:
+    doc = described.doc
+    if described.body_media is not None:
+        schema = refs[doc.body] if doc and doc.body else {"type": "object"}
+        operation["requestBody"] = {
+            "required": bool(doc and doc.body and doc.body_required),
+            "content": {described.body_media: {"schema": schema}},
+        }
 
     ok: dict[str, Any] = {"description": "Successful Response"}
     if doc is not None and doc.media is not None:
         ok["content"] = {doc.media: {"schema": {"type": "string", "format": "binary"}}}
     elif doc is not None and doc.returns is not None:
-        schema = refs[doc.returns]
+        answer = refs[doc.returns]
         if doc.page:
-            schema = _list_schema(schema, cursor=doc.cursor)
-        ok["content"] = {_JSON: {"schema": schema}}
+            answer = _list_schema(answer, cursor=doc.cursor)
+        ok["content"] = {_JSON: {"schema": answer}}
         if doc.stream:
             ok["description"] += " (with `stream: true`, server-sent events of chunks)"
             ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     else:
         ok["content"] = {_JSON: {"schema": {"type": "object"}}}
-
-    statuses = {400, *(doc.errors if doc else ())}
-    if keyed:
-        statuses |= {401, 403}
-    if has_path_params or cursor:  # a path id, or an ``after`` cursor, that names nothing
-        statuses.add(404)
-    if body is not None:
-        statuses.add(413)
-        if not (doc and doc.form):
-            statuses.add(415)
     responses: dict[str, Any] = {"200": ok}
-    responses |= {str(status): _error(status) for status in sorted(statuses)}
+    responses |= {str(status): _error(status) for status in described.errors}
     operation["responses"] = responses
-    if keyed:
+    if described.keyed:
         operation["security"] = [{SECURITY_SCHEME: []}]
 
 
@@ -398,15 +432,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             route = routes.get((method, path))
             if route is None:
                 continue
-            _document_operation(
-                operation,
-                OPERATIONS.get(f"{method.upper()} {path}"),
-                method=method,
-                keyed=_requires_key(route),
-                has_path_params=bool(route.dependant.path_params),
-                cursor=any(p.name == "after" for p in route.dependant.query_params),
-                refs=refs,
-            )
+            _document_operation(operation, describe(route, method), refs)
     components = spec.setdefault("components", {})
     kept = {
         name: schema

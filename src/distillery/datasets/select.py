@@ -18,6 +18,7 @@ from distillery.errors import InvalidRequestError
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.fine_tuning_jsonl import build_example
+from distillery.wire.params import INT64_MAX
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
@@ -31,8 +32,8 @@ class DatasetSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
     metadata: dict[str, str] | None = None
-    created_after: int | None = None
-    created_before: int | None = None
+    created_after: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    created_before: int | None = Field(default=None, ge=0, le=INT64_MAX)
     completion_ids: list[str] | None = None
     queue_id: str | None = None
     limit: int | None = Field(default=None, ge=1, le=MAX_ITEMS)

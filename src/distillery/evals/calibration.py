@@ -37,7 +37,7 @@ from distillery.store.calibrations import CalibrationsRepo
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.content import message_text
-from distillery.wire.params import parse_params
+from distillery.wire.params import INT64_MAX, parse_params
 
 JUDGE_TYPES = ("label_model", "score_model")
 MAX_ITEMS_LISTED = 200
@@ -61,7 +61,7 @@ class CalibrationSpec(BaseModel):
     min_labels: int = Field(default=20, ge=2, le=100_000)
     resamples: int = Field(default=1000, ge=100, le=100_000)
     confidence: float = Field(default=0.95, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=INT64_MAX)
     # the floor a judge must meet to gate anything, on the lower end of each interval
     min_kappa: float | None = Field(default=None, ge=-1, le=1)
     min_agreement: float | None = Field(default=None, ge=0, le=1)

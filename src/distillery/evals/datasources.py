@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from distillery.errors import InvalidRequestError, NotFoundError, UnprocessableError
+from distillery.errors import InvalidRequestError, NotFoundError
 from distillery.evals.graders.base import GradeInput
 from distillery.evals.graders.messages import InputMessage, render_message
 from distillery.evals.graders.templating import lookup
@@ -47,6 +47,7 @@ from distillery.store.evals import EvalsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.chat import validate_metadata
 from distillery.wire.content import message_text
+from distillery.wire.params import INT64_MAX
 from distillery.wire.responses import chat_tools, response_format
 
 CONFIG_TYPES = ("custom", "logs", "stored_completions")
@@ -266,7 +267,7 @@ class DataSources:
             _known_keys(src, allowed, param)
             validate_metadata(src.get("metadata"), param=f"{param}.metadata")
             for key in ("created_after", "created_before", "limit"):
-                if src.get(key) is not None and not isinstance(src[key], int):
+                if src.get(key) is not None and not _int64(src[key]):
                     raise _bad(f"'{param}.{key}' must be an integer.", f"{param}.{key}")
             if src.get("limit") is not None and src["limit"] < 1:
                 raise _bad(f"'{param}.limit' must be at least 1.", f"{param}.limit")
@@ -434,11 +435,11 @@ class DataSources:
             try:
                 row = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise UnprocessableError(
+                raise InvalidRequestError(
                     f"File {file_id}, line {number}: invalid JSON ({exc}).", param="file_id"
                 ) from exc
             if not isinstance(row, dict):
-                raise UnprocessableError(
+                raise InvalidRequestError(
                     f"File {file_id}, line {number}: expected a JSON object.", param="file_id"
                 )
             if isinstance(row.get("item"), dict) and set(row) <= {"item", "sample"}:
@@ -454,14 +455,17 @@ _RESPONSES_FILTERS = {
 }  # fmt: skip
 
 
+def _int64(value: Any) -> bool:
+    """An integer the store can compare with (a bigger one is a 400, not a database error)."""
+    return isinstance(value, int) and -INT64_MAX <= value <= INT64_MAX
+
+
 def _responses_source(src: Mapping[str, Any], param: str) -> None:
     """A ``responses`` source's filters (OpenAI's, less ``tools`` and ``reasoning_effort``)."""
     _known_keys(src, _RESPONSES_FILTERS, param)
     validate_metadata(src.get("metadata"), param=f"{param}.metadata")
     for key in ("created_after", "created_before", "limit"):
-        if src.get(key) is not None and (
-            not isinstance(src[key], int) or isinstance(src[key], bool)
-        ):
+        if src.get(key) is not None and (not _int64(src[key]) or isinstance(src[key], bool)):
             raise _bad(f"'{param}.{key}' must be an integer.", f"{param}.{key}")
     if src.get("limit") is not None and src["limit"] < 1:
         raise _bad(f"'{param}.limit' must be at least 1.", f"{param}.limit")

@@ -10,6 +10,10 @@ from distillery.errors import InvalidRequestError
 
 M = TypeVar("M", bound=BaseModel)
 
+# the largest integer the store can hold (SQLite and PostgreSQL BIGINT): a timestamp, cursor or
+# seed beyond it is a 400, not a database error
+INT64_MAX = 2**63 - 1
+
 
 def parse_params(model: type[M], body: Any, *, prefix: str | None = None) -> M:
     """``model.model_validate(body)``; the first problem becomes an ``InvalidRequestError``."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from distillery.api.deps import ADMIN, ServicesDep
 from distillery.costs.report import costs_report
+from distillery.wire.params import INT64_MAX
 
 router = APIRouter(prefix="/v1/distillery/costs", tags=["costs"])
 
@@ -16,8 +17,8 @@ router = APIRouter(prefix="/v1/distillery/costs", tags=["costs"])
 async def get_costs(
     services: ServicesDep,
     group_key: str = Query(default="prompt", max_length=64),
-    since: int | None = None,
-    until: int | None = None,
+    since: int | None = Query(default=None, ge=0, le=INT64_MAX),
+    until: int | None = Query(default=None, ge=0, le=INT64_MAX),
     min_examples: int = Query(default=100, ge=1),
 ) -> dict[str, Any]:
     services.routes.before_read()  # this process's route outcomes, written first

@@ -14,6 +14,7 @@ from distillery.api.responses import list_response as _list
 from distillery.api.responses import read_object
 from distillery.errors import InvalidRequestError
 from distillery.wire.fine_tuning_jsonl import dump_line
+from distillery.wire.params import INT64_MAX
 
 router = APIRouter(prefix="/v1/distillery/datasets", tags=["datasets"])
 
@@ -137,7 +138,7 @@ async def list_items(
     version: str,
     services: ServicesDep,
     split: str | None = None,
-    after: int | None = None,
+    after: int | None = Query(default=None, ge=0, le=INT64_MAX),
     limit: int = Query(default=20, ge=1, le=1000),
 ) -> Response:
     svc = services.datasets

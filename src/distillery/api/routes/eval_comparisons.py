@@ -21,6 +21,7 @@ from distillery.api.deps import ADMIN, ServicesDep
 from distillery.api.responses import json_response as _json
 from distillery.api.responses import read_json
 from distillery.errors import InvalidRequestError
+from distillery.wire.params import INT64_MAX
 
 router = APIRouter(prefix="/v1/distillery/eval_comparisons", tags=["evals"], dependencies=[ADMIN])
 
@@ -31,7 +32,7 @@ async def compare_runs(
     run_ids: list[str] = Query(default=[]),
     baseline: str | None = None,
     resamples: int = Query(default=1000, ge=1, le=100_000),
-    seed: int = 0,
+    seed: int = Query(default=0, ge=0, le=INT64_MAX),
     confidence: float = Query(default=0.95, gt=0, lt=1),
 ) -> Response:
     ids = [part.strip() for value in run_ids for part in value.split(",") if part.strip()]
