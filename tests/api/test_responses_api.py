@@ -87,13 +87,21 @@ def test_proxied_create_stream_retrieve_and_delete(
     assert roles == [("user", "message"), ("assistant", "message"), ("user", "message")]
     assert forwarded["input"][1]["content"][0]["text"] == "echo: hello there"
 
-    with client.responses.stream(model="echo-1", input="stream me") as stream:
+    with client.responses.stream(
+        model="echo-1",
+        input="stream me",
+        metadata={"prompt": "greeter"},
+        previous_response_id=resp.id,
+    ) as stream:
         events = _events(stream)
         final = stream.get_final_response()
     kinds = [e.type for e in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[-1] == "response.completed" and "response.output_text.delta" in kinds
     assert final.output_text == "echo: stream me"
+    # the lifecycle events say what the client asked for, not the upstream's store: false
+    assert final.store is True and final.metadata == {"prompt": "greeter"}
+    assert events[0].response.previous_response_id == resp.id  # type: ignore[union-attr]
     assert client.responses.retrieve(final.id).output_text == "echo: stream me"
 
     client.responses.delete(resp.id)

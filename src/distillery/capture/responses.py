@@ -205,13 +205,15 @@ class ResponsesService:
             response = await self._store(call, response, stream=False)
         return response
 
-    def _patched(self, call: _Call, upstream: Mapping[str, Any]) -> dict[str, Any]:
+    def _patched(
+        self, call: _Call, upstream: Mapping[str, Any], fallback_id: str | None = None
+    ) -> dict[str, Any]:
         """The upstream's Response as the client asked for it (store, metadata, previous id)."""
         found = upstream.get("id")
         usable = isinstance(found, str) and 0 < len(found) <= 64
         return {
             **upstream,
-            "id": found if usable else ids.new_id(wire.RESPONSE_PREFIX),
+            "id": found if usable else fallback_id or ids.new_id(wire.RESPONSE_PREFIX),
             "store": call.should_store,
             "metadata": dict(call.metadata or {}),
             "previous_response_id": call.body.get("previous_response_id"),
@@ -296,7 +298,10 @@ class ResponsesService:
     async def _relay(
         self, call: _Call, first: bytes, source: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
-        """The upstream's events as they come; the final one held until the record is stored."""
+        """The upstream's events as they come, the Response of its lifecycle events (created,
+        in_progress, completed...) as on a non-streamed answer (store, metadata, previous id);
+        the final one held until the record is stored."""
+        fallback_id = ids.new_id(wire.RESPONSE_PREFIX)
         buffer = b""
         held: list[bytes] = []
         final: dict[str, Any] | None = None
@@ -308,10 +313,13 @@ class ResponsesService:
                 events, buffer = wire.sse_split(buffer + chunk)
                 out = []
                 for event in events:
-                    payload = wire.sse_payload(event) if call.should_store else None
-                    if payload is not None and payload.get("type") in wire.TERMINAL_EVENTS:
-                        found = payload.get("response")
-                        final = dict(found) if isinstance(found, Mapping) else None
+                    payload = wire.sse_payload(event)
+                    found = payload.get("response") if payload is not None else None
+                    if payload is not None and isinstance(found, Mapping):
+                        patched = self._patched(call, found, fallback_id)
+                        event = wire.sse_event({**payload, "response": patched})
+                        if payload.get("type") in wire.TERMINAL_EVENTS and call.should_store:
+                            final = patched
                     if held or final is not None:
                         held.append(event)
                     else:
@@ -326,7 +334,7 @@ class ResponsesService:
             held.append(buffer)
         if call.should_store:
             if final is not None and error is None:
-                await self._store(call, self._patched(call, final), stream=True)
+                await self._store(call, final, stream=True)
             else:
                 failure = error or DistilleryError(
                     "The upstream's stream ended without a response."

@@ -718,7 +718,7 @@ class ResponseEvents:
     def event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        return sse_event(payload)
 
     def item_added(self, index: int, item: Mapping[str, Any]) -> bytes:
         """``response.output_item.added`` for an item just begun (in progress, no content)."""
@@ -806,6 +806,12 @@ class ResponseEvents:
 
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def sse_event(payload: Mapping[str, Any]) -> bytes:
+    """One SSE event as OpenAI writes them: ``event: <type>`` and its ``data:`` line."""
+    kind = str(payload.get("type") or "message")
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
 def sse_split(buffer: bytes) -> tuple[list[bytes], bytes]:
