@@ -127,6 +127,18 @@ def test_azure_deployments_and_upstream_errors(
         client.responses.retrieve(failed[0].id)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_raw_objects_follow_the_sdk_types(client: openai.OpenAI) -> None:
+    from tests.api.sdk_types import check
+
+    raw = client.responses.with_raw_response.create(model="echo-1", input="raw").http_response
+    created = raw.json()
+    check(Response, created, extra=("store",), nulls=False)  # nulls: where OpenAI sends them
+    stored = httpx.get(f"{raw.url}/{created['id']}").json()
+    check(Response, stored, extra=("store",), nulls=False)
+    assert stored["output"] == created["output"] and "user" not in stored
+
+
 def test_store_false_keeps_nothing(client: openai.OpenAI) -> None:
     resp = client.responses.create(model="echo-1", input="forget me", store=False)
     assert resp.store is False

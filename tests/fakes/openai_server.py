@@ -471,7 +471,6 @@ class FakeOpenAI:
                 "top_p": body.get("top_p", 1.0),
                 "truncation": "disabled",
                 "usage": usage,
-                "user": None,
                 "metadata": body.get("metadata") or {},
             }
             if not body.get("stream"):

@@ -598,7 +598,7 @@ def response_object(
     temperature = body.get("temperature")
     top_p = body.get("top_p")
     parallel = body.get("parallel_tool_calls")
-    return {
+    response: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -622,10 +622,14 @@ def response_object(
         "tools": list(body.get("tools") or []),
         "top_p": 1.0 if top_p is None else float(top_p),
         "truncation": "disabled",
-        "usage": usage,
-        "user": body.get("user"),
         "metadata": dict(metadata or {}),
     }
+    # optional and not nullable in the SDKs' types: left out when there is none
+    if usage is not None:
+        response["usage"] = usage
+    if body.get("user") is not None:
+        response["user"] = body["user"]
+    return response
 
 
 def response_from_chat(
