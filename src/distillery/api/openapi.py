@@ -10,7 +10,8 @@ FastAPI's document (paths, query and path parameters) and fills in, per operatio
 - the answer: the ``wire`` model of the object, inside the cursor-list envelope for lists;
 - the error statuses the operation can answer, each with the ``ErrorResponse`` envelope: 400
   for every operation (parameters, the ``Host`` check), 401 and 403 where a key is required,
-  404 with a path parameter, 413 with a body, 415 with a JSON body, and those of ``OPERATIONS``.
+  404 with a path parameter or an ``after`` cursor, 413 with a body, 415 with a JSON body, and
+  those ``OPERATIONS`` adds (409 for a conflict, the provider's 429/502/503/504 on the gateway).
   FastAPI's 422 is dropped: validation errors are answered as OpenAI's 400s (``api/errors.py``);
 - the ``bearerAuth`` (HTTP bearer) security requirement on the operations behind ``ADMIN`` or
   ``INGEST``.
