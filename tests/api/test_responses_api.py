@@ -14,6 +14,7 @@ import jsonschema
 import openai
 import pytest
 from openai.types.responses import Response, ResponseInputItem
+from pydantic import BaseModel
 
 from fakes.openai_server import FakeOpenAI
 from live import LiveServer
@@ -75,6 +76,20 @@ def test_proxied_create_stream_retrieve_and_delete(
     items = client.responses.input_items.list(resp.id)
     assert [i.type for i in items.data] == ["message"]
     assert items.data[0].content[0].text == "hello there"  # type: ignore[union-attr]
+    several = client.responses.create(
+        model="echo-1",
+        input=[
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three"},
+        ],
+    )
+    newest = client.responses.input_items.list(several.id, limit=2)
+    assert [i.role for i in newest.data] == ["user", "assistant"] and newest.has_more  # type: ignore[union-attr]
+    oldest = client.responses.input_items.list(several.id, order="asc", after=newest.data[0].id)
+    assert oldest.data == [] and not oldest.has_more
+    rest = client.responses.input_items.list(several.id, after=newest.data[-1].id)
+    assert [i.content[0].text for i in rest.data] == ["one"]  # type: ignore[union-attr]
 
     # the conversation is distillery's: the upstream gets it whole, not an id it never stored
     follow = client.responses.create(
@@ -262,6 +277,15 @@ def test_local_json_schema_and_function_tools(client: openai.OpenAI) -> None:
     _valid(resp)
     jsonschema.validate(json.loads(resp.output_text), schema)
     assert resp.text is not None and resp.text.format.type == "json_schema"
+
+    class City(BaseModel):
+        city: str
+
+    parsed = client.responses.parse(
+        model=LOCAL, input="Name a city in Japan.", text_format=City, max_output_tokens=40,
+        temperature=0,
+    )  # fmt: skip
+    assert parsed.output_parsed is not None and parsed.output_parsed.city
 
     call = client.responses.create(
         model=LOCAL,
