@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
+    ignored_auth,  # a keyed operation without a key, or with a wrong one: a 401
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
@@ -46,15 +47,19 @@ from live import LiveServer
 
 ADMIN_KEY = "sk-openapi-admin-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
-# per operation and mode (about 1,400 requests in all, ~30 s); more for a deeper local run
+# per operation and mode (about 1,500 cases in all, ~40 s); more for a deeper local run
 MAX_EXAMPLES = int(os.environ.get("DISTILLERY_SCHEMATHESIS_EXAMPLES", "8"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     response_schema_conformance,
     content_type_conformance,
+    ignored_auth,  # a keyed operation without a key, or with a wrong one: a 401
 ]
-REQUESTS: list[str] = []  # "METHOD /path status", one per request schemathesis made
+REQUESTS: list[str] = []  # "METHOD /path status", one per generated case
+SESSION = requests.Session()  # every request schemathesis makes, the checks' own ones too
+SENT: list[int] = []
+SESSION.hooks["response"].append(lambda response, *args, **kwargs: SENT.append(1))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,10 @@ def openapi_server(
     services.store.close()
     mp.undo()
     statuses = Counter(entry.rsplit(" ", 1)[1] for entry in REQUESTS)
-    print(f"\nschemathesis: {len(REQUESTS)} requests, by status {dict(sorted(statuses.items()))}")
+    print(
+        f"\nschemathesis: {len(REQUESTS)} generated cases (by status "
+        f"{dict(sorted(statuses.items()))}), {len(SENT)} requests with the checks' own"
+    )
 
 
 def _seed(url: str) -> dict[str, str]:
@@ -159,7 +167,9 @@ def _run(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        response = case.call_and_validate(base_url=base_url, headers=AUTH, checks=CHECKS)
+        response = case.call_and_validate(
+            base_url=base_url, session=SESSION, headers=AUTH, checks=CHECKS
+        )
         REQUESTS.append(f"{case.method} {case.path} {response.status_code}")
 
     run()
