@@ -87,6 +87,12 @@ from distillery.wire.resources import (
     RouteStats,
     SelfConsistencyParams,
 )
+from distillery.wire.responses import (
+    Response,
+    ResponseCreateParams,
+    ResponseDeleted,
+    ResponseItem,
+)
 
 SECURITY_SCHEME = "bearerAuth"
 ERROR_SCHEMA = "ErrorResponse"
@@ -166,6 +172,11 @@ OPERATIONS: dict[str, Doc] = {
     "POST /v1/embeddings": Doc(
         EmbeddingCreateParams, returns=CreateEmbeddingResponse, errors=_PROXY
     ),
+    # the Responses API
+    "POST /v1/responses": Doc(ResponseCreateParams, returns=Response, stream=True, errors=_PROXY),
+    "GET /v1/responses/{response_id}": Doc(returns=Response),
+    "DELETE /v1/responses/{response_id}": Doc(returns=ResponseDeleted),
+    "GET /v1/responses/{response_id}/input_items": Doc(returns=ResponseItem, page=True),
     # models
     "GET /v1/models": Doc(returns=Model, page=True, cursor=False),
     "GET /v1/models/{model_id}": Doc(returns=Model),

@@ -31,13 +31,15 @@ The streamed events (:class:`ResponseEvents`) are OpenAI's: ``response.created``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import ConfigDict, Field
 
 from distillery import ids
 from distillery.errors import InvalidRequestError
-from distillery.wire.chat import validate_metadata
+from distillery.wire.base import WireModel
+from distillery.wire.chat import METADATA_MAX_PAIRS, validate_metadata
 from distillery.wire.content import content_text
 
 RESPONSE_PREFIX = "resp_"
@@ -840,3 +842,68 @@ def sse_payload(event: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+# -- the documented shapes (OpenAPI document: ``api/openapi.py``) --------------------------------
+
+
+class ResponseCreateParams(WireModel):
+    """``POST /v1/responses``: the fields distillery acts on (checked by :func:`validate_create`);
+    any other field of OpenAI's request goes to an upstream as it is (a local model refuses what
+    it cannot honour)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=METADATA_MAX_PAIRS)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = Field(default=None, ge=MIN_OUTPUT_TOKENS)
+    text: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+
+
+class Response(WireModel):
+    """``openai.types.responses.Response`` (``store`` too, as OpenAI sends it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: float
+    status: str | None = None
+    model: str
+    output: list[dict[str, Any]]
+    parallel_tool_calls: bool
+    tool_choice: str | dict[str, Any]
+    tools: list[dict[str, Any]]
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    instructions: str | list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    usage: dict[str, Any] | None = None
+
+
+class ResponseDeleted(WireModel):
+    """What ``DELETE /v1/responses/{id}`` answers."""
+
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool
+
+
+class ResponseItem(WireModel):
+    """An input item of a stored response (``openai.types.responses.ResponseItem``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
