@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ class ResponsesService:
 
     # -- create ----------------------------------------------------------------------------------
 
-    def _prepare(self, body: Any) -> _Call:
+    async def _prepare(self, body: Any) -> _Call:
         body = wire.validate_create(body)
         store = body.get("store")
         should_store = True if store is None else bool(store)
@@ -152,7 +153,8 @@ class ResponsesService:
             )
         items = wire.input_items(body.get("input") or [])
         previous = body.get("previous_response_id")
-        context = self._context(previous) if previous else []
+        # a primary-key read, on a thread: the event loop never waits on the database
+        context = await asyncio.to_thread(self._context, previous) if previous else []
         provider = self.providers.route_responses(body["model"])
         proxy = (
             provider if isinstance(provider, ResponsesProvider) and provider.responses_api else None
@@ -179,7 +181,7 @@ class ResponsesService:
 
     async def create(self, body: Any) -> dict[str, Any]:
         """A non-streamed response: the ``Response`` object."""
-        call = self._prepare(body)
+        call = await self._prepare(body)
         try:
             if call.proxy is not None:
                 upstream = await call.proxy.responses(wire.forwarded(call.body, call.context))
@@ -275,7 +277,7 @@ class ResponsesService:
     async def stream(self, body: Any) -> AsyncIterator[bytes]:
         """A streamed response, returned once the first bytes are ready (errors before them
         raise, so the edge answers a JSON error)."""
-        call = self._prepare(body)
+        call = await self._prepare(body)
         if call.proxy is not None:
             source = call.proxy.responses_stream(
                 {**wire.forwarded(call.body, call.context), "stream": True}
