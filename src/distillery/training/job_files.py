@@ -1,0 +1,110 @@
+"""The files of a fine-tuning job: its inputs, checked twice, and its result file.
+
+At create the training (and validation) file must exist in the Files API with purpose
+``fine-tune`` and have content (a 400 naming the param otherwise); the examples are counted for
+the backend. A worker then checks each file (``validating_files``): for ``supervised`` jobs every
+line with the fine-tuning JSONL rules and the minimum number of examples (``MIN_EXAMPLES`` for
+training, 1 for validation); a file that fails gives the ``JobError`` the job fails with. On
+success the job's ``result_files`` is OpenAI's ``step_metrics.csv`` (purpose
+``fine-tune-results``): step, training loss and accuracy, validation loss and accuracy of each
+metrics event.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+from distillery.errors import InvalidRequestError, NotFoundError
+from distillery.store.jobs import JobsRepo
+from distillery.training.base import JobError
+from distillery.training.inputs import FileSource, InputFile
+from distillery.wire.fine_tuning_jsonl import validate_jsonl
+
+log = logging.getLogger("distillery.training")
+
+FINE_TUNE_PURPOSE = "fine-tune"
+
+
+def input_file(files: FileSource, file_id: str, param: str) -> InputFile:
+    """The ``fine-tune`` file ``file_id`` (request param ``param``), or a 400 saying why not."""
+    try:
+        found = files.get(file_id)
+    except NotFoundError:
+        raise InvalidRequestError(
+            f"invalid {param}: {file_id} (no such file)", param=param, code="invalid_file"
+        ) from None
+    if found.purpose != FINE_TUNE_PURPOSE:
+        raise InvalidRequestError(
+            f"invalid {param}: {file_id} has purpose '{found.purpose}'; fine-tuning files "
+            f"must be uploaded with purpose '{FINE_TUNE_PURPOSE}'.",
+            param=param,
+            code="invalid_file_purpose",
+        )
+    if not found.path.is_file():
+        raise InvalidRequestError(
+            f"invalid {param}: the content of {file_id} is missing.", param=param
+        )
+    return found
+
+
+def count_examples(path: Path) -> int:
+    try:
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except OSError:
+        return 0
+
+
+def check_file(path: Path, minimum: int, param: str, *, deep: bool) -> JobError | None:
+    """Why the job cannot train on ``path`` (None: it can); ``deep``: check every line."""
+    label = param.replace("_", " ")
+    try:
+        with path.open("rb") as fh:
+            if not deep:
+                return None
+            result = validate_jsonl(fh, min_examples=minimum)
+    except OSError as exc:
+        return JobError("invalid_file", f"The {label} cannot be read: {exc}", param)
+    if not result.ok:
+        return JobError("invalid_file_format", f"Invalid {label}: {result.error_message()}", param)
+    if result.n_examples < minimum:
+        return JobError(
+            "invalid_n_examples",
+            f"The {label} has {result.n_examples} example(s), but must have at least {minimum}.",
+            param,
+        )
+    return None
+
+
+def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
+    """OpenAI's result file: a CSV of the metrics per step (purpose fine-tune-results)."""
+    rows = [e.body.get("data") or {} for e in jobs.all_events(job_id)]
+    rows = [d for d in rows if "step" in d and "train_loss" in d]
+    if not rows:
+        return []
+    out = io.StringIO()
+    cols = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    writer = csv.writer(out)
+    writer.writerow(cols)
+    for d in rows:
+        acc = d.get("train_mean_token_accuracy", d.get("train_accuracy"))
+        writer.writerow(
+            [
+                d.get("step"),
+                d.get("train_loss"),
+                acc,
+                d.get("valid_loss"),
+                d.get("valid_mean_token_accuracy"),
+            ]
+        )
+    try:
+        added = files.add(
+            out.getvalue().encode(), filename="step_metrics.csv", purpose="fine-tune-results"
+        )
+    except Exception:
+        log.exception("could not write the result file of %s", job_id)
+        return []
+    return [added.id]
