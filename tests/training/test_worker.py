@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from distillery.training.local.backend import JobProgress, LocalTrainingBackend
+from distillery.training.local.backend import FolderProgress, LocalTrainingBackend
 from distillery.training.local.config import LocalSFTConfig
 
 from .chat_files import QUESTIONS, chat_record, write_jsonl
@@ -25,7 +25,7 @@ WAIT = 600.0  # generous upper bounds only: no timing assertions
 
 def wait_for(
     job_dir: Path, proc: subprocess.Popen[bytes], predicate: Any, timeout: float = WAIT
-) -> tuple[JobProgress, list[dict[str, Any]]]:
+) -> tuple[FolderProgress, list[dict[str, Any]]]:
     """Poll until ``predicate(events)`` holds or the worker exits; return the last poll."""
     events: list[dict[str, Any]] = []
     offset = 0
@@ -44,7 +44,7 @@ def wait_for(
 
 def finish(
     job_dir: Path, proc: subprocess.Popen[bytes]
-) -> tuple[JobProgress, list[dict[str, Any]]]:
+) -> tuple[FolderProgress, list[dict[str, Any]]]:
     _, events = wait_for(job_dir, proc, lambda _: False)
     assert proc.wait(timeout=60) is not None
     return LocalTrainingBackend.poll(job_dir), events

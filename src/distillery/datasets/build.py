@@ -18,12 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.costs import savings
 from distillery.costs.prices import PriceTable
 from distillery.datasets.dedupe import DedupeMode, Duplicate
 from distillery.datasets.specs import DatasetSpec, ImportSpec
 from distillery.datasets.split import SPLITS, assign, group_key
 from distillery.errors import InvalidRequestError
 from distillery.store.datasets import NewDatasetItem
+from distillery.wire.fine_tuning import auto_n_epochs
 from distillery.wire.fine_tuning_jsonl import TokenCounter, example_problems, example_tokens
 
 MAX_LISTED = 1000  # duplicates / invalid rows listed in a version's stats (counts are complete)
@@ -210,16 +212,6 @@ def sources_view(counts: Counter[SourceKey]) -> dict[str, Any]:
     }
 
 
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's cookbook rule: 3 epochs, more for tiny sets, fewer for huge ones."""
-    epochs = 3
-    if n_examples and n_examples * epochs < 100:
-        epochs = min(25, 100 // n_examples)
-    elif n_examples * epochs > 25_000:
-        epochs = max(1, 25_000 // n_examples)
-    return epochs
-
-
 def training_cost(
     prices: PriceTable,
     max_tokens_per_example: int,
@@ -229,14 +221,17 @@ def training_cost(
     epochs: int | None,
 ) -> dict[str, Any]:
     """Billed tokens (``epochs`` x tokens, each example capped at the limit) and their price."""
-    n_epochs = epochs or default_epochs(len(train_tokens))
+    n_epochs = epochs or auto_n_epochs(len(train_tokens))
     billed = n_epochs * sum(min(max_tokens_per_example, t) for t in train_tokens)
     price = prices.get(model) if model else None
     per_million = price.training if price is not None else None
+    usd = None
+    if model is not None and per_million is not None:
+        usd = round(savings.training_cost(prices, model, trained_tokens=billed), 6)
     return {
         "model": model,
         "epochs": n_epochs,
         "billed_tokens": billed,
         "price_per_million_tokens": per_million,
-        "usd": round(billed * per_million / 1_000_000, 6) if per_million is not None else None,
+        "usd": usd,
     }

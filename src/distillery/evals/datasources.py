@@ -47,7 +47,7 @@ from distillery.store.evals import EvalsRepo
 from distillery.store.records import StoredCompletion
 from distillery.wire.chat import validate_metadata
 from distillery.wire.content import message_text
-from distillery.wire.params import INT64_MAX
+from distillery.wire.params import INT64_MAX, invalid_request
 from distillery.wire.responses import chat_tools, response_format
 
 CONFIG_TYPES = ("custom", "logs", "stored_completions")
@@ -170,9 +170,7 @@ def _message_list(template: Any, param: str) -> list[dict[str, Any]]:
         try:
             InputMessage.model_validate(msg)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in first["loc"])
-            raise _bad(f"Invalid message: {first['msg']}", f"{param}[{i}]{loc}") from exc
+            raise invalid_request(exc, prefix=f"{param}[{i}]", what="message") from exc
         out.append(msg)
     return out
 

@@ -38,6 +38,7 @@ from distillery.training.base import (
 )
 from distillery.training.local.backend import LocalTrainingBackend, worker_alive
 from distillery.training.local.config import LocalSFTConfig
+from distillery.wire.params import invalid_request
 
 # set through OpenAI's own parameters, not through the `distillery` extension
 _RESERVED = frozenset(
@@ -107,12 +108,9 @@ class LocalRunBackend:
         try:
             return LocalSFTConfig.model_validate(values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            param = f"distillery.{loc}" if loc in spec.extras else loc
-            raise InvalidRequestError(
-                f"Invalid '{param}': {first.get('msg', 'invalid value')}", param=param
-            ) from None
+            top = str(exc.errors()[0].get("loc", ("",))[0])
+            prefix = "distillery" if top in spec.extras else None
+            raise invalid_request(exc, prefix=prefix) from None
 
     def validate(self, spec: FineTuneSpec) -> Hyperparameters:
         resolved = self.config(spec).resolve_auto(spec.training_examples)

@@ -9,6 +9,26 @@ from pydantic import ConfigDict, Field
 
 from distillery.wire.base import WireModel
 
+# OpenAI's rule for ``n_epochs: "auto"`` (3 epochs, raised so a small file is seen ~100 times,
+# lowered so a large one is seen at most ~25,000 times): the local trainer runs it, and a dataset's
+# cost estimate bills it.
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+
+
+def auto_n_epochs(n_examples: int) -> int:
+    """OpenAI's documented rule for ``n_epochs="auto"``."""
+    n = max(1, n_examples)
+    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
+    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
+    return TARGET_EPOCHS
+
+
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 
 

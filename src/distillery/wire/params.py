@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,19 +27,37 @@ def parse_params(model: type[M], body: Any, *, prefix: str | None = None) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith("function-")]
-        if prefix:
-            loc.insert(0, prefix)
-        param = ".".join(loc) or None
-        kind = first.get("type", "")
-        if kind == "missing":
-            message = f"Missing required parameter: '{param}'."
-            code = "missing_required_parameter"
-        elif kind == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {param}"
-            code = "unknown_parameter"
-        else:
-            message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}"
-            code = "invalid_value"
-        raise InvalidRequestError(message, param=param, code=code) from exc
+        raise invalid_request(exc, prefix=prefix) from exc
+
+
+def error_param(loc: Sequence[int | str], prefix: str | None = None) -> str | None:
+    """A pydantic error location as an OpenAI ``param``: ``messages[0].content``."""
+    out = prefix or ""
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue  # a validator's name, not a place in the body
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or None
+
+
+def invalid_request(
+    exc: ValidationError, *, prefix: str | None = None, what: str | None = None
+) -> InvalidRequestError:
+    """The first problem of ``exc`` as OpenAI's 400: which parameter, and what is wrong with it.
+
+    The one translation of pydantic's errors for request bodies, grader configs, eval data sources
+    and trainer options (``what`` names the thing when it is not the request itself).
+    """
+    first = exc.errors()[0]
+    param = error_param(tuple(first.get("loc", ())), prefix)
+    kind = first.get("type", "")
+    detail = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "missing":
+        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    elif kind == "extra_forbidden":
+        message, code = f"Unrecognized request argument supplied: {param}", "unknown_parameter"
+    else:
+        message, code = f"Invalid value for '{param}': {detail}", "invalid_value"
+    if what is not None:
+        message = f"Invalid {what} at {param}: {detail}"
+    return InvalidRequestError(message, param=param, code=code)

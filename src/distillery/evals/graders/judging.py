@@ -32,7 +32,7 @@ _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9]+)?")
 _SCORE_LINE = re.compile(r"^\W*(?:score\W*)?(-?\d+(?:\.\d+)?)\W*$", re.IGNORECASE)
 
 
-class SamplingParams(BaseModel):
+class GraderSamplingParams(BaseModel):
     """OpenAI's grader ``sampling_params``; ``top_p`` and ``reasoning_effort`` are accepted for
     compatibility but not forwarded (the judge client takes temperature, max tokens and seed)."""
 
@@ -86,13 +86,13 @@ async def ask(
     *,
     model: str,
     messages: list[dict[str, Any]],
-    sampling: SamplingParams | None = None,
+    sampling: GraderSamplingParams | None = None,
     response_format: dict[str, Any] | None = None,
 ) -> JudgeAnswer:
     """Call the judge and return its text answer; every failure becomes a ``GraderError``."""
     if judge is None:
         raise GraderError(f"no judge client is bound to call model {model!r}")
-    params = sampling or SamplingParams()
+    params = sampling or GraderSamplingParams()
     try:
         completion = await judge.complete(
             model=model,
@@ -241,7 +241,7 @@ async def ask_parsed(
     *,
     model: str,
     messages: list[dict[str, Any]],
-    sampling: SamplingParams | None = None,
+    sampling: GraderSamplingParams | None = None,
     response_format: dict[str, Any] | None = None,
 ) -> tuple[JudgeAnswer, T]:
     """``ask`` then ``parse`` the answer; an off-format answer gets one retry, then the
@@ -268,7 +268,7 @@ async def classify(
     model: str,
     prompt: str,
     choices: Sequence[str],
-    sampling: SamplingParams | None = None,
+    sampling: GraderSamplingParams | None = None,
     append_answer_prompt: bool = True,
 ) -> Classification:
     """Ask a chain-of-thought classification ``prompt`` and parse the choice it ends on."""

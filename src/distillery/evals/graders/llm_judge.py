@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, GraderError, JudgeClient
 from distillery.evals.graders.judging import (
     Classification,
-    SamplingParams,
+    GraderSamplingParams,
     ask_parsed,
     classify,
     json_result_format,
@@ -66,7 +66,7 @@ class LabelModelConfig(LabeledConfig):
     name: str
     model: str
     input: list[InputMessage] = Field(min_length=1)
-    sampling_params: SamplingParams | None = None  # distillery extension
+    sampling_params: GraderSamplingParams | None = None  # distillery extension
 
 
 class ScoreModelConfig(GraderConfig):
@@ -75,7 +75,7 @@ class ScoreModelConfig(GraderConfig):
     model: str
     input: list[InputMessage] = Field(min_length=1)
     range: tuple[float, float] = (0.0, 1.0)
-    sampling_params: SamplingParams | None = None
+    sampling_params: GraderSamplingParams | None = None
     pass_threshold: float | None = None
 
     @model_validator(mode="after")
@@ -94,7 +94,7 @@ class FactualityConfig(GraderConfig):
     question: str = ""
     choice_scores: dict[str, float] = Field(default_factory=dict)
     passing_choices: list[FactChoice] = Field(default_factory=lambda: list(FACT_PASSING))
-    sampling_params: SamplingParams | None = None
+    sampling_params: GraderSamplingParams | None = None
 
     @model_validator(mode="after")
     def _choices_known(self) -> FactualityConfig:
@@ -111,7 +111,7 @@ class CriteriaMatchConfig(GraderConfig):
     input: str = "{{sample.output_text}}"
     criteria: str
     task: str = ""
-    sampling_params: SamplingParams | None = None
+    sampling_params: GraderSamplingParams | None = None
 
 
 class CustomPromptConfig(LabeledConfig):
@@ -120,7 +120,7 @@ class CustomPromptConfig(LabeledConfig):
     model: str
     prompt: str | None = Field(default=None, min_length=1)
     prompt_file: str | None = None
-    sampling_params: SamplingParams | None = None
+    sampling_params: GraderSamplingParams | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> CustomPromptConfig:

@@ -44,6 +44,7 @@ from distillery.evals.graders.semantic import SemanticSimilarityConfig, Semantic
 from distillery.evals.graders.sentiment import SentimentConfig, SentimentGrader
 from distillery.evals.graders.string_check import StringCheckConfig, StringCheckGrader
 from distillery.evals.graders.text_similarity import TextSimilarityConfig, TextSimilarityGrader
+from distillery.wire.params import invalid_request
 
 LocalGraderType = Literal[
     "string_check",
@@ -68,21 +69,12 @@ UNSUPPORTED_TYPES = ("python", "multi")
 C = TypeVar("C", bound=GraderConfig)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
 def parse_config(cls: type[C], config: Mapping[str, Any], param: str) -> C:
     """Validate ``config`` into ``cls``; the first problem becomes an ``InvalidRequestError``."""
     try:
         return cls.model_validate(dict(config))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = f"{param}{_loc(tuple(first['loc']))}"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidRequestError(
-            f"Invalid grader config at {where}: {message}", param=where
-        ) from exc
+        raise invalid_request(exc, prefix=param, what="grader config") from exc
 
 
 def _is_local(value: object) -> TypeGuard[LocalGraderType]:

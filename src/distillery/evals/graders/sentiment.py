@@ -17,7 +17,12 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, JudgeClient
-from distillery.evals.graders.judging import SamplingParams, classify, load_prompt, reasoning_of
+from distillery.evals.graders.judging import (
+    GraderSamplingParams,
+    classify,
+    load_prompt,
+    reasoning_of,
+)
 from distillery.evals.graders.sentiment_lexicon import analyze
 from distillery.evals.graders.templating import fill_slots, render
 
@@ -37,7 +42,7 @@ class SentimentConfig(GraderConfig):
     input: str = "{{sample.output_text}}"
     model: str | None = None
     passing_labels: list[JudgedLabel] | None = None
-    sampling_params: SamplingParams | None = None
+    sampling_params: GraderSamplingParams | None = None
 
 
 class SentimentGrader:

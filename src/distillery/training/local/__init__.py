@@ -4,7 +4,7 @@ torch, transformers and peft are imported only inside functions here, so importi
 (as the gateway does, for :class:`LocalTrainingBackend`) stays light.
 """
 
-from distillery.training.local.backend import JobProgress, LocalTrainingBackend
+from distillery.training.local.backend import FolderProgress, LocalTrainingBackend
 from distillery.training.local.config import LocalSFTConfig
 
-__all__ = ["JobProgress", "LocalSFTConfig", "LocalTrainingBackend"]
+__all__ = ["FolderProgress", "LocalSFTConfig", "LocalTrainingBackend"]

@@ -36,7 +36,7 @@ WORKER_MODULE = "distillery.training.local.worker"
 
 
 @dataclass(frozen=True)
-class JobProgress:
+class FolderProgress:
     """What a poll of a job folder found.
 
     ``events`` are those after byte ``offset`` of ``events.jsonl``; pass ``next_offset`` to the
@@ -174,7 +174,7 @@ class LocalTrainingBackend:
             )
 
     @staticmethod
-    def poll(job_dir: str | Path, offset: int = 0) -> JobProgress:
+    def poll(job_dir: str | Path, offset: int = 0) -> FolderProgress:
         """Status, new events since ``offset`` and the result once there is one."""
         path = Path(job_dir)
         events, next_offset = read_events(path, offset)
@@ -185,10 +185,10 @@ class LocalTrainingBackend:
             result = json.loads((path / RESULT_FILE).read_text(encoding="utf-8"))
         if result is not None:
             status: JobStatus = result.get("status", "failed")
-            return JobProgress(status, events, next_offset, result, pid, epochs, False)
+            return FolderProgress(status, events, next_offset, result, pid, epochs, False)
         if worker_alive(pid) or not (path / PID_FILE).exists():
             # running, or started but the worker has not written its pid yet
-            return JobProgress("running", events, next_offset, None, pid, epochs, False)
+            return FolderProgress("running", events, next_offset, None, pid, epochs, False)
         last = f"epoch {epochs[-1]}" if epochs else "the beginning"
         died = {
             "status": "failed",
@@ -201,7 +201,7 @@ class LocalTrainingBackend:
             "adapter_path": None,
             "metrics": {},
         }
-        return JobProgress("failed", events, next_offset, died, pid, epochs, True)
+        return FolderProgress("failed", events, next_offset, died, pid, epochs, True)
 
     @staticmethod
     def cancel(

@@ -21,14 +21,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillery.weights import EMBEDDED_MODEL
+from distillery.wire.fine_tuning import auto_n_epochs
 
 Auto = Literal["auto"]
 
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
 BATCH_FRACTION = 0.002
 MIN_AUTO_BATCH_SIZE = 4
 MAX_AUTO_BATCH_SIZE = 256
@@ -42,16 +38,6 @@ DEFAULT_TARGET_MODULES = (
     "up_proj",
     "down_proj",
 )
-
-
-def auto_n_epochs(n_examples: int) -> int:
-    """OpenAI's documented rule for ``n_epochs="auto"``."""
-    n = max(1, n_examples)
-    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
-    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
-    return TARGET_EPOCHS
 
 
 def auto_batch_size(n_examples: int) -> int:
