@@ -120,9 +120,9 @@ def test_truncation_and_skipping(tokenizer: Any, tmp_path: Path) -> None:
         (['{"messages": [{"role": "user", "content": "hi"}]}'], "no assistant message"),
         (
             ['{"messages": [{"role": "assistant", "content": "x", "weight": 2}]}'],
-            "weight must be 0 or 1",
+            "'weight' must be 0 or 1",
         ),
-        (['{"messages": [{"role": "robot", "content": "x"}]}'], "unknown role"),
+        (['{"messages": [{"role": "robot", "content": "x"}]}'], "unrecognized role"),
         (["", "  "], "has no examples"),
     ],
 )

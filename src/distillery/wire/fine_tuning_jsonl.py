@@ -253,13 +253,48 @@ def _message_problems(index: int, message: Any) -> list[tuple[str, str]]:
             found.append(("invalid_weight", f"{where}: 'weight' is only allowed on assistant"))
         elif isinstance(weight, bool) or weight not in (0, 1):
             found.append(("invalid_weight", f"{where}: 'weight' must be 0 or 1"))
-    if "tool_calls" in message and not isinstance(message["tool_calls"], list):
-        found.append(("invalid_tools", f"{where}: 'tool_calls' must be a list"))
+    if message.get("tool_calls") is not None:
+        found.extend(_tool_call_problems(where, role, message["tool_calls"]))
     return found
 
 
+def _tool_call_problems(where: str, role: Any, calls: Any) -> list[tuple[str, str]]:
+    if role != "assistant":
+        return [("invalid_tools", f"{where}: only assistant messages may carry tool_calls")]
+    if not isinstance(calls, list):
+        return [("invalid_tools", f"{where}: 'tool_calls' must be a list")]
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if (
+            not isinstance(function, Mapping)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str | Mapping)
+        ):
+            shape = '{"function": {"name", "arguments"}}'
+            return [("invalid_tools", f"{where}, tool call {j}: expected {shape}")]
+    return []
+
+
+def _tools_problems(example: Mapping[str, Any]) -> list[tuple[str, str]]:
+    for key in ("tools", "functions"):
+        value = example.get(key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value)
+        ):
+            return [("invalid_tools", f"'{key}' must be a list of objects")]
+    for i, tool in enumerate(example.get("tools") or []):
+        function = tool.get("function")
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            shape = '{"type": "function", "function": {"name", ...}}'
+            return [("invalid_tools", f"tool {i}: expected {shape}")]
+    return []
+
+
 def example_problems(example: Any) -> list[tuple[str, str]]:
-    """``(kind, message)`` for every format error of one example (the cookbook's checks)."""
+    """``(kind, message)`` for every format error of one example (the cookbook's checks).
+
+    The one set of format rules: uploads are reported with them and the local trainer refuses
+    an example that breaks one (``training.local.data.parse_record``)."""
     if not isinstance(example, Mapping):
         return [("data_type", "the line is not a JSON object")]
     messages = example.get("messages")
@@ -270,12 +305,7 @@ def example_problems(example: Any) -> list[tuple[str, str]]:
         found.extend(_message_problems(index, message))
     if not any(isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages):
         found.append(("example_missing_assistant_message", "no assistant message"))
-    for key in ("tools", "functions"):
-        value = example.get(key)
-        if value is not None and (
-            not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value)
-        ):
-            found.append(("invalid_tools", f"'{key}' must be a list of objects"))
+    found.extend(_tools_problems(example))
     ptc = example.get("parallel_tool_calls")
     if ptc is not None and not isinstance(ptc, bool):
         found.append(("invalid_tools", "'parallel_tool_calls' must be true or false"))

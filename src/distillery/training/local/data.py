@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 from distillery import chat_templates
 from distillery.errors import InvalidRequestError
 from distillery.wire.content import content_text, first_non_text
+from distillery.wire.fine_tuning_jsonl import example_problems
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _MAX_ERRORS_SHOWN = 5
 
 
@@ -91,70 +91,37 @@ def _text_of(content: Any, where: str) -> str:
 
 
 def parse_record(record: Any, where: str) -> tuple[list[dict[str, Any]], list[bool], Any]:
-    """Validate one JSONL record; return (messages, trainable flags, tools)."""
-    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-        hint = ""
-        if isinstance(record, dict) and ("prompt" in record or "preferred_output" in record):
-            hint = " (prompt/completion and preference formats are not supported here)"
-        raise TrainingDataError(f'{where}: expected an object with a "messages" list{hint}')
+    """Validate one JSONL record; return (messages, trainable flags, tools).
+
+    The format rules are the upload's (``wire.fine_tuning_jsonl.example_problems``); what only
+    training adds: content must be text, and some assistant message must carry weight.
+    """
+    if (
+        isinstance(record, dict)
+        and not isinstance(record.get("messages"), list)
+        and ("prompt" in record or "preferred_output" in record)
+    ):
+        raise TrainingDataError(
+            f'{where}: expected an object with a "messages" list (prompt/completion and '
+            "preference formats are not supported here)"
+        )
+    problems = example_problems(record)
+    if problems:
+        raise TrainingDataError(f"{where}: {problems[0][1]}")
     messages: list[dict[str, Any]] = []
     trainable: list[bool] = []
     for i, msg in enumerate(record["messages"]):
-        at = f"{where}, message {i}"
-        if not isinstance(msg, dict):
-            raise TrainingDataError(f"{at}: a message must be an object")
-        role = msg.get("role")
-        if role not in _ROLES:
-            raise TrainingDataError(f"{at}: unknown role {role!r}")
-        weight = msg.get("weight", 1)
-        if role != "assistant" and "weight" in msg:
-            raise TrainingDataError(f"{at}: only assistant messages may carry a weight")
-        if weight not in (0, 1) or isinstance(weight, bool):
-            raise TrainingDataError(f"{at}: weight must be 0 or 1, got {weight!r}")
-        if "content" not in msg and not msg.get("tool_calls") and not msg.get("function_call"):
-            raise TrainingDataError(f"{at}: message has no content")
-        if msg.get("tool_calls") is not None:
-            _check_tool_calls(msg["tool_calls"], role, at)
         clean = {k: v for k, v in msg.items() if k != "weight"}
-        clean["role"] = "system" if role == "developer" else role
-        clean["content"] = _text_of(msg.get("content"), at)
+        clean["role"] = "system" if msg["role"] == "developer" else msg["role"]
+        clean["content"] = _text_of(msg.get("content"), f"{where}, message {i}")
         messages.append(clean)
-        trainable.append(role == "assistant" and weight != 0)
+        trainable.append(msg["role"] == "assistant" and msg.get("weight", 1) != 0)
     if not any(trainable):
         raise TrainingDataError(f"{where}: no assistant message to train on (all weights are 0?)")
     tools = record.get("tools")
     if tools is None and isinstance(record.get("functions"), list):
         tools = [{"type": "function", "function": f} for f in record["functions"]]
-    _check_tools(tools, where)
     return messages, trainable, tools
-
-
-def _check_tools(tools: Any, where: str) -> None:
-    if tools is not None and not isinstance(tools, list):
-        raise TrainingDataError(f'{where}: "tools" must be a list')
-    for i, tool in enumerate(tools or []):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise TrainingDataError(
-                f'{where}, tool {i}: expected {{"type": "function", "function": {{"name", ...}}}}'
-            )
-
-
-def _check_tool_calls(calls: Any, role: Any, at: str) -> None:
-    if role != "assistant":
-        raise TrainingDataError(f"{at}: only assistant messages may carry tool_calls")
-    if not isinstance(calls, list):
-        raise TrainingDataError(f"{at}: tool_calls must be a list")
-    for j, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        if (
-            not isinstance(function, dict)
-            or not isinstance(function.get("name"), str)
-            or not isinstance(function.get("arguments"), str | dict)
-        ):
-            raise TrainingDataError(
-                f'{at}, tool call {j}: expected {{"function": {{"name", "arguments"}}}}'
-            )
 
 
 def _answer_text(tokenizer: PreTrainedTokenizerBase, message: dict[str, Any]) -> str:
