@@ -204,10 +204,9 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     KIND: ClassVar[str] = ""
     kind: str = Field(
-        default="",
         description="The provider's kind: `openai` (any OpenAI-compatible endpoint), `azure` "
         "(Azure OpenAI), `local` (the students served in-process), `vllm` (a vLLM or SGLang server "
-        "with runtime LoRA loading), or a plugin's kind.",
+        "with runtime LoRA loading), or a plugin's kind; each kind's own keys are below.",
     )
     models: list[str] = Field(default_factory=list, description="Model names this provider serves.")
     terms: ModelTerms | dict[str, ModelTerms] | None = Field(
@@ -219,15 +218,15 @@ class ProviderConfig(BaseModel):
         "request says `acknowledge_terms: true` (recorded with the version).",
     )
 
-    @model_validator(mode="after")
-    def _kind(self) -> ProviderConfig:
-        if not self.kind:
-            self.kind = self.KIND
-        if self.KIND and self.kind != self.KIND:
-            raise ValueError(f"{type(self).__name__} is the config of kind {self.KIND!r}")
-        if not self.kind:
-            raise ValueError("a provider needs a kind")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _own_kind(cls, data: Any) -> Any:
+        """A kind's model knows its kind: ``OpenAIProviderConfig(base_url=...)`` needs none."""
+        if isinstance(data, Mapping) and cls.KIND:
+            if data.get("kind", cls.KIND) != cls.KIND:
+                raise ValueError(f"{cls.__name__} is the config of kind {cls.KIND!r}")
+            return {**data, "kind": cls.KIND}
+        return data
 
     def served_models(self) -> list[str]:
         """Every name this provider answers for in its configuration (a kind may add some)."""

@@ -73,8 +73,10 @@ def test_config_reference_lists_environment_tables_and_defaults(rendered: dict[s
     assert '| `DISTILLERY_HOME` | Path | `"~/.distillery"` |' in config
     assert "### `[providers.NAME]`" in config
     assert "| `concurrency` | int (≥ 1, ≤ 256) | `32` |" in config
-    # a Literal's values (more may come), the table's pipes escaped; no default: required
-    assert re.search(r'^\| `kind` \| "openai" \\\| "azure" \\\| .* \| required \|', config, re.M)
+    # the common keys, then each kind's own (a plugin's too, when installed)
+    assert re.search(r"^\| `kind` \| str \| required \| The provider's kind", config, re.M)
+    assert '#### `kind = "vllm"`' in config
+    assert re.search(r'^\| `flavor` \| "vllm" \\\| "sglang" \| `"vllm"` \|', config, re.M)
 
 
 def test_cli_reference_lists_commands_with_their_options(rendered: dict[str, str]) -> None:
