@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -29,24 +30,48 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: its key's scope and id (``bootstrap`` for
+    ``DISTILLERY_API_KEY``), or neither when auth is off (``request.state.caller``)."""
+
+    scope: str | None = None
+    key_id: str | None = None
+
+    @property
+    def sees_everything(self) -> bool:
+        """An admin key (or no auth) reads every key's stored data."""
+        return self.scope in (None, "admin")
+
+
+NOBODY = Caller()
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller ``require`` recorded for ``request`` (``NOBODY`` when auth is off)."""
+    found = getattr(request.state, "caller", None)
+    return found if isinstance(found, Caller) else NOBODY
+
+
 class KeyCache:
     """Recently checked keys (by hash), so auth costs no database read per request."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, str | None]] = {}
+        self._entries: dict[str, tuple[float, Caller | None]] = {}
 
     def forget(self, key_hash: str) -> None:
         """Drop a key (revoked in this process: ``KeysRepo.on_revoke``), so it stops at once."""
         self._entries.pop(key_hash, None)
 
-    async def scope_of(self, services: Services, secret: str) -> str | None:
+    async def caller_of(self, services: Services, secret: str) -> Caller | None:
+        """The key's caller (scope and id), or None for an unknown or revoked key."""
         digest = hash_key(secret)
         now = time.monotonic()
         hit = self._entries.get(digest)
         if hit is not None and now - hit[0] < _CACHE_TTL_S:
             return hit[1]
         try:
-            scope = await asyncio.to_thread(self._lookup, services, secret)
+            caller = await asyncio.to_thread(self._lookup, services, secret)
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -60,17 +85,15 @@ class KeyCache:
             return hit[1]
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[digest] = (now, scope)
-        return scope
+        self._entries[digest] = (now, caller)
+        return caller
 
     @staticmethod
-    def _lookup(services: Services, secret: str) -> str | None:
+    def _lookup(services: Services, secret: str) -> Caller | None:
         if services.settings.api_key and secret == services.settings.api_key:
-            scope: str | None = "admin"
-        else:
-            key = services.keys.authenticate(secret)
-            scope = key.scope if key else None
-        return scope
+            return Caller(scope="admin", key_id="bootstrap")
+        key = services.keys.authenticate(secret)
+        return Caller(scope=key.scope, key_id=key.id) if key else None
 
 
 def _bearer(request: Request) -> str | None:
@@ -92,11 +115,14 @@ def require(scope: str):  # type: ignore[no-untyped-def]
             raise AuthenticationError(
                 "You didn't provide an API key. Provide it as 'Authorization: Bearer <key>'."
             )
-        granted = await request.app.state.key_cache.scope_of(services, secret)
-        if granted is None:
+        caller = await request.app.state.key_cache.caller_of(services, secret)
+        if caller is None:
             raise AuthenticationError("Incorrect API key provided.")
-        if granted != "admin" and granted != scope:
-            raise PermissionDeniedError(f"This key's scope '{granted}' does not allow this call.")
+        if caller.scope != "admin" and caller.scope != scope:
+            raise PermissionDeniedError(
+                f"This key's scope '{caller.scope}' does not allow this call."
+            )
+        request.state.caller = caller
 
     return Depends(check)
 

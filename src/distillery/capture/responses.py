@@ -44,6 +44,26 @@ from distillery.wire import responses as wire
 
 
 @dataclass(frozen=True)
+class Asker:
+    """Who asks for a response: the API key's id, and whether it may read every key's data (an
+    admin key, or auth off). A ``previous_response_id`` stored by another key is, to a key that
+    may not, a response that does not exist (its existence is not revealed)."""
+
+    key_id: str | None = None
+    sees_everything: bool = True
+
+    def may_read(self, stored: StoredCompletion) -> bool:
+        if self.sees_everything:
+            return True
+        responses = stored.request.get("responses")
+        owner = responses.get("key_id") if isinstance(responses, Mapping) else None
+        return owner == self.key_id
+
+
+ANYONE = Asker()
+
+
+@dataclass(frozen=True)
 class _Call:
     body: dict[str, Any]  # the Responses request as received
     items: list[dict[str, Any]]  # its input, as items with ids
@@ -55,6 +75,7 @@ class _Call:
     metadata: dict[str, str] | None
     created_at: int
     started: float
+    key_id: str | None = None  # the API key that asked (its stored data is its own)
 
     @property
     def model(self) -> str:
@@ -66,6 +87,8 @@ class _Call:
         responses = {k: v for k, v in self.body.items() if k not in ("store", "metadata")}
         responses["input"] = self.items
         responses["context"] = self.context
+        if self.key_id is not None:
+            responses["key_id"] = self.key_id
         return {**self.chat, "responses": responses}
 
 
@@ -118,9 +141,9 @@ class ResponsesService:
         items = responses.get("input") if isinstance(responses, Mapping) else None
         return [dict(i) for i in items or [] if isinstance(i, Mapping)]
 
-    def _context(self, previous_id: str) -> list[dict[str, Any]]:
+    def _context(self, previous_id: str, asker: Asker) -> list[dict[str, Any]]:
         found = self.completions.get_response(previous_id)
-        if found is None or found.status != "completed":
+        if found is None or found.status != "completed" or not asker.may_read(found):
             raise InvalidRequestError(
                 f"Previous response with id '{previous_id}' not found.",
                 param="previous_response_id",
@@ -141,7 +164,7 @@ class ResponsesService:
 
     # -- create ----------------------------------------------------------------------------------
 
-    async def _prepare(self, body: Any) -> _Call:
+    async def _prepare(self, body: Any, asker: Asker) -> _Call:
         body = wire.validate_create(body)
         store = body.get("store")
         should_store = True if store is None else bool(store)
@@ -154,7 +177,7 @@ class ResponsesService:
         items = wire.input_items(body.get("input") or [])
         previous = body.get("previous_response_id")
         # a primary-key read, on a thread: the event loop never waits on the database
-        context = await asyncio.to_thread(self._context, previous) if previous else []
+        context = await asyncio.to_thread(self._context, previous, asker) if previous else []
         provider = self.providers.route_responses(body["model"])
         proxy = (
             provider if isinstance(provider, ResponsesProvider) and provider.responses_api else None
@@ -177,11 +200,12 @@ class ResponsesService:
             metadata=metadata,
             created_at=int(time.time()),
             started=time.perf_counter(),
+            key_id=asker.key_id,
         )
 
-    async def create(self, body: Any) -> dict[str, Any]:
+    async def create(self, body: Any, asker: Asker | None = None) -> dict[str, Any]:
         """A non-streamed response: the ``Response`` object."""
-        call = await self._prepare(body)
+        call = await self._prepare(body, asker or ANYONE)
         try:
             if call.proxy is not None:
                 upstream = await call.proxy.responses(wire.forwarded(call.body, call.context))
@@ -274,10 +298,10 @@ class ResponsesService:
 
     # -- stream ----------------------------------------------------------------------------------
 
-    async def stream(self, body: Any) -> AsyncIterator[bytes]:
+    async def stream(self, body: Any, asker: Asker | None = None) -> AsyncIterator[bytes]:
         """A streamed response, returned once the first bytes are ready (errors before them
         raise, so the edge answers a JSON error)."""
-        call = await self._prepare(body)
+        call = await self._prepare(body, asker or ANYONE)
         if call.proxy is not None:
             source = call.proxy.responses_stream(
                 {**wire.forwarded(call.body, call.context), "stream": True}
