@@ -30,6 +30,8 @@ from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
 
 if TYPE_CHECKING:
+    from distillery.costs.service import CostsService
+    from distillery.store.dashboard import Activity, Counts
     from distillery.store.models import FineTunedModel
     from distillery.training.jobs import FineTuningService
     from distillery.training.local.export import ModelExports
@@ -162,11 +164,30 @@ class Services:
         if task is not None:
             task.cancel()
 
+    # --- costs, and the dashboard's overview ------------------------------------------------------
+    @functools.cached_property
+    def costs(self) -> CostsService:
+        """The costs report, spend per model, training costs (``distillery.costs``)."""
+        from distillery.costs.service import CostsService
+
+        return CostsService(self.store, self.prices)
+
+    def overview_counts(self) -> Counts:
+        """How many completions, datasets, evals, eval runs, jobs and fine-tuned models."""
+        from distillery.store.dashboard import DashboardRepo
+
+        return DashboardRepo(self.store).counts()
+
+    def recent_activity(self, *, limit: int = 12) -> list[Activity]:
+        """The latest completions, datasets, eval runs and fine-tuning jobs, newest first."""
+        from distillery.store.dashboard import DashboardRepo
+
+        return DashboardRepo(self.store).recent_activity(limit=limit)
+
     # --- routes (a prompt's traffic moved to its student) ----------------------------------------
     @functools.cached_property
     def routes(self) -> RoutesService:
         """Routes, the parity gate and their stats (``distillery.routing.service``)."""
-        from distillery.costs.report import training_costs
         from distillery.evals.graders.registry import build_grader
         from distillery.evals.runner import ProviderJudge
         from distillery.routing.service import RoutesService
@@ -180,7 +201,7 @@ class Services:
             providers=self.providers,
             compare=lambda run_ids, baseline: self.evals.compare(run_ids, baseline=baseline),
             grader_factory=lambda cfg, param: build_grader(cfg, judge=judge, param=param),
-            training_costs=lambda: training_costs(self.store),
+            training_costs=lambda: self.costs.training_costs(),
             judge_check=None
             if (floor := self.config.evals.judge_min_kappa) is None
             else lambda cfg, param: self.judge_calibration.check_floor(cfg, floor, param),

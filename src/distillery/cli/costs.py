@@ -9,7 +9,6 @@ import typer
 
 from distillery.cli.context import services
 from distillery.cli.output import console, print_json, table
-from distillery.costs.report import costs_report
 
 app = typer.Typer(help="Spend, savings and payback.", no_args_is_help=True)
 
@@ -24,9 +23,7 @@ def report(
     """Spend per prompt and model, ranked; "distil first" candidates; students' savings."""
     svc = services()
     since = int(time.time() - days * 86_400) if days else None
-    data = costs_report(
-        svc.store, svc.prices, group_key=group_key, since=since, min_examples=min_examples
-    )
+    data = svc.costs.report(group_key=group_key, since=since, min_examples=min_examples)
     if json_out:
         print_json(data)
         return

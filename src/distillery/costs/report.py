@@ -6,8 +6,6 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import select
-
 from distillery.costs.prices import PriceTable
 from distillery.costs.savings import (
     Savings,
@@ -18,15 +16,16 @@ from distillery.costs.savings import (
 )
 from distillery.store.base import Store
 from distillery.store.completions import spend
+from distillery.store.models import FineTunedModelsRepo
 from distillery.store.routes import RoutesRepo
-from distillery.store.tables import FineTunedModelRow
 
 
 def training_costs(store: Store) -> dict[str, float]:
     """Training cost recorded with each fine-tuned model (``metadata.training_cost_usd``)."""
-    with store.read() as session:
-        rows = session.execute(select(FineTunedModelRow.id, FineTunedModelRow.meta)).all()
-    return {model_id: float((meta or {}).get("training_cost_usd", 0.0)) for model_id, meta in rows}
+    return {
+        model.id: float(model.metadata.get("training_cost_usd", 0.0))
+        for model in FineTunedModelsRepo(store).list()
+    }
 
 
 def costs_report(

@@ -14,8 +14,6 @@ from fastapi.responses import FileResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from distillery import charts
-from distillery.costs.report import costs_report
-from distillery.store.completions import spend
 from distillery.web import auth, completions, datasets, evals, jobs, lineage, selection
 from distillery.web import judges as judges_pages
 from distillery.web import routes as routes_pages
@@ -34,7 +32,6 @@ from distillery.web.contexts import (
     SpendLine,
     Stat,
 )
-from distillery.web.queries import counts, recent_activity
 from distillery.web.render import STATIC, PageRoute, error_page, render, services_of
 
 pages = APIRouter(route_class=PageRoute, dependencies=[LOGIN], include_in_schema=False)
@@ -55,7 +52,7 @@ def _activity_href(kind: str, id_: str, label: str) -> str:
 @pages.get("/")
 def overview(request: Request) -> Response:
     services = services_of(request)
-    n = counts(services.store)
+    n = services.overview_counts()
     models = len(services.providers.models()) + n.fine_tuned_models
     stats = [
         Stat("Stored completions", n.completions, "/completions"),
@@ -64,7 +61,7 @@ def overview(request: Request) -> Response:
         Stat("Fine-tuning jobs", n.jobs, "/jobs"),
         Stat("Models", models, "/models"),
     ]
-    rows = spend(services.store)
+    rows = services.costs.spend_per_model()
     by_model = [
         SpendLine(
             key=r.model,
@@ -84,7 +81,7 @@ def overview(request: Request) -> Response:
             created_at=a.created_at,
             href=_activity_href(a.kind, a.id, a.label),
         )
-        for a in recent_activity(services.store)
+        for a in services.recent_activity()
     ]
     context = OverviewPage(
         stats=stats,
@@ -142,9 +139,7 @@ def costs_page(
     if not _GROUP_KEY.match(group_key):
         return error_page(request, 400, "The metadata key may use letters, digits and _.:- only.")
     services.routes.before_read()  # this process's route outcomes, written first
-    report = costs_report(
-        services.store,
-        services.prices,
+    report = services.costs.report(
         group_key=group_key,
         since=parse_day(since, param="since"),
         until=parse_day(until, param="until", end=True),

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from distillery.api.deps import ADMIN, ServicesDep
-from distillery.costs.report import costs_report
 from distillery.wire.params import INT64_MAX
 
 router = APIRouter(prefix="/v1/distillery/costs", tags=["costs"])
@@ -22,9 +21,7 @@ async def get_costs(
     min_examples: int = Query(default=100, ge=1),
 ) -> dict[str, Any]:
     services.routes.before_read()  # this process's route outcomes, written first
-    return costs_report(
-        services.store,
-        services.prices,
+    return services.costs.report(
         group_key=group_key,
         since=since,
         until=until,

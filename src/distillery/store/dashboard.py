@@ -1,7 +1,7 @@
-"""Read-only queries the dashboard needs and no repository offers: counts per area and the latest
+"""Read-only queries across areas, for the dashboard's overview: counts per area and the latest
 activity across areas.
 
-Every function takes the ``Store`` and returns frozen records; nothing here writes.
+``DashboardRepo`` returns frozen records; nothing here writes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,20 @@ class Activity:
     status: str | None
 
 
-def counts(store: Store) -> Counts:
+class DashboardRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def counts(self) -> Counts:
+        """How many completions, datasets, evals, eval runs, jobs and fine-tuned models."""
+        return _counts(self.store)
+
+    def recent_activity(self, *, limit: int = 12) -> list[Activity]:
+        """The latest completions, datasets, eval runs and fine-tuning jobs, newest first."""
+        return _recent_activity(self.store, limit=limit)
+
+
+def _counts(store: Store) -> Counts:
     def n(col: Column) -> Select[tuple[int]]:
         return select(func.count(col))
 
@@ -60,9 +73,7 @@ def counts(store: Store) -> Counts:
         )
 
 
-def recent_activity(store: Store, *, limit: int = 12) -> list[Activity]:
-    """The latest completions, datasets, eval runs and fine-tuning jobs, newest first."""
-
+def _recent_activity(store: Store, *, limit: int) -> list[Activity]:
     def latest(
         kind: str,
         id_col: Column,
@@ -123,6 +134,5 @@ def recent_activity(store: Store, *, limit: int = 12) -> list[Activity]:
 __all__ = [
     "Activity",
     "Counts",
-    "counts",
-    "recent_activity",
+    "DashboardRepo",
 ]
