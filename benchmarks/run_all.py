@@ -12,6 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 BENCHES = [
     ["bench_gateway.py"],
+    ["bench_responses.py"],
     ["bench_routes.py"],
     ["bench_vllm.py"],
     ["bench_redaction.py"],

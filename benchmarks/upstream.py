@@ -26,7 +26,65 @@ _ANSWER = {
     ],
     "usage": {"prompt_tokens": 120, "completion_tokens": 16, "total_tokens": 136},
 }
+_RESPONSE = {
+    "id": "",
+    "object": "response",
+    "created_at": 0,
+    "status": "completed",
+    "model": "bench",
+    "output": [
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": '{"reason": "ok", "category": "労務"}',
+                    "annotations": [],
+                }
+            ],
+        }
+    ],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 120,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 16,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 136,
+    },
+}
 _counter = 0
+
+
+def _response_events(rid: str) -> list[bytes]:
+    """``/v1/responses`` streamed: created, text deltas, completed (the events a client reads)."""
+    done = {**_RESPONSE, "id": rid}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**done, "status": "in_progress", "output": []}}
+    ]
+    for piece in ['{"reason": ', '"ok", ', '"category": ', '"労務"}']:
+        events.append(
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_bench",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": piece,
+            }
+        )
+    events.append({"type": "response.completed", "response": done})
+    return [
+        f"event: {e['type']}\n".encode()
+        + b"data: "
+        + orjson.dumps({**e, "sequence_number": i})
+        + b"\n\n"
+        for i, e in enumerate(events)
+    ]
 
 
 def _chunks(cid: str) -> list[bytes]:
@@ -64,6 +122,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if b'"bench-slow"' in body:  # a slow student (route benchmarks: shadow off the path)
         await asyncio.sleep(0.05)
     stream = b'"stream":true' in body.replace(b" ", b"")
+    responses = scope.get("path", "").endswith("/responses")
     if stream:
         await send(
             {
@@ -72,11 +131,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "headers": [(b"content-type", b"text/event-stream")],
             }
         )
-        for chunk in _chunks(cid):
+        for chunk in _response_events(f"resp_bench{_counter}") if responses else _chunks(cid):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    payload = orjson.dumps({**_ANSWER, "id": cid})
+    answer = {**_RESPONSE, "id": f"resp_bench{_counter}"} if responses else {**_ANSWER, "id": cid}
+    payload = orjson.dumps(answer)
     await send(
         {
             "type": "http.response.start",
