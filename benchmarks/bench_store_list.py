@@ -87,8 +87,10 @@ def main() -> None:
     urls = {"sqlite": f"sqlite:///{tempfile.mkdtemp()}/bench.db"}
     pg = None
     if args.postgres:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from pgserver import PostgresServer
+        sys.path.insert(
+            0, str(Path(__file__).resolve().parent.parent)
+        )  # the repo root: tests.support
+        from tests.support.pgserver import PostgresServer
 
         pg = PostgresServer()
         pg.start()

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
-from pgserver import PostgresServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
+from tests.support.pgserver import PostgresServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -79,29 +77,6 @@ def _no_external_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
-
-
-def write_config(home: Path, fake: FakeOpenAI, extra: str = "") -> Path:
-    path = home / "distillery.toml"
-    path.write_text(
-        f"""
-[providers.fake]
-kind = "openai"
-base_url = "{fake.base_url}"
-api_key_env = "FAKE_OPENAI_KEY"
-models = ["echo-1", "json-1", "fail-400", "fail-401", "fail-404", "fail-500", "slow-3000", "gpt-4o"]
-
-[providers.azure]
-kind = "azure"
-endpoint = "http://127.0.0.1:{fake.port}"
-api_version = "2024-10-21"
-api_key_env = "FAKE_AZURE_KEY"
-deployments = {{ "azure-gpt" = "my-deployment" }}
-{extra}
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,12 @@ from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
 from distillery.providers.local import LocalProviderConfig
 from distillery.serving.chat_template import render_prompt
-from tiny_models import CHATML_SPECIALS, GEMMA_SPECIALS, PLAIN_SPECIALS, tiny_tokenizer_dir
+from tests.support.tiny_models import (
+    CHATML_SPECIALS,
+    GEMMA_SPECIALS,
+    PLAIN_SPECIALS,
+    tiny_tokenizer_dir,
+)
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

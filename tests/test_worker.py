@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.training.ft import jsonl
 
-from conftest import write_config
 from distillery.progress import ProgressEvent
 from distillery.services import Services, build_services
 from distillery.settings import Settings
 from distillery.worker import JobWorker
-from fakes.openai_server import FakeOpenAI
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import jsonl
 
 
 @pytest.fixture

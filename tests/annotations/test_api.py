@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from live import LiveServer
-from stored import insert, routing_set
+from tests.support.live import LiveServer
+from tests.support.stored import insert, routing_set
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from stored import insert, open_services, routing_set
+from tests.support.stored import insert, open_services, routing_set
 
 EXE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "distillery")
 

@@ -12,7 +12,7 @@ import pytest
 from distillery.errors import ConflictError, InvalidRequestError, NotFoundError
 from distillery.services import Services
 from distillery.store.tables import EvalOutputItemRow, EvalRow, EvalRunRow
-from stored import completion, insert, open_services, routing_set
+from tests.support.stored import completion, insert, open_services, routing_set
 
 
 @pytest.fixture

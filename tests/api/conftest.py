@@ -8,9 +8,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 EMBEDDING_MODEL = "text-embedding-3-small"
 INSTRUCT_MODEL = "gpt-3.5-turbo-instruct"

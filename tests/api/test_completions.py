@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
+
 from tests.api.conftest import INSTRUCT_MODEL, LOCAL_STUDENT
 
 

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from openai.types import CreateEmbeddingResponse
+
 from tests.api.conftest import EMBEDDING_MODEL, LOCAL_STUDENT
 
 LOCAL = "all-minilm-l6-v2"

@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types import ModelDeleted
+
 from tests.api.conftest import LOCAL_STUDENT
 
 TUNED = "ft:echo-1:acme:support:AbC123xy"

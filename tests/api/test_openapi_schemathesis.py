@@ -40,10 +40,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import write_config
 from distillery.api.openapi import OPERATIONS
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 ADMIN_KEY = "sk-openapi-admin-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -16,8 +16,8 @@ import pytest
 from openai.types.responses import Response, ResponseInputItem
 from pydantic import BaseModel
 
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 LOCAL = "smollm2-135m-instruct"
 WEATHER = {

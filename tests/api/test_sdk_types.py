@@ -18,9 +18,10 @@ from openai.types import Completion, CreateEmbeddingResponse, FileObject, Model,
 from openai.types.chat import ChatCompletion, ChatCompletionStoreMessage
 from openai.types.evals import RunCreateResponse, RunRetrieveResponse
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
 from tests.api.conftest import EMBEDDING_MODEL, INSTRUCT_MODEL
 from tests.api.sdk_types import check
-from tests.training.ft import EXAMPLES, jsonl, wait_for
+from tests.support.ft import EXAMPLES, jsonl, wait_for
 
 # distillery's own, documented additions
 MODEL_EXTRAS = ("license", "license_file", "status", "loading")

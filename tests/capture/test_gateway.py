@@ -234,7 +234,7 @@ def test_connection_failure_is_502(home, db_url, monkeypatch) -> None:  # type: 
     from distillery.app import build_services, create_app
     from distillery.providers.openai_compatible import OpenAIProviderConfig
     from distillery.settings import Config, Settings
-    from live import LiveServer
+    from tests.support.live import LiveServer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -264,7 +264,7 @@ def test_timeout_is_504(home, db_url, fake_openai) -> None:  # type: ignore[no-u
     from distillery.app import build_services, create_app
     from distillery.providers.openai_compatible import OpenAIProviderConfig
     from distillery.settings import Config, Settings
-    from live import LiveServer
+    from tests.support.live import LiveServer
 
     config = Config(
         providers={

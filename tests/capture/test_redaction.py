@@ -11,13 +11,13 @@ from typing import Any
 
 import openai
 import pytest
-from tests.conftest import write_config
-from tests.fakes.openai_server import FakeOpenAI
-from tests.live import LiveServer
 
 from distillery.capture.redaction import RedactionError, Redactor, my_number_valid
 from distillery.settings import RedactionConfig
 from distillery.store.records import NewCompletion
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 EMAIL = "hanako.sato@example.co.jp"
 PHONE = "090-1234-5678"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
 
 DISTILLERY = str(Path(sys.executable).parent / "distillery")
 

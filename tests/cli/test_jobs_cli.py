@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.training.ft import EXAMPLES, jsonl
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import EXAMPLES, jsonl
 
 DISTILLERY = str(Path(sys.executable).parent / "distillery")
 

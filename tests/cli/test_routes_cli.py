@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 from tests.cli.test_cli import run
-
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
 
 
 def test_routes_cli(home: Path, fake_openai: FakeOpenAI) -> None:

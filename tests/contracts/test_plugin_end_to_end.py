@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import openai
-from tests.training.ft import EXAMPLES, upload, wait_for
 
 from distillery.app import build_services, create_app
 from distillery.settings import Settings
-from live import LiveServer
+from tests.support.ft import EXAMPLES, upload, wait_for
+from tests.support.live import LiveServer
 
 DISTILLERY = str(Path(sys.executable).parent / "distillery")
 CONFIG = """

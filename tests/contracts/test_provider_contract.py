@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from distillery.providers.base import Provider, ProviderContext
 from distillery.providers.registry import ProviderRegistry
 from distillery.settings import Config, provider_config
-from fakes.openai_server import FakeOpenAI
-from fakes.vllm_server import FakeVLLM
-from tiny_families import tiny_family_dir
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.vllm_server import FakeVLLM
+from tests.support.tiny_families import tiny_family_dir
 
 Table = dict[str, Any]
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.training.ft import jsonl
 
 from distillery.errors import InvalidRequestError
 from distillery.settings import Config, TrainingConfig
 from distillery.training.base import FineTuneSpec, Hyperparameters, JobProgress, TrainingBackend
 from distillery.training.registry import TrainingRegistry
-from fakes.openai_server import FakeOpenAI
-from tiny_families import tiny_family_dir
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import jsonl
+from tests.support.tiny_families import tiny_family_dir
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 TINY = {"max_length": 64, "lora_r": 4, "lora_alpha": 8}

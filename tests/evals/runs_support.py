@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import openai
 
-from fakes.openai_server import FakeOpenAI
+from tests.support.fakes.openai_server import FakeOpenAI
 
 EXTRA_MODELS = ["slow-200", "slow-300", "judge-pass", "judge-fail", "judge-garbage"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.evals.runs_support import add_fake_models
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
-from stored import completion, insert
+from tests.evals.runs_support import add_fake_models
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
+from tests.support.stored import completion, insert
 
 JUDGE = {
     "type": "label_model",

@@ -16,7 +16,7 @@ from openai.types import EvalCreateResponse, EvalListResponse, EvalRetrieveRespo
 from openai.types.evals import RunCreateResponse, RunRetrieveResponse
 from openai.types.evals.runs import OutputItemListResponse, OutputItemRetrieveResponse
 
-from fakes.openai_server import FakeOpenAI
+from tests.support.fakes.openai_server import FakeOpenAI
 
 from .runs_support import (
     add_fake_models,
@@ -510,10 +510,10 @@ def test_run_over_an_uploaded_file(client: openai.OpenAI, gateway: Any) -> None:
 def test_resume_after_restart(
     home: Path, db_url: str, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import write_config
     from distillery.app import build_services, create_app
     from distillery.settings import Settings
-    from live import LiveServer
+    from tests.support.config import write_config
+    from tests.support.live import LiveServer
 
     monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-test-secret-value-123456")
     monkeypatch.setenv("FAKE_AZURE_KEY", "azure-secret-value-123456")

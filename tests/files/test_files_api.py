@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai.types import FileObject
 
-from live import LiveServer
+from tests.support.live import LiveServer
 
 
 def example(i: int) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The ``vllm`` provider kind against a fake vLLM/SGLang server (``tests/fakes/vllm_server.py``),
+"""The ``vllm`` provider kind against a fake vLLM/SGLang server (``tests/support/fakes/vllm_server.py``),
 through the openai SDK and a live gateway.
 
 A real tiny fine-tuning job of the embedded student publishes its adapter to the server that
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.training.ft import jsonl, upload, wait_for
 
-from conftest import write_config
 from distillery.providers.vllm import VLLMProvider, lora_name
 from distillery.services import Services
-from fakes.openai_server import FakeOpenAI
-from fakes.vllm_server import FakeVLLM
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.vllm_server import FakeVLLM
+from tests.support.ft import jsonl, upload, wait_for
+from tests.support.live import LiveServer
 
 LOCAL = "smollm2-135m-instruct"
 TINY = {"max_length": 64, "lora_r": 4, "lora_alpha": 8}

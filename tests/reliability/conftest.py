@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 from .hostile import hostile_live, hostile_sqlite  # noqa: F401  (fixtures of the hostile tests)
 

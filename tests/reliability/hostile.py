@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 KEY = "sk-test-secret-value-123456"  # the fake provider's key (FAKE_OPENAI_KEY)
 AZURE_KEY = "azure-secret-value-123456"  # shaped like no token: found only as a configured key

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 from .conftest import read_stream
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import httpx
 import orjson
 
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
 
 CHAT = {"model": "echo-1", "store": True, "messages": [{"role": "user", "content": "spend"}]}
 EVAL = {

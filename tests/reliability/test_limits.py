@@ -18,7 +18,7 @@ import orjson
 import pytest
 import uvicorn
 
-from live import LiveServer
+from tests.support.live import LiveServer
 
 from .hostile import BODY_LIMIT, FILE_LIMIT, read_answer, status_of, unfinished_chunked_post
 

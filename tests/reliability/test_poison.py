@@ -108,10 +108,10 @@ def test_poison_in_the_spool_is_dead_lettered_and_start_goes_on(
     home: Path, db_url: str, fake_openai, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """What an earlier writer spooled (acknowledged) but the database refuses at the next start."""
-    from conftest import write_config
     from distillery.app import build_services, create_app
     from distillery.settings import Settings
-    from live import LiveServer
+    from tests.support.config import write_config
+    from tests.support.live import LiveServer
 
     spool = home / "spool" / "completions.jsonl"
     spool.parent.mkdir(parents=True)

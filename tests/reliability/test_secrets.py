@@ -12,7 +12,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from live import LiveServer
+from tests.support.live import LiveServer
 
 from .hostile import AZURE_KEY, KEY
 

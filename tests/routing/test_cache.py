@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.routing.support import until
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
+from tests.support.routes import until
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import json
 
 import openai
 import pytest
-from tests.routing.support import PROMPT, STUDENT, Routes, ask, eval_runs, until
+
+from tests.support.routes import PROMPT, STUDENT, Routes, ask, eval_runs, until
 
 SCHEMA = {
     "type": "object",

@@ -12,7 +12,7 @@ from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
 from distillery.providers.local import LocalProviderConfig
 from distillery.serving import LocalProvider
-from tiny_models import tiny_gemma_dir
+from tests.support.tiny_models import tiny_gemma_dir
 
 from .conftest import run
 

@@ -33,7 +33,14 @@ from distillery.serving.engine import (
     TextDelta,
 )
 from distillery.serving.sampling import SamplingParams
-from tiny_families import EOS, FAMILIES, VOCAB, WINDOWS, random_lora_dir, tiny_family_dir
+from tests.support.tiny_families import (
+    EOS,
+    FAMILIES,
+    VOCAB,
+    WINDOWS,
+    random_lora_dir,
+    tiny_family_dir,
+)
 
 from .conftest import run
 
@@ -247,7 +254,7 @@ def _phimoe_dir(folder: Path) -> Path:
     import torch
     from transformers import PhimoeConfig, PhimoeForCausalLM
 
-    from tiny_families import word_tokenizer_dir
+    from tests.support.tiny_families import word_tokenizer_dir
 
     word_tokenizer_dir(folder, "phimoe")
     torch.manual_seed(0)
@@ -275,7 +282,7 @@ def _gemma2_dir(folder: Path) -> Path:
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from tiny_families import word_tokenizer_dir
+    from tests.support.tiny_families import word_tokenizer_dir
 
     word_tokenizer_dir(folder, "gemma2")
     torch.manual_seed(0)

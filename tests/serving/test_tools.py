@@ -23,7 +23,7 @@ from distillery.serving.tools import (
     parse_tools,
     tool_grammar,
 )
-from tiny_models import GEMMA_SPECIALS, tiny_tokenizer_dir
+from tests.support.tiny_models import GEMMA_SPECIALS, tiny_tokenizer_dir
 
 MODEL = "smollm2-135m-instruct"
 WEATHER = {

@@ -15,7 +15,7 @@ from distillery.training.local.data import (
     parse_record,
     tokenize_messages,
 )
-from tiny_models import GEMMA_SPECIALS, tiny_tokenizer_dir
+from tests.support.tiny_models import GEMMA_SPECIALS, tiny_tokenizer_dir
 
 from .chat_files import chat_record, write_jsonl
 

@@ -27,7 +27,7 @@ import pytest
 
 from distillery.services import Services, build_services
 from distillery.settings import Settings
-from live import LiveServer
+from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.local_model
 
@@ -166,7 +166,7 @@ def test_gguf_export_of_another_architecture_is_a_400_naming_it(
     from distillery.settings import Config
     from distillery.store.models import FineTunedModelsRepo
     from distillery.training.local.export import ModelExports
-    from tiny_models import tiny_gemma_dir
+    from tests.support.tiny_models import tiny_gemma_dir
 
     gemma = tiny_gemma_dir(tmp_path / "tiny-gemma")
     folder = tmp_path / "gemma-adapter"

@@ -13,7 +13,8 @@ from typing import Any
 import openai
 import pytest
 from openai.types.fine_tuning import FineTuningJob
-from tests.training.ft import EXAMPLES, jsonl, upload, wait_for
+
+from tests.support.ft import EXAMPLES, jsonl, upload, wait_for
 
 LOCAL = "smollm2-135m-instruct"
 

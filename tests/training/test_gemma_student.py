@@ -11,7 +11,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.training.ft import upload, wait_for
+
+from tests.support.ft import upload, wait_for
 
 pytestmark = [pytest.mark.training, pytest.mark.local_model]
 

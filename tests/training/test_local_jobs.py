@@ -17,14 +17,14 @@ from typing import Any
 
 import openai
 import pytest
-from tests.training.ft import EXAMPLES, jsonl, upload, wait_for
 
-from conftest import write_config
 from distillery.services import Services, build_services
 from distillery.settings import Settings
 from distillery.training.local.backend import worker_alive
 from distillery.worker import JobWorker
-from fakes.openai_server import FakeOpenAI
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import EXAMPLES, jsonl, upload, wait_for
 
 pytestmark = pytest.mark.training
 

@@ -12,12 +12,12 @@ from typing import Any
 import openai
 import pytest
 from sqlalchemy import select
-from tests.training.ft import upload, wait_for
 
 from distillery.store.tables import FineTuningJobRow
-from fakes.openai_server import FakeOpenAI
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import upload, wait_for
 
-KEY = "sk-test-secret-value-123456"  # the fake provider's key (tests/conftest.py)
+KEY = "sk-test-secret-value-123456"  # the fake provider's key (tests/conftest.py's gateway)
 
 
 def _remote(fake: FakeOpenAI, job_id: str) -> dict[str, Any] | None:

@@ -22,7 +22,13 @@ from distillery.training.local import packing
 from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
 from distillery.training.local.trainer import LocalSFTTrainer
-from tiny_families import FAMILIES, VOCAB, WINDOWS, tiny_family_dir, word_tokenizer_dir
+from tests.support.tiny_families import (
+    FAMILIES,
+    VOCAB,
+    WINDOWS,
+    tiny_family_dir,
+    word_tokenizer_dir,
+)
 
 pytestmark = [pytest.mark.training, pytest.mark.usefixtures("home")]
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import openai
 import pytest
-from tests.training.ft import wait_for
+
+from tests.support.ft import wait_for
 
 pytestmark = [pytest.mark.training, pytest.mark.local_model]
 

@@ -158,10 +158,10 @@ def test_cross_site_form_posts_are_refused(gateway: Any, seeded: Seeded) -> None
 
 @pytest.fixture
 def auth_gateway(home: Path, db_url: str, fake_openai: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from conftest import write_config
     from distillery.app import build_services, create_app
     from distillery.settings import Settings
-    from live import LiveServer
+    from tests.support.config import write_config
+    from tests.support.live import LiveServer
 
     monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-test-secret-value-123456")
     config = write_config(home, fake_openai, extra="[server]\nauth = true\n")

@@ -8,7 +8,8 @@ from typing import Any
 
 import openai
 import pytest
-from tests.routing.support import PROMPT, Routes, ask
+
+from tests.support.routes import PROMPT, Routes, ask
 
 pytestmark = pytest.mark.browser
 

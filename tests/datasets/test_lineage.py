@@ -12,12 +12,12 @@ from urllib.parse import quote
 import httpx
 import openai
 import pytest
-from tests.training.ft import wait_for
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
-from stored import completion, insert, routing_set
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import wait_for
+from tests.support.live import LiveServer
+from tests.support.stored import completion, insert, routing_set
 
 TERMS = '\n[providers.fake.terms]\n"gpt-4o" = "no_competing_training"\n'
 

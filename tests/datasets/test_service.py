@@ -13,7 +13,7 @@ from distillery.datasets.split import assign, group_key, parse_ratios
 from distillery.errors import ConflictError, InvalidRequestError, NotFoundError
 from distillery.services import Services
 from distillery.settings import Config
-from stored import completion, insert, open_services, routing_set
+from tests.support.stored import completion, insert, open_services, routing_set
 
 
 @pytest.fixture

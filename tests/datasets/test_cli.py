@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from stored import insert, open_services, routing_set
+from tests.support.stored import insert, open_services, routing_set
 
 EXE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "distillery")
 

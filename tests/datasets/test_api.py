@@ -8,8 +8,8 @@ import orjson
 import pytest
 from openai.types import FileObject
 
-from live import LiveServer
-from stored import insert, routing_set
+from tests.support.live import LiveServer
+from tests.support.stored import insert, routing_set
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import httpx
 import openai
 import pytest
 
-from conftest import write_config
-from fakes.openai_server import FakeOpenAI
-from live import LiveServer
-from stored import completion, insert
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.live import LiveServer
+from tests.support.stored import completion, insert
 
 EXE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "distillery")
 TERMS = '\n[providers.fake.terms]\n"gpt-4o" = "no_competing_training"\n"json-1" = "allowed"\n'
@@ -106,7 +106,7 @@ def test_dataset_refused_without_acknowledgement(gateway_with_terms: LiveServer)
 
 def test_cli_models_list_and_dataset_terms(home: Path, fake_openai: FakeOpenAI) -> None:
     write_config(home, fake_openai, extra=TERMS)
-    from stored import open_services
+    from tests.support.stored import open_services
 
     with open_services(home, f"sqlite:///{home / 'distillery.db'}") as svc:
         insert(svc, completion("経費精算は？", '{"category": "経理"}', model="gpt-4o"))

@@ -22,7 +22,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from live import LiveServer
+from tests.support.live import LiveServer
 
 
 def _json(data: Any, status: int = 200) -> Response:
