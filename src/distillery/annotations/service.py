@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.store.annotations import (
+    STATUSES,
     AnnotationItem,
     AnnotationQueue,
     AnnotationsRepo,
@@ -367,3 +368,23 @@ class AnnotationsService:
             "metadata": queue.metadata,
             "counts": queue.counts,
         }
+
+
+# STATUSES, AnnotationItem and AnnotationQueue: an item's states and the records the service
+# returns, for the edges
+__all__ = [
+    "DEFAULT_CLAIM_TIMEOUT_S",
+    "MAX_QUEUE_ITEMS",
+    "PRIORITIES",
+    "STATUSES",
+    "AnnotationItem",
+    "AnnotationQueue",
+    "AnnotationsService",
+    "CompletionsSource",
+    "EvalRunSource",
+    "ItemUpdate",
+    "Priority",
+    "QueueSpec",
+    "completion_id_of",
+    "passed",
+]

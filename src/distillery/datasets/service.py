@@ -384,4 +384,12 @@ def _check_split(split: str | None) -> None:
         )
 
 
-__all__ = ["MAX_LISTED", "DatasetSpec", "DatasetsService", "ImportSpec"]
+# Dataset and DatasetVersion: the records the service returns, for the edges
+__all__ = [
+    "MAX_LISTED",
+    "Dataset",
+    "DatasetSpec",
+    "DatasetVersion",
+    "DatasetsService",
+    "ImportSpec",
+]

@@ -38,7 +38,7 @@ from typing import Any
 from distillery import ids
 from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
-from distillery.store.jobs import JobRecord, JobsRepo, Order
+from distillery.store.jobs import TERMINAL, BodyRecord, JobRecord, JobsRepo, Order
 from distillery.store.models import FineTunedModel, FineTunedModelsRepo
 from distillery.store.records import Page
 from distillery.training.base import FineTuneSpec
@@ -222,6 +222,31 @@ class FineTuningService:
         self.ledger.event(job_id, "Fine-tuning job cancelled")
         return updated.to_object()
 
+    # -- the stored records, for the dashboard's job pages ----------------------------------------
+
+    def job_record(self, job_id: str) -> JobRecord:
+        """A job as stored (404 when unknown)."""
+        return self.jobs.get(job_id)
+
+    def job_records(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        order: Order = "desc",
+        status: str | None = None,
+    ) -> Page[JobRecord]:
+        return self.jobs.list(after=after, limit=limit, order=order, status=status)
+
+    def all_events(self, job_id: str) -> builtins.list[BodyRecord]:
+        """Every event of a job, oldest first."""
+        return self.jobs.all_events(job_id)
+
+    def checkpoint_records(
+        self, job_id: str, *, limit: int = 10, order: Order = "desc"
+    ) -> Page[BodyRecord]:
+        return self.jobs.checkpoints(job_id, limit=limit, order=order)
+
     # -- following a job -------------------------------------------------------------------------
 
     def wait(
@@ -322,4 +347,13 @@ def report_job(progress: ProgressCallback | None, job: JobRecord) -> None:
     )
 
 
-__all__ = ["FINE_TUNE_PURPOSE", "FineTuningService", "JobRunner", "new_worker_id"]
+# TERMINAL, BodyRecord and JobRecord: the records the job methods return, for the edges
+__all__ = [
+    "FINE_TUNE_PURPOSE",
+    "TERMINAL",
+    "BodyRecord",
+    "FineTuningService",
+    "JobRecord",
+    "JobRunner",
+    "new_worker_id",
+]

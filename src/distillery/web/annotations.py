@@ -9,8 +9,8 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
+from distillery.annotations.service import STATUSES, AnnotationItem, AnnotationQueue
 from distillery.errors import ConflictError, InvalidRequestError
-from distillery.store.annotations import STATUSES, AnnotationItem, AnnotationQueue
 from distillery.web.auth import LOGIN
 from distillery.web.completions import message_view
 from distillery.web.contexts import (

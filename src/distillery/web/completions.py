@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from distillery.capture.service import StoredCompletion
 from distillery.errors import InvalidRequestError
-from distillery.store.records import StoredCompletion
 from distillery.text.lang import is_japanese
 from distillery.web import selection
 from distillery.web.auth import LOGIN

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from distillery.store.datasets import Dataset, DatasetVersion
+from distillery.datasets.service import Dataset, DatasetVersion
 from distillery.web.auth import LOGIN
 from distillery.web.completions import message_view
 from distillery.web.contexts import (

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from distillery import charts
 from distillery.errors import InvalidRequestError
-from distillery.store.jobs import TERMINAL, BodyRecord, JobRecord, JobsRepo
+from distillery.training.jobs import TERMINAL, BodyRecord, FineTuningService, JobRecord
 from distillery.web.auth import LOGIN
 from distillery.web.contexts import CheckpointLine, EventLine, JobLine, JobPage, JobsPage
 from distillery.web.render import PageRoute, redirect, render, services_of, url_with
@@ -21,8 +21,8 @@ router = APIRouter(route_class=PageRoute, dependencies=[LOGIN], include_in_schem
 EVENTS_SHOWN = 200
 
 
-def _jobs(request: Request) -> JobsRepo:
-    return services_of(request).fine_tuning.jobs
+def _jobs(request: Request) -> FineTuningService:
+    return services_of(request).fine_tuning
 
 
 def job_line(job: JobRecord) -> JobLine:
@@ -42,7 +42,7 @@ def job_line(job: JobRecord) -> JobLine:
 
 @router.get("/jobs")
 def jobs_page(request: Request, after: str | None = None, status: str = "") -> Response:
-    page = _jobs(request).list(after=after, limit=50, order="desc", status=status or None)
+    page = _jobs(request).job_records(after=after, limit=50, order="desc", status=status or None)
     next_url = (
         url_with("/jobs", {"status": status, "after": page.data[-1].id})
         if page.has_more and page.data
@@ -93,11 +93,11 @@ def _checkpoint_line(c: BodyRecord) -> CheckpointLine:
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str) -> Response:
-    repo = _jobs(request)
-    job = repo.get(job_id)
+    service = _jobs(request)
+    job = service.job_record(job_id)
     body = job.to_object()
-    events = repo.all_events(job.id)
-    checkpoints = repo.checkpoints(job.id, limit=100, order="desc").data
+    events = service.all_events(job.id)
+    checkpoints = service.checkpoint_records(job.id, limit=100, order="desc").data
     curves = loss_curves(events)
     chart = charts.line_chart(curves, title=f"Loss · {job.id}", x_label="step", y_label="loss")
     progress = dict(job.state.get("progress") or {})
