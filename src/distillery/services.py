@@ -30,6 +30,7 @@ from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
 
 if TYPE_CHECKING:
+    from distillery.capture.stored import StoredCompletions
     from distillery.costs.service import CostsService
     from distillery.store.dashboard import Activity, Counts
     from distillery.store.models import FineTunedModel
@@ -163,6 +164,13 @@ class Services:
         task = self.extras.pop("retention_task", None)
         if task is not None:
             task.cancel()
+
+    @functools.cached_property
+    def stored_completions(self) -> StoredCompletions:
+        """The stored completions as the edges list, read, edit and delete them."""
+        from distillery.capture.stored import StoredCompletions
+
+        return StoredCompletions(self.completions)
 
     # --- costs, and the dashboard's overview ------------------------------------------------------
     @functools.cached_property

@@ -23,7 +23,6 @@ from distillery.providers.base import Provider
 from distillery.providers.registry import ProviderRegistry
 from distillery.settings import GatewayConfig
 from distillery.store.records import NewCompletion
-from distillery.store.records import StoredCompletion as StoredCompletion  # a capture, stored
 from distillery.wire.chat import validate_create_body
 
 _NOT_FORWARDED = ("store", "metadata")

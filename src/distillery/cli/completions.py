@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from distillery.capture.importer import export_lines, import_jsonl
+from distillery.capture.importer import export_lines
 from distillery.cli.context import services
 from distillery.cli.options import key_values
 from distillery.cli.output import err_console, print_json, progress_bars, table
@@ -30,7 +30,7 @@ def list_(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List stored completions, newest first."""
-    page = services().completions.list(
+    page = services().stored_completions.list(
         model=model,
         metadata=key_values(metadata),
         limit=limit,
@@ -55,7 +55,7 @@ def list_(
 @app.command()
 def show(completion_id: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one stored completion."""
-    c = services().completions.get(completion_id)
+    c = services().stored_completions.get(completion_id)
     if json_out:
         print_json(
             {
@@ -89,8 +89,7 @@ def import_(
     lines = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     with lines, progress_bars(not json_out) as progress:
         svc = services()
-        rep = import_jsonl(
-            svc.completions,
+        rep = svc.stored_completions.import_jsonl(
             lines,
             default_model=model,
             metadata=key_values(metadata),
@@ -116,7 +115,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="completions or finetune")] = "completions",
 ) -> None:
     """Export stored completions as JSONL."""
-    items = services().completions.iterate(model=model, metadata=key_values(metadata))
+    items = services().stored_completions.iterate(model=model, metadata=key_values(metadata))
     out = sys.stdout.buffer if str(output) == "-" else output.open("wb")
     count = 0
     with out:

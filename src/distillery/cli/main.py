@@ -126,7 +126,7 @@ def models_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> No
     listed = {m["id"] for m in data}
     data += [
         {"id": m.id, "owned_by": m.provider, "base_model": m.base_model}
-        for m in svc.fine_tuned_models.list()
+        for m in svc.fine_tuning.list_models()
         if m.id not in listed
     ]
     for row in data:  # a fine-tune inherits the terms of its base model

@@ -227,7 +227,7 @@ class Demo:
 
     def capture(self, client: openai.OpenAI) -> None:
         meta = {"prompt": PROMPT, "prompt_version": self.version, "demo": self.fp}
-        existing = self.services.completions.count(metadata=meta)
+        existing = self.services.stored_completions.count(metadata=meta)
         items = self.train + self.test
         if existing >= len(items):
             self.say(f"traffic: reusing {existing} stored completions")
@@ -239,7 +239,6 @@ class Demo:
 
     def _import_teacher(self, items: list[Inquiry], meta: dict[str, str]) -> None:
         """Import the shipped teacher outputs as the application's captured traffic."""
-        from distillery.capture.importer import import_jsonl
         from distillery.weights import load_tokenizer
 
         tokenizer = load_tokenizer(self.student_source())
@@ -288,8 +287,8 @@ class Demo:
                     ensure_ascii=False,
                 )
             )
-        result = import_jsonl(
-            self.services.completions, lines, prices=self.prices, progress=self.progress
+        result = self.services.stored_completions.import_jsonl(
+            lines, prices=self.prices, progress=self.progress
         )
         if result.errors:
             raise RuntimeError("demo data failed to import: " + "; ".join(result.errors[:5]))
@@ -429,7 +428,7 @@ class Demo:
                 completion_tokens += usage.completion_tokens
         n_items = max(len(items), 1)
         if model is None:  # stored answers: their recorded usage
-            stored = list(self.services.completions.iterate(metadata=self._meta("test")))
+            stored = list(self.services.stored_completions.iterate(metadata=self._meta("test")))
             prompt_tokens = sum(c.prompt_tokens or 0 for c in stored)
             completion_tokens = sum(c.completion_tokens or 0 for c in stored)
             n_items = max(len(stored), 1)
@@ -459,7 +458,7 @@ class Demo:
         fixes = corrections()
         targets = {
             c.id: c.metadata["item"]
-            for c in self.services.completions.iterate(metadata=self._meta("train"))
+            for c in self.services.stored_completions.iterate(metadata=self._meta("train"))
             if c.metadata.get("item") in fixes
         }
         if not targets:
@@ -701,7 +700,7 @@ class Demo:
         n_val: int,
     ) -> DemoReport:
         distilled = results[-1]
-        teacher_stored = list(self.services.completions.iterate(metadata=self._meta("test")))
+        teacher_stored = list(self.services.stored_completions.iterate(metadata=self._meta("test")))
         teacher_cost = sum(c.cost_usd or 0.0 for c in teacher_stored)
         teacher_1k = 1000 * teacher_cost / max(len(teacher_stored), 1)
         student_1k = student_cost_per_1k(

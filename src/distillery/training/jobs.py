@@ -247,6 +247,19 @@ class FineTuningService:
     ) -> Page[BodyRecord]:
         return self.jobs.checkpoints(job_id, limit=limit, order=order)
 
+    # -- fine-tuned models (the students jobs made, and models registered by hand) ---------------
+
+    def list_models(self) -> builtins.list[FineTunedModel]:
+        """Every fine-tuned model, oldest first."""
+        return self.models.list()
+
+    def get_model(self, model_id: str) -> FineTunedModel | None:
+        return self.models.get(model_id)
+
+    def delete_model(self, model_id: str) -> bool:
+        """Remove a fine-tuned model from the store; whether it was there."""
+        return self.models.delete(model_id)
+
     # -- following a job -------------------------------------------------------------------------
 
     def wait(

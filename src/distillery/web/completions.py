@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from distillery.capture.service import StoredCompletion
+from distillery.capture.stored import StoredCompletion
 from distillery.errors import InvalidRequestError
 from distillery.text.lang import is_japanese
 from distillery.web import selection
@@ -158,14 +158,14 @@ def completions_list(
     base = filters.query()
     prev_url = next_url = None
     if before:
-        page = services.completions.list(order="asc", after=before, limit=limit, **criteria)
+        page = services.stored_completions.list(order="asc", after=before, limit=limit, **criteria)
         rows = list(reversed(page.data))
         if page.has_more and rows:
             prev_url = url_with("/completions", [*base, ("before", rows[0].id)])
         if rows:
             next_url = url_with("/completions", [*base, ("after", rows[-1].id)])
     else:
-        page = services.completions.list(order="desc", after=after, limit=limit, **criteria)
+        page = services.stored_completions.list(order="desc", after=after, limit=limit, **criteria)
         rows = page.data
         if page.has_more and rows:
             next_url = url_with("/completions", [*base, ("after", rows[-1].id)])
@@ -186,7 +186,7 @@ def completions_list(
 
 @router.get("/completions/{completion_id}")
 def completion_detail(request: Request, completion_id: str) -> Response:
-    c = services_of(request).completions.get(completion_id)
+    c = services_of(request).stored_completions.get(completion_id)
     response = c.response if isinstance(c.response, dict) else {}
     usage = response.get("usage")
     usage = dict(usage) if isinstance(usage, dict) else {} if usage is None else {"usage": usage}

@@ -121,7 +121,7 @@ def models_page(request: Request) -> Response:
             job_id=m.job_id,
             adapter_path=m.adapter_path,
         )
-        for m in services.fine_tuned_models.list()
+        for m in services.fine_tuning.list_models()
     ]
     context = ModelsPage(base=base, fine_tuned=fine_tuned)
     return render(request, "models.html", context, title="Models", nav="models")

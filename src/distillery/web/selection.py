@@ -51,7 +51,7 @@ def choices(services: Services) -> dict[str, Any]:
 def _evaluate(services: Services, eval_id: str, ids: list[str]) -> str:
     if not eval_id:
         raise InvalidRequestError("Choose an eval to run on the selection.", param="eval_id")
-    services.completions.get(ids[0])  # 404 page for a stale selection
+    services.stored_completions.get(ids[0])  # 404 page for a stale selection
     run = services.evals.create_run(
         eval_id,
         {

@@ -43,7 +43,7 @@ async def list_chat_completions(
     limit: int = Query(default=20, ge=1, le=100),
     order: Literal["asc", "desc"] = "asc",
 ) -> Response:
-    page = services.completions.list(
+    page = services.stored_completions.list(
         model=model,
         metadata=metadata_filter(request) or None,
         after=after,
@@ -56,7 +56,7 @@ async def list_chat_completions(
 
 @router.get("/{completion_id}", dependencies=[ADMIN])
 async def retrieve_chat_completion(completion_id: str, services: ServicesDep) -> Response:
-    return _json(services.completions.get(completion_id).to_chat_completion())
+    return _json(services.stored_completions.get(completion_id).to_chat_completion())
 
 
 @router.post("/{completion_id}", dependencies=[ADMIN])
@@ -73,12 +73,14 @@ async def update_chat_completion(
             param=unknown[0],
         )
     metadata = validate_metadata(body["metadata"]) or {}
-    return _json(services.completions.update_metadata(completion_id, metadata).to_chat_completion())
+    return _json(
+        services.stored_completions.update_metadata(completion_id, metadata).to_chat_completion()
+    )
 
 
 @router.delete("/{completion_id}", dependencies=[ADMIN])
 async def delete_chat_completion(completion_id: str, services: ServicesDep) -> Response:
-    services.completions.delete(completion_id)
+    services.stored_completions.delete(completion_id)
     held = services.lineage.completion_datasets(completion_id, must_exist=False)["data"]
     return _json(  # distillery's: the dataset versions that still hold a copy of it
         {
@@ -101,7 +103,7 @@ async def list_messages(
     # ChatCompletionStoreMessage: optional fields (tool_calls, annotations...) absent when empty
     from distillery.wire.chat_store import ChatCompletionStoreMessage
 
-    completion = services.completions.get(completion_id)
+    completion = services.stored_completions.get(completion_id)
     messages = [
         ChatCompletionStoreMessage.from_message(f"{completion_id}-{i}", message).to_wire()
         for i, message in enumerate(completion.messages)

@@ -51,7 +51,7 @@ def _all_models(services: Services) -> list[Model]:
     listed = {m.id for m in data}
     data += [  # fine-tuned models (LoRA students and provider fine-tunes) from the store
         _model_object(m.id, m.provider, m.created_at, m.base_model)
-        for m in services.fine_tuned_models.list()
+        for m in services.fine_tuning.list_models()
         if m.id not in listed
     ]
     return data
@@ -80,7 +80,7 @@ def _find(services: Services, model_id: str) -> Model:
             local = _model_object(m.id, m.owned_by, m.created)
             local.license = _LOCAL_EMBEDDING_LICENSE
             return local
-    tuned = services.fine_tuned_models.get(model_id)
+    tuned = services.fine_tuning.get_model(model_id)
     if tuned is not None:
         return _model_object(tuned.id, tuned.provider, tuned.created_at, tuned.base_model)
     try:
@@ -103,7 +103,7 @@ async def retrieve_model(model_id: str, services: ServicesDep) -> Response:
 
 
 def _delete(services: Services, model_id: str) -> ModelDeleted:
-    if services.fine_tuned_models.delete(model_id):
+    if services.fine_tuning.delete_model(model_id):
         services.providers.retire(model_id)
         return ModelDeleted(id=model_id, deleted=True)
     _find(services, model_id)  # 404 unless it is a model served here
