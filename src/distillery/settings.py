@@ -287,6 +287,12 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: str | None = Field(default=None, description="cpu, cuda or None for automatic.")
     threads: int | None = Field(default=None, description="torch threads for a training process.")
+    devices: int = Field(
+        default=1,
+        ge=1,
+        description="Data-parallel processes of a local training job (one per GPU on cuda); a "
+        "job's `distillery.devices` wins.",
+    )
     backend: str | None = Field(
         default=None,
         description="The trainer kind used for the models it can train (`local`, `openai` or a "

@@ -246,7 +246,8 @@ def _trains(config: ProviderConfig) -> bool:
 def _build(context: TrainerContext) -> LocalRunBackend:
     config = context.provider_config
     assert isinstance(config, LocalProviderConfig)
-    defaults = {"device": context.training.device, "threads": context.training.threads}
+    training = context.training
+    defaults = {"device": training.device, "threads": training.threads, "devices": training.devices}
     return LocalRunBackend(defaults=defaults, provider=config)
 
 

@@ -5,7 +5,8 @@ starts ``python -m distillery.training.local.worker <job_dir>`` in its own proce
 (:meth:`start`), reads new events and the result from the folder (:meth:`poll`) and cancels with
 SIGTERM plus a ``cancel`` file (:meth:`cancel`). See ``worker.py`` for the folder protocol.
 A job folder with checkpoints and no ``result.json`` (the worker was killed) resumes from its
-last checkpoint when started again.
+last checkpoint when started again. A job whose config has ``devices`` > 1 is started under torch's
+elastic launcher, one worker process per device (:func:`worker_command`, ``parallel.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,26 @@ LOG_FILE = "worker.log"
 
 JobStatus = Literal["running", "succeeded", "failed", "cancelled"]
 WORKER_MODULE = "distillery.training.local.worker"
+LAUNCHER_MODULE = "torch.distributed.run"
+
+
+def worker_command(job_dir: Path, devices: int = 1) -> list[str]:
+    """The worker's command line: the module itself, or ``devices`` data-parallel processes
+    under torch's elastic launcher (``--standalone`` picks a free local rendezvous port)."""
+    worker = ["-m", WORKER_MODULE, str(job_dir)]
+    if devices <= 1:
+        return [sys.executable, *worker]
+    launcher = ["-m", LAUNCHER_MODULE, "--standalone", f"--nproc_per_node={devices}"]
+    return [sys.executable, *launcher, *worker]
+
+
+def _job_devices(job_dir: Path) -> int:
+    """``devices`` of the job's config (1 when ``job.json`` is unreadable: the worker reports)."""
+    try:
+        job = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
+        return max(1, int((job.get("config") or {}).get("devices") or 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1
 
 
 @dataclass(frozen=True)
@@ -160,12 +181,14 @@ class LocalTrainingBackend:
             raise ConflictError(f"a worker is already running on {path}", code="job_running")
         (path / CANCEL_FILE).unlink(missing_ok=True)
         (path / PID_FILE).unlink(missing_ok=True)
+        for stale in path.glob("rank-*.error.json"):  # another rank's error of an earlier start
+            stale.unlink(missing_ok=True)
         child_env = {**os.environ, **(env or {})}
         child_env.setdefault("HF_HUB_OFFLINE", "1")
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         with (path / LOG_FILE).open("ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(path)],
+                worker_command(path, _job_devices(path)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

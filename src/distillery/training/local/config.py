@@ -100,6 +100,12 @@ class LocalSFTConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda when available.")
+    devices: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel training processes (one per GPU on cuda, each on its own "
+        "cores on cpu); each step's batch_size examples are split between them.",
+    )
     bf16: bool | Auto = Field(
         "auto",
         description="bf16 matmuls: on with CUDA bf16 or a CPU with AMX/AVX512-BF16 "

@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any
 from distillery import weights
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.training.local import packing
-from distillery.training.local.checkpoints import load_latest, save_checkpoint, save_weights
+from distillery.training.local.checkpoints import (
+    ADAPTER,
+    load_latest,
+    save_checkpoint,
+    save_weights,
+)
 from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.data import (
     IGNORE_INDEX,
@@ -44,6 +49,7 @@ from distillery.training.local.data import (
     load_chat_dataset,
 )
 from distillery.training.local.outputs import merge_adapter, write_adapter, write_training_record
+from distillery.training.local.parallel import DataParallel
 from distillery.training.local.steps import StepStats, epoch_batches, make_batches, target_loss
 from distillery.training.local.student import (
     autocast,
@@ -97,8 +103,12 @@ class LocalSFTTrainer:
         emit: EmitFn | None = None,
         should_stop: Callable[[], bool] | None = None,
         progress: ProgressCallback | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
+        """``parallel``: this process's rank when ``devices`` > 1 (``parallel.py``); events,
+        checkpoints and the final folders are then written by rank 0 only."""
         self.config = config
+        self.parallel = parallel or DataParallel()
         self.training_file = Path(training_file)
         self.validation_file = Path(validation_file) if validation_file else None
         self.output_dir = Path(output_dir)
@@ -113,20 +123,30 @@ class LocalSFTTrainer:
     def emit(
         self, type_: str, message: str, data: dict[str, Any] | None = None, *, level: str = "info"
     ) -> None:
-        if self._emit is not None:
+        if self._emit is not None and self.parallel.is_main:
             self._emit(type_, level, message, data)
 
     def _warn(self, message: str) -> None:
         self.emit("message", message, level="warn")
 
     def check_stop(self) -> None:
+        if self.parallel.enabled:
+            return  # the ranks agree on a stop at step boundaries (_agree_stop)
         if self._should_stop():
+            raise TrainingCancelled("cancelled")
+
+    def _agree_stop(self) -> None:
+        """With several ranks: stop all of them together once any was asked to."""
+        if self.parallel.enabled and self.parallel.any(self._should_stop()):
             raise TrainingCancelled("cancelled")
 
     # -- setup --------------------------------------------------------------------------------
 
     def _setup_runtime(self) -> None:
         runtime = resolve_runtime(self.config)
+        if self.parallel.enabled:
+            runtime.device = self.parallel.device_for(runtime.device)
+            self.parallel.init(runtime.device)
         self.device = runtime.device
         self.use_bf16 = runtime.use_bf16
         self.device_type = runtime.device_type
@@ -190,6 +210,8 @@ class LocalSFTTrainer:
     def _train_step(self, examples: Sequence[TokenizedExample]) -> StepStats:
         import torch
 
+        if self.parallel.enabled:
+            return self._train_step_parallel(examples)
         cfg = self.config
         batches = self._batches(examples, cfg.gradient_accumulation_steps)
         n_targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches)
@@ -205,20 +227,52 @@ class LocalSFTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return stats
 
+    def _train_step_parallel(self, examples: Sequence[TokenizedExample]) -> StepStats:
+        """This rank's share of the step; the loss is normalised by the whole step's targets
+        and the gradients summed over the ranks, so every rank takes the single-process step."""
+        import torch
+
+        cfg = self.config
+        mine = self.parallel.shard(examples)
+        batches = self._batches(mine, cfg.gradient_accumulation_steps) if mine else []
+        local_targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches)
+        n_targets = max(1.0, self.parallel.sum([local_targets])[0])
+        stats = StepStats()
+        for batch in batches:
+            loss, correct, targets = self._loss(batch)
+            (loss / n_targets).backward()  # type: ignore[no-untyped-call]
+            stats.add(StepStats(float(loss.detach()), correct, targets, batch.n_tokens))
+        self.parallel.reduce_gradients(self.student.trainable)
+        torch.nn.utils.clip_grad_norm_(self.student.trainable, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._reduce_stats(stats)
+
+    def _reduce_stats(self, stats: StepStats) -> StepStats:
+        """``stats`` summed over the ranks (the same on every rank)."""
+        if not self.parallel.enabled:
+            return stats
+        loss_sum, correct, targets, tokens = self.parallel.sum(
+            [stats.loss_sum, stats.correct, stats.targets, stats.tokens]
+        )
+        return StepStats(loss_sum, round(correct), round(targets), round(tokens))
+
     def evaluate(self, dataset: TokenizedDataset) -> StepStats:
         import torch
 
+        examples = self.parallel.shard(dataset.examples)  # all of them in one process
         self.model.eval()  # type: ignore[no-untyped-call]
         stats = StepStats()
         try:
             with torch.no_grad():
-                for batch in self._batches(dataset.examples, 1):
+                for batch in self._batches(examples, 1) if examples else []:
                     self.check_stop()
                     loss, correct, targets = self._loss(batch)
                     stats.add(StepStats(float(loss), correct, targets, batch.n_tokens))
         finally:
             self.model.train()
-        return stats
+        return self._reduce_stats(stats)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -301,6 +355,7 @@ class LocalSFTTrainer:
             "message",
             f"Training {n_examples} examples ({self.train_data.n_tokens} tokens) for "
             f"{cfg.n_epochs} epochs, {total_steps} steps on {self.device}"
+            f"{f' x {self.parallel.world_size} processes' if self.parallel.enabled else ''}"
             f"{' in bf16' if self.use_bf16 else ''}"
             f"{', packed' if self.use_packing else ', padded'}",
             {
@@ -315,6 +370,7 @@ class LocalSFTTrainer:
                 "n_examples": n_examples,
                 "n_tokens": self.train_data.n_tokens,
                 "total_steps": total_steps,
+                "devices": self.parallel.world_size,
             },
         )
 
@@ -325,6 +381,7 @@ class LocalSFTTrainer:
         window = StepStats()
         window_start = time.perf_counter()
         for examples in self._step_batches(epoch):
+            self._agree_stop()
             learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
             t0 = time.perf_counter()
             stats = self._train_step(examples)
@@ -379,6 +436,8 @@ class LocalSFTTrainer:
         """Record the epoch in the history and write its checkpoint."""
         step = progress.step
         progress.history.append({"epoch": epoch, "step": step, "metrics": metrics})
+        if not self.parallel.is_main:
+            return  # rank 0 writes the checkpoint
         path = self._save_checkpoint(
             epoch,
             step,
@@ -395,6 +454,15 @@ class LocalSFTTrainer:
         )
 
     def _finish(self, trained_tokens: int, history: list[dict[str, Any]]) -> TrainingResult:
+        if not self.parallel.is_main:  # rank 0 writes the final folders
+            return TrainingResult(
+                trained_tokens=trained_tokens,
+                adapter_path=self.output_dir / ADAPTER,
+                merged_path=None,
+                metrics={},
+                hyperparameters=self.config.hyperparameters(),
+                checkpoints=history,
+            )
         adapter = write_adapter(self.output_dir, self._save_weights)
         merged: Path | None = None
         if self.config.merge_adapter and self.config.method == "lora":

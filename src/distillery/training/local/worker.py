@@ -28,6 +28,12 @@ Cancellation: SIGTERM/SIGINT, or a file ``DIR/cancel``. The loop checks before e
 layer (forward and backward), so it stops within about a second, writes ``cancelled`` and exits 0.
 Any failure writes ``failed`` with a clear message and exits 1; the process never hangs.
 Starting the worker again on a folder without ``result.json`` resumes from the last checkpoint.
+
+With ``devices`` > 1 the backend starts this module under torch's elastic launcher, one process
+per device (``parallel.py``). Rank 0 then does all the writing above (``worker.pid`` holds the
+launcher's pid, which leads the process group); another rank that fails writes
+``DIR/rank-<R>.error.json``, which rank 0 reports as the job's error instead of the broken
+collective it sees. A stop is agreed on at step boundaries, so all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from distillery.training.local.backend import (
     RESULT_FILE,
     write_json_atomic,
 )
+from distillery.training.local.parallel import DataParallel
 
 
 class EventLog:
@@ -98,7 +105,23 @@ class StopFlag:
         return self.requested
 
 
-def _error_of(exc: BaseException) -> dict[str, str]:
+RANK_ERROR_GLOB = "rank-*.error.json"
+
+
+def _limits_of(config: Any) -> str:
+    """The sizes that set a step's memory, for the out-of-memory message."""
+    if config is None:
+        return "batch_size, max_length or max_tokens_per_pass"
+    return (
+        f"batch_size (now {config.batch_size}), max_length (now {config.max_length}) or "
+        f"max_tokens_per_pass (now {config.max_tokens_per_pass}), or raise "
+        f"gradient_accumulation_steps (now {config.gradient_accumulation_steps})"
+    )
+
+
+def _error_of(exc: BaseException, config: Any = None) -> dict[str, str]:
+    """The job error for ``exc``; ``config`` (the run's resolved ``LocalSFTConfig``) names the
+    values to lower when it is an out-of-memory error."""
     if isinstance(exc, DistilleryError):
         return {"code": exc.code or exc.type, "message": exc.message}
     if isinstance(exc, ValidationError):
@@ -109,20 +132,40 @@ def _error_of(exc: BaseException) -> dict[str, str]:
         or type(exc).__name__ == "OutOfMemoryError"
         or ("can't allocate memory" in text or "out of memory" in text.lower())
     ):
+        where = "GPU" if type(exc).__name__ == "OutOfMemoryError" else "memory"
         return {
             "code": "out_of_memory",
-            "message": "training ran out of memory; lower batch_size, max_length or "
-            f"max_tokens_per_pass ({type(exc).__name__}: {text[:300]})",
+            "message": f"training ran out of {where} memory; lower {_limits_of(config)} "
+            f"({type(exc).__name__}: {text[:300]})",
         }
     return {"code": "training_error", "message": f"{type(exc).__name__}: {text[:1000]}"}
 
 
-def run_job(job_dir: Path) -> int:
-    """Run the job in ``job_dir``; always writes ``result.json``; returns the exit code."""
+def _rank_error(job_dir: Path) -> dict[str, str] | None:
+    """The error another rank wrote before it exited, if one did."""
+    for path in sorted(job_dir.glob(RANK_ERROR_GLOB)):
+        try:
+            error = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(error, dict) and "code" in error:
+            return {"code": str(error["code"]), "message": str(error.get("message", ""))}
+    return None
+
+
+def run_job(job_dir: Path, parallel: DataParallel | None = None) -> int:
+    """Run the job in ``job_dir``; always writes ``result.json`` (rank 0 of several does);
+    returns the exit code."""
     from distillery.training.local.config import LocalSFTConfig
     from distillery.training.local.trainer import LocalSFTTrainer, TrainingCancelled
 
-    events = EventLog(job_dir / EVENTS_FILE)
+    parallel = parallel or DataParallel()
+    log = EventLog(job_dir / EVENTS_FILE)
+
+    def events(type_: str, level: str, message: str, data: dict[str, Any] | None = None) -> None:
+        if parallel.is_main:
+            log(type_, level, message, data)
+
     stop = StopFlag(job_dir / CANCEL_FILE)
     signal.signal(signal.SIGTERM, stop.handle_signal)
     signal.signal(signal.SIGINT, stop.handle_signal)
@@ -151,6 +194,7 @@ def run_job(job_dir: Path) -> int:
             job_dir,
             emit=events,
             should_stop=stop,
+            parallel=parallel,
         )
         outcome = trainer.run()
         result.update(
@@ -169,13 +213,21 @@ def run_job(job_dir: Path) -> int:
         events("message", "info", "The job was cancelled", None)
         code = 0
     except BaseException as exc:  # everything else is a failure with a message, never a hang
-        result["error"] = _error_of(exc)
+        error = _error_of(exc, trainer.config if trainer is not None else None)
+        if not parallel.is_main:  # rank 0 reports it (its own collective just broke)
+            error["message"] = f"rank {parallel.rank}: {error['message']}"
+            write_json_atomic(job_dir / f"rank-{parallel.rank}.error.json", error)
+        elif parallel.enabled:
+            error = _rank_error(job_dir) or error
+        result["error"] = error
         events("message", "error", f"The job failed: {result['error']['message']}", None)
         traceback.print_exc()
         code = 1
     if trainer is not None and result["hyperparameters"] is None:
         result["hyperparameters"] = trainer.config.hyperparameters()
-    write_json_atomic(job_dir / RESULT_FILE, result)
+    if parallel.is_main:
+        write_json_atomic(job_dir / RESULT_FILE, result)
+    parallel.close()
     return code
 
 
@@ -188,14 +240,33 @@ def main(argv: list[str] | None = None) -> int:
     if not job_dir.is_dir():
         sys.stderr.write(f"job folder {job_dir} does not exist\n")
         return 2
-    (job_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    parallel = DataParallel.from_env()
+    if not parallel.enabled:
+        (job_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    else:
+        _die_with_launcher()
+        if parallel.is_main:  # the launcher: it leads the process group the backend signals
+            (job_dir / PID_FILE).write_text(f"{os.getppid()}\n")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # OpenMP's wait policy is left to the user (OMP_WAIT_POLICY): forcing PASSIVE, so that idle
     # threads sleep at once instead of spinning briefly, left the trainer's 2 threads at 137% CPU
     # and halved its tokens/s on an otherwise idle 2-core machine (measured in the demo's job).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    return run_job(job_dir)
+    return run_job(job_dir, parallel)
+
+
+def _die_with_launcher() -> None:
+    """The launcher starts each rank in a session of its own: have the kernel kill the rank
+    when the launcher dies (a killed job must not leave ranks behind). Linux only."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 if __name__ == "__main__":
