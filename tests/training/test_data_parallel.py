@@ -229,6 +229,33 @@ def test_two_cpu_processes_resume_after_a_kill(tmp_path: Path) -> None:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=2e-5)
 
 
+@pytest.mark.training
+@pytest.mark.usefixtures("training_home")
+def test_cancel_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(q, c) for q, c in QUESTIONS])
+    config = LocalSFTConfig(**{**TINY, "n_epochs": 25, "devices": 2})
+    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train)
+    proc = LocalTrainingBackend.start(job)
+    deadline = time.monotonic() + WAIT
+    offset, events = 0, []
+    while not any(e["type"] == "metrics" for e in events):
+        assert proc.poll() is None and time.monotonic() < deadline, (job / "worker.log").read_text()
+        progress = LocalTrainingBackend.poll(job, offset)
+        offset, events = progress.next_offset, events + progress.events
+        time.sleep(0.05)
+    LocalTrainingBackend.cancel(job, proc.pid)
+    proc.wait(timeout=120)
+    final = LocalTrainingBackend.poll(job)
+    assert final.status == "cancelled", (final.result, (job / "worker.log").read_text())
+    assert final.result is not None and final.result["error"] is None
+    assert len([e for e in final.events if e["type"] == "metrics"]) < 75
+    assert not list(job.glob("rank-*.error.json"))
+    deadline = time.monotonic() + 60
+    while _ranks_of(job) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _ranks_of(job)
+
+
 def _ranks_of(job: Path) -> list[int]:
     """Live processes whose command line names ``job`` (the launcher and its ranks)."""
     found = []
