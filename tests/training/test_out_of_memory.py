@@ -84,6 +84,12 @@ def test_a_step_out_of_cuda_memory_fails_the_job_cleanly(
     assert progress.status == "failed" and not progress.resumable
     errors = [e for e in progress.events if e["level"] == "error"]
     assert len(errors) == 1 and "ran out of GPU memory" in errors[0]["message"]
+    # through the trainer seam: a failed job with that error, not a lost one to restart
+    from distillery.training.local_runs import LocalRunBackend
+
+    seen = LocalRunBackend().poll(str(job))
+    assert seen.status == "failed" and seen.error is not None
+    assert seen.error.code == "out_of_memory" and "max_length (now 64)" in seen.error.message
 
 
 @pytest.mark.training

@@ -19,7 +19,8 @@ or full model, plus ``trainer_state.pt``; ``checkpoints.py``), from which a rest
 
 This module holds the run itself: setup, the epochs and their steps, the events and progress it
 reports and the result; the final ``adapter/`` and ``merged/`` folders are written by
-``outputs.py``.
+``outputs.py``. With ``devices`` > 1 each of several processes runs this loop on its share of
+every step and the gradients are summed over them (``parallel.py``); one process is unchanged.
 """
 
 from __future__ import annotations
