@@ -30,6 +30,7 @@ from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
 
 if TYPE_CHECKING:
+    from distillery.capture.responses import ResponsesService
     from distillery.capture.stored import StoredCompletions
     from distillery.costs.service import CostsService
     from distillery.store.dashboard import Activity, Counts
@@ -171,6 +172,19 @@ class Services:
         from distillery.capture.stored import StoredCompletions
 
         return StoredCompletions(self.completions)
+
+    @functools.cached_property
+    def responses(self) -> ResponsesService:
+        """OpenAI's Responses API, proxied or answered locally (``distillery.capture.responses``)."""
+        from distillery.capture.responses import ResponsesService
+
+        return ResponsesService(
+            providers=self.providers,
+            writer=self.writer,
+            completions=self.completions,
+            gateway=self.config.gateway,
+            prices=self.prices,
+        )
 
     # --- costs, and the dashboard's overview ------------------------------------------------------
     @functools.cached_property

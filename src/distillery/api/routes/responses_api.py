@@ -19,17 +19,8 @@ router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 
 def responses_service(services: Services) -> ResponsesService:
-    """The process's Responses API service (built on first use, kept with the services)."""
-    found = services.extras.get("responses")
-    if not isinstance(found, ResponsesService):
-        found = services.extras["responses"] = ResponsesService(
-            providers=services.providers,
-            writer=services.writer,
-            completions=services.completions,
-            gateway=services.config.gateway,
-            prices=services.prices,
-        )
-    return found
+    """The process's Responses API service (``Services.responses``)."""
+    return services.responses
 
 
 @router.post("", dependencies=[INGEST])
