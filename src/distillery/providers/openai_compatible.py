@@ -114,6 +114,7 @@ class OpenAICompatibleProvider:
         if key:
             self._headers["authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None  # the loop it belongs to
         self._models = list(config.models)
         self.secrets: tuple[str, ...] = _secrets(key, config.headers)
         self._secret_bytes = tuple(s.encode() for s in self.secrets)
@@ -122,7 +123,7 @@ class OpenAICompatibleProvider:
         """The pooled session of the running event loop (a session belongs to one loop)."""
         loop = asyncio.get_running_loop()
         session = self._session
-        if session is None or session.closed or session.loop is not loop:
+        if session is None or session.closed or self._session_loop is not loop:
             connector = aiohttp.TCPConnector(
                 limit=self.config.max_connections, keepalive_timeout=60
             )
@@ -132,6 +133,7 @@ class OpenAICompatibleProvider:
                 timeout=self._timeout,
             )
             self._session = session
+            self._session_loop = loop
         return session
 
     # -- routing ---------------------------------------------------------------------------------

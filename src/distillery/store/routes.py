@@ -130,7 +130,7 @@ class RoutesRepo:
     def versions(self) -> dict[str, int]:
         """``{route id: version}``: what a process compares to know its routes are current."""
         with self.store.read() as session:
-            return dict(session.execute(select(RouteRow.id, RouteRow.version)).tuples().all())
+            return dict(session.execute(select(RouteRow.id, RouteRow.version)).all())
 
     def page(self, *, after: str | None, limit: int, order: str) -> Page[RouteRecord]:
         with self.store.read() as session:
