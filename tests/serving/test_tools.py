@@ -446,8 +446,9 @@ def test_langchain_bind_tools(gateway: Any) -> None:
 @pytest.mark.local_model
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_instructor_tools_mode(client: openai.OpenAI) -> None:
-    """instructor 1.17 requires jiter<0.15, which openai>=3.56 cannot use: it is not in the dev
-    extras, and this test runs where it is installed (``pip install --no-deps instructor``)."""
+    """instructor 1.17 pins jiter<0.15 and rich<15, which openai and typer have outgrown: it is not
+    in the dev extras, ``make install`` puts it in without its pins (``--no-deps``), and this test
+    skips where it is absent."""
     instructor = pytest.importorskip("instructor")
     from pydantic import BaseModel, Field
 
