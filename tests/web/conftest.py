@@ -20,9 +20,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (never downloaded: Debian's package)."""
+    """One headless Chromium for the browser tests (never downloaded: Debian's package).
+
+    Package-scoped: Playwright's sync API keeps an event loop running while it is open, so it
+    closes when ``tests/web`` is done and the tests after it can still call ``asyncio.run``."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
