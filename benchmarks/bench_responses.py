@@ -14,14 +14,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_gateway import BODY, _port, _run_gateway, _run_upstream, _wait
+from bench_gateway import BODY, _port, _run_gateway, _run_upstream, _wait, latency
 
 RESPONSES_BODY = {
     "model": "bench",
@@ -29,28 +26,6 @@ RESPONSES_BODY = {
     "input": "有給休暇の申請方法を教えてください。",
     "metadata": {"prompt": "router", "prompt_version": "v1"},
 }
-
-
-def latency(url: str, body: dict[str, object], n: int, *, stream: bool = False) -> list[float]:
-    """Milliseconds per request (to the first streamed bytes with ``stream``), after a warm-up."""
-    body = {**body, "stream": stream}
-    out = []
-    with httpx.Client(timeout=30) as client:
-        for _ in range(20):
-            response = client.post(url, json=body)
-            response.raise_for_status()
-        for _ in range(n):
-            t = time.perf_counter()
-            if stream:
-                with client.stream("POST", url, json=body) as response:
-                    first = None
-                    for _chunk in response.iter_raw():  # read to the end: the next one is clean
-                        first = first or time.perf_counter()
-                    out.append(((first or time.perf_counter()) - t) * 1000)
-            else:
-                client.post(url, json=body)
-                out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def main() -> None:
@@ -77,8 +52,8 @@ def main() -> None:
             ("responses", "responses", RESPONSES_BODY),
         ):
             for stream in (False, True):
-                direct = statistics.median(latency(f"{up}/{path}", body, n, stream=stream))
-                through = statistics.median(latency(f"{gw}/{path}", body, n, stream=stream))
+                direct = statistics.median(latency(f"{up}/{path}", n, stream, body))
+                through = statistics.median(latency(f"{gw}/{path}", n, stream, body))
                 what = "p50 time to first bytes, streaming" if stream else "p50 latency"
                 rows.append((f"{label}: {what}", direct, through))
         print("| measure | upstream direct | through gateway (stored) | added |")

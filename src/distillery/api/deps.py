@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from distillery.capture.writer import is_outage
 from distillery.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
-from distillery.security.keys import hash_key
+from distillery.security.keys import NOBODY, Caller, hash_key
 from distillery.services import Services
 
 _CACHE_TTL_S = 5.0
@@ -28,23 +27,6 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a request comes from: its key's scope and id (``bootstrap`` for
-    ``DISTILLERY_API_KEY``), or neither when auth is off (``request.state.caller``)."""
-
-    scope: str | None = None
-    key_id: str | None = None
-
-    @property
-    def sees_everything(self) -> bool:
-        """An admin key (or no auth) reads every key's stored data."""
-        return self.scope in (None, "admin")
-
-
-NOBODY = Caller()
 
 
 def caller_of(request: Request) -> Caller:

@@ -37,30 +37,21 @@ from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError, InvalidRequestError, NotFoundError
 from distillery.providers.base import Provider, ResponsesProvider
 from distillery.providers.registry import ProviderRegistry
+from distillery.security.keys import NOBODY, Caller
 from distillery.settings import GatewayConfig
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import NewCompletion, StoredCompletion
 from distillery.wire import responses as wire
 
 
-@dataclass(frozen=True)
-class Asker:
-    """Who asks for a response: the API key's id, and whether it may read every key's data (an
-    admin key, or auth off). A ``previous_response_id`` stored by another key is, to a key that
-    may not, a response that does not exist (its existence is not revealed)."""
-
-    key_id: str | None = None
-    sees_everything: bool = True
-
-    def may_read(self, stored: StoredCompletion) -> bool:
-        if self.sees_everything:
-            return True
-        responses = stored.request.get("responses")
-        owner = responses.get("key_id") if isinstance(responses, Mapping) else None
-        return owner == self.key_id
-
-
-ANYONE = Asker()
+def _may_read(caller: Caller, stored: StoredCompletion) -> bool:
+    """A response stored by another key is, to a key that may not read every key's data, one
+    that does not exist (its existence is not revealed)."""
+    if caller.sees_everything:
+        return True
+    responses = stored.request.get("responses")
+    owner = responses.get("key_id") if isinstance(responses, Mapping) else None
+    return owner == caller.key_id
 
 
 @dataclass(frozen=True)
@@ -141,9 +132,9 @@ class ResponsesService:
         items = responses.get("input") if isinstance(responses, Mapping) else None
         return [dict(i) for i in items or [] if isinstance(i, Mapping)]
 
-    def _context(self, previous_id: str, asker: Asker) -> list[dict[str, Any]]:
+    def _context(self, previous_id: str, caller: Caller) -> list[dict[str, Any]]:
         found = self.completions.get_response(previous_id)
-        if found is None or found.status != "completed" or not asker.may_read(found):
+        if found is None or found.status != "completed" or not _may_read(caller, found):
             raise InvalidRequestError(
                 f"Previous response with id '{previous_id}' not found.",
                 param="previous_response_id",
@@ -164,7 +155,7 @@ class ResponsesService:
 
     # -- create ----------------------------------------------------------------------------------
 
-    async def _prepare(self, body: Any, asker: Asker) -> _Call:
+    async def _prepare(self, body: Any, caller: Caller) -> _Call:
         body = wire.validate_create(body)
         store = body.get("store")
         should_store = True if store is None else bool(store)
@@ -177,7 +168,7 @@ class ResponsesService:
         items = wire.input_items(body.get("input") or [])
         previous = body.get("previous_response_id")
         # a primary-key read, on a thread: the event loop never waits on the database
-        context = await asyncio.to_thread(self._context, previous, asker) if previous else []
+        context = await asyncio.to_thread(self._context, previous, caller) if previous else []
         provider = self.providers.route_responses(body["model"])
         proxy = (
             provider if isinstance(provider, ResponsesProvider) and provider.responses_api else None
@@ -200,12 +191,12 @@ class ResponsesService:
             metadata=metadata,
             created_at=int(time.time()),
             started=time.perf_counter(),
-            key_id=asker.key_id,
+            key_id=caller.key_id,
         )
 
-    async def create(self, body: Any, asker: Asker | None = None) -> dict[str, Any]:
+    async def create(self, body: Any, caller: Caller = NOBODY) -> dict[str, Any]:
         """A non-streamed response: the ``Response`` object."""
-        call = await self._prepare(body, asker or ANYONE)
+        call = await self._prepare(body, caller)
         try:
             if call.proxy is not None:
                 upstream = await call.proxy.responses(wire.forwarded(call.body, call.context))
@@ -298,10 +289,10 @@ class ResponsesService:
 
     # -- stream ----------------------------------------------------------------------------------
 
-    async def stream(self, body: Any, asker: Asker | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, body: Any, caller: Caller = NOBODY) -> AsyncIterator[bytes]:
         """A streamed response, returned once the first bytes are ready (errors before them
         raise, so the edge answers a JSON error)."""
-        call = await self._prepare(body, asker or ANYONE)
+        call = await self._prepare(body, caller)
         if call.proxy is not None:
             source = call.proxy.responses_stream(
                 {**wire.forwarded(call.body, call.context), "stream": True}

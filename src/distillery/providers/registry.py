@@ -51,13 +51,12 @@ class ProviderRegistry:
         configs: Mapping[str, ProviderConfig],
         *,
         context: ProviderContext | None = None,
-        kinds: Mapping[str, ProviderKind] | None = None,
     ) -> ProviderRegistry:
-        """Build every configured provider; ``kinds`` replaces some kinds (tests, embedding)."""
+        """Build every configured provider with its kind."""
         context = context or ProviderContext(home=Path.cwd())
         built: dict[str, Provider] = {}
         for name, cfg in configs.items():
-            kind = (kinds or {}).get(cfg.kind) or provider_kind(cfg.kind)
+            kind = provider_kind(cfg.kind)
             try:
                 provider = kind.build(name, cfg, context)
             except ImportError as exc:

@@ -5,9 +5,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
 KEY_PREFIX = "dk-"
 SCOPES = ("admin", "ingest")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: its key's scope and id (``bootstrap`` for
+    ``DISTILLERY_API_KEY``), or neither when auth is off."""
+
+    scope: str | None = None
+    key_id: str | None = None
+
+    @property
+    def sees_everything(self) -> bool:
+        """An admin key (or no auth) reads every key's stored data."""
+        return self.scope in (None, "admin")
+
+
+NOBODY = Caller()  # auth is off
 
 
 def generate_key() -> str:

@@ -49,27 +49,18 @@ class TrainingRegistry:
         home: Path,
         *,
         training: TrainingConfig | None = None,
-        kinds: Mapping[str, TrainerKind] | None = None,
     ) -> None:
-        """``kinds`` replaces the plugin lookup (tests that train with a kind of their own)."""
         self.providers = dict(providers)
         self.home = home
         self.training = training or TrainingConfig()
-        self._kinds = dict(kinds) if kinds is not None else None
         self._built: dict[tuple[str, str], TrainingBackend] = {}
 
-    def kinds(self) -> list[str]:
-        return (
-            list(self._kinds) if self._kinds is not None else plugins.names(plugins.TRAINERS_GROUP)
-        )
+    @staticmethod
+    def kinds() -> list[str]:
+        return plugins.names(plugins.TRAINERS_GROUP)
 
-    def kind(self, name: str) -> TrainerKind:
-        if self._kinds is not None:
-            if name not in self._kinds:
-                raise ConfigError(
-                    f"unknown trainer kind {name!r} (known: {', '.join(self._kinds)})"
-                )
-            return self._kinds[name]
+    @staticmethod
+    def kind(name: str) -> TrainerKind:
         return trainer_kind(name)
 
     def backend(self, kind: str, provider: str) -> TrainingBackend:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, INGEST, ServicesDep, caller_of
 from distillery.api.responses import json_response, list_response, read_json
-from distillery.capture.responses import Asker, ResponsesService
+from distillery.capture.responses import ResponsesService
 from distillery.errors import InvalidRequestError
 from distillery.services import Services
 
@@ -30,14 +30,13 @@ async def create_response(request: Request, services: ServicesDep) -> Response:
     body = await read_json(request, services.config.gateway.max_body_bytes)
     service = responses_service(services)
     caller = caller_of(request)
-    asker = Asker(key_id=caller.key_id, sees_everything=caller.sees_everything)
     if isinstance(body, dict) and body.get("stream") is True:
         return StreamingResponse(
-            await service.stream(body, asker),
+            await service.stream(body, caller),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    return json_response(await service.create(body, asker))
+    return json_response(await service.create(body, caller))
 
 
 @router.get("/{response_id}", dependencies=[ADMIN])
