@@ -41,7 +41,15 @@ system-deps: ## Debian packages used by the tests (PostgreSQL, Chromium)
 demo: $(STAMP) ## The main job, offline, on the embedded student
 	$(VENV)/bin/distillery demo
 
-test: $(STAMP) system-deps ## Run the test suite (SQLite and PostgreSQL, Chromium, a tiny training run)
+# promptfoo drives distillery in tests/evals/test_promptfoo.py: npm ci from its package-lock.json
+PROMPTFOO := examples/promptfoo/node_modules/.installed
+$(PROMPTFOO): examples/promptfoo/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd examples/promptfoo && npm ci --omit=optional --no-audit --no-fund --loglevel=error \
+		&& touch node_modules/.installed; \
+	else echo "npm not found: tests/evals/test_promptfoo.py will skip (and fail under CI)"; fi
+
+test: $(STAMP) system-deps $(PROMPTFOO) ## Run the test suite (SQLite and PostgreSQL, Chromium, a tiny training run)
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff, mypy, import contracts

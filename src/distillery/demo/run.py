@@ -29,6 +29,7 @@ from typing import Any, Literal
 import httpx
 import openai
 
+from distillery import client as distillery_client
 from distillery.costs.prices import PriceTable
 from distillery.costs.savings import payback, student_cost_per_1k, training_cost
 from distillery.demo.dataset import (
@@ -643,8 +644,11 @@ class Demo:
                 provider.threads = usable_cores()
         self.prepare_student()
         with LocalStack(self.services) as stack:
-            client = openai.OpenAI(
-                base_url=stack.url + "/v1", api_key="demo", max_retries=2, timeout=600
+            # the Evals API through distillery.client: the same calls, whatever the SDK's evals
+            client = distillery_client.wrap(
+                openai.OpenAI(
+                    base_url=stack.url + "/v1", api_key="demo", max_retries=2, timeout=600
+                )
             )
             http = httpx.Client(base_url=stack.url, timeout=600)
             self.capture(client)
