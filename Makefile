@@ -16,7 +16,7 @@ DEPS := $(shell command -v python3.11 || command -v python3) tools/deps.py
 
 # Exactly the lock, hashes checked: pip, then torch (the CPU build from local disk), then the rest,
 # then the package itself (editable). A lock that no longer matches pyproject.toml stops it first.
-$(STAMP): pyproject.toml $(LOCK) requirements/extras.in tools/deps.py
+$(STAMP): pyproject.toml $(wildcard requirements/*) tools/deps.py
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(DEPS) install --venv $(VENV)
 	@touch $(STAMP)

@@ -86,7 +86,9 @@ def test_promptfoo_evaluates_a_distilled_student_through_distillery(
     }
     command = [str(promptfoo), "eval", "-c", str(EXAMPLE / "promptfooconfig.yaml")]
     command += ["--no-cache", "--no-progress-bar", "--no-table", "--no-write", "-o", str(out)]
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
     results = json.loads(out.read_text(encoding="utf-8"))["results"]
