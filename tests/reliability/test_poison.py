@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from distillery.capture.storable import TOO_DEEP
+from distillery.capture.stored import StoredCompletion
 
 from .conftest import read_stream
 
@@ -143,4 +144,200 @@ def test_poison_in_the_spool_is_dead_lettered_and_start_goes_on(
         assert health["status"] == "ok"
         assert health["spooled_completions"] == 0 and health["dead_lettered_completions"] == 2
     finally:
+        services.store.close()
+
+
+# -- an answer the gateway cannot write back: a 502, stored as failed --------------------------
+
+DEEP = "The upstream's answer nests deeper than 254 levels and cannot be relayed."
+
+
+def _create(client: openai.OpenAI, endpoint: str, case: str, **extra: object) -> object:
+    """``poison-deep`` (a ``usage`` nested 600 levels) through ``endpoint``, stored."""
+    metadata = {"case": case}
+    if endpoint == "chat":
+        return client.chat.completions.create(
+            model="poison-deep",
+            messages=[{"role": "user", "content": "deep"}],
+            store=True,
+            metadata=metadata,
+            **extra,  # type: ignore[arg-type]
+        )
+    if endpoint == "completions":
+        return client.completions.create(
+            model="poison-deep",
+            prompt="deep",
+            extra_body={"store": True, "metadata": metadata},
+            **extra,  # type: ignore[arg-type]
+        )
+    return client.responses.create(
+        model="poison-deep",
+        input="deep",
+        metadata=metadata,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _failed_record(server, case: str) -> StoredCompletion:  # type: ignore[no-untyped-def]
+    """The exchange is stored once, as failed with the 502 (not as a delivered answer)."""
+    (record,) = server.services.completions.list(metadata={"case": case}).data
+    assert record.status == "failed"
+    assert record.error is not None and record.error["code"] == "bad_gateway"
+    assert record.error["message"] == DEEP
+    return record
+
+
+def _healthy(server) -> None:  # type: ignore[no-untyped-def]
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["writer_restarts"] == 0
+    assert health["spooled_completions"] == 0
+    after = _client(server).chat.completions.create(
+        model="echo-1", messages=[{"role": "user", "content": "after"}], store=True
+    )
+    assert after.choices[0].message.content == "echo: after"
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions", "responses"])
+def test_an_answer_too_deep_to_encode_is_a_502_stored_as_failed(
+    live: Callable,  # type: ignore[type-arg]
+    endpoint: str,
+) -> None:
+    """Non-streamed: the gateway writes the answer itself, so it must be able to encode it."""
+    server = live()
+    client = _client(server)
+    with pytest.raises(openai.APIStatusError) as err:
+        _create(client, endpoint, f"deep-{endpoint}")
+    assert err.value.status_code == 502
+    assert err.value.body == {
+        "message": DEEP,
+        "type": "upstream_error",
+        "param": None,
+        "code": "bad_gateway",
+    }
+    record = _failed_record(server, f"deep-{endpoint}")
+    assert record.response is None and record.error["status"] == 502  # as an upstream 5xx's
+    listed = client.chat.completions.list(metadata={"case": f"deep-{endpoint}"}).data
+    assert [c.choices for c in listed] == [[]]  # nothing delivered to show
+    _healthy(server)
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_a_deep_stream_whose_ids_are_rewritten_ends_with_an_error_event(
+    live: Callable,  # type: ignore[type-arg]
+    fake_openai,  # type: ignore[no-untyped-def]
+    endpoint: str,
+) -> None:
+    """The upstream reuses a stored id, so its events must be rewritten (the client sees the
+    id the stream is stored under) and the deep one cannot be: the stream ends with an error
+    event, not a cut connection and not ``[DONE]``."""
+    server = live()
+    client = _client(server)
+    reused = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-deep-reused"
+    fake_openai.reuse_id = reused
+    try:
+        if endpoint == "chat":
+            first = client.chat.completions.create(
+                model="echo-1", messages=[{"role": "user", "content": "one"}], store=True
+            )
+        else:
+            first = client.completions.create(  # type: ignore[assignment]
+                model="echo-1", prompt="one", extra_body={"store": True}
+            )
+        assert first.id == reused
+        stream = _create(client, endpoint, f"deep-stream-{endpoint}", stream=True)
+        with pytest.raises(openai.APIError) as err:
+            for _ in stream:  # type: ignore[attr-defined]
+                pass
+    finally:
+        fake_openai.reuse_id = None
+    assert err.value.message == DEEP
+    assert err.value.body == {
+        "message": DEEP,
+        "type": "upstream_error",
+        "param": None,
+        "code": "bad_gateway",
+    }
+    # failed, with what the stream carried (as a stream failing mid-way), deep node cut
+    record = _failed_record(server, f"deep-stream-{endpoint}")
+    assert record.id != reused and record.stream
+    assert server.services.completions.get(reused).status == "completed"  # left as it was
+    _healthy(server)
+
+
+def test_a_deep_responses_stream_ends_with_response_failed(live: Callable) -> None:  # type: ignore[type-arg]
+    """The gateway rewrites each lifecycle event of a proxied Responses stream (store, metadata,
+    id); ``response.completed`` nested 600 levels cannot be: ``response.failed`` instead."""
+    server = live()
+    events = list(_create(_client(server), "responses", "deep-stream-responses", stream=True))  # type: ignore[call-overload]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.done",
+        "response.failed",
+    ]
+    failed = events[-1].response
+    assert failed.id == events[0].response.id and failed.status == "failed"
+    assert failed.error is not None and failed.error.code == "bad_gateway"  # type: ignore[comparison-overlap]
+    assert failed.error.message == DEEP
+    _failed_record(server, "deep-stream-responses")
+    _healthy(server)
+
+
+# a chat-only upstream (vLLM: Responses requests are translated to chat completions)
+VLLM = """
+[providers.deepvllm]
+kind = "vllm"
+base_url = "{base_url}"
+api_key_env = "FAKE_OPENAI_KEY"
+adapter_dir = "{adapters}"
+models = ["poison-deep-call"]
+"""
+
+
+def test_a_translated_response_too_deep_to_encode_fails_as_a_502(
+    home: Path, db_url: str, fake_openai, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A Responses request a chat upstream answers with a tool call whose ``id`` nests 600
+    levels: the Response it translates to cannot be written: 502 plain, ``response.failed``
+    streamed (the tool call's ``output_item.added`` cannot be written either)."""
+    from distillery.app import build_services, create_app
+    from distillery.settings import Settings
+    from tests.support.config import write_config
+    from tests.support.live import LiveServer
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-test-secret-value-123456")
+    extra = VLLM.format(base_url=fake_openai.base_url, adapters=home / "adapters")
+    config = write_config(home, fake_openai, extra)
+    services = build_services(Settings(home=home, database_url=db_url, config=config))
+    server = LiveServer(create_app(services)).start()
+    server.services = services  # type: ignore[attr-defined]
+    try:
+        client = _client(server)
+        with pytest.raises(openai.APIStatusError) as err:
+            client.responses.create(
+                model="poison-deep-call", input="deep", metadata={"case": "deep-call"}
+            )
+        assert err.value.status_code == 502 and err.value.body["message"] == DEEP  # type: ignore[index]
+        assert _failed_record(server, "deep-call").response is None
+        stream = client.responses.create(
+            model="poison-deep-call",
+            input="deep",
+            stream=True,
+            metadata={"case": "deep-call-stream"},
+        )
+        events = list(stream)
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert [e.type for e in events] == [
+            "response.created",
+            "response.in_progress",
+            "response.failed",
+        ]
+        failed = events[-1].response  # type: ignore[union-attr]
+        assert failed.error is not None and failed.error.message == DEEP
+        assert failed.error.code == "bad_gateway"  # type: ignore[comparison-overlap]
+        _failed_record(server, "deep-call-stream")
+        _healthy(server)
+    finally:
+        server.stop()
         services.store.close()

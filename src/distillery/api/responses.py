@@ -15,6 +15,7 @@ from distillery.errors import (
     UnsupportedMediaTypeError,
 )
 from distillery.wire.base import list_object
+from distillery.wire.encoding import MAX_JSON_DEPTH, too_deep
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -46,11 +47,6 @@ def metadata_filter(request: Request) -> dict[str, str]:
     return found
 
 
-# orjson reads 1,024 levels of nesting but writes at most 254: deeper bodies could be neither
-# forwarded nor stored as they are.
-MAX_JSON_DEPTH = 254
-
-
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
@@ -80,20 +76,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _too_deep(value: Any, limit: int) -> bool:
-    """Whether containers nest more than ``limit`` levels (iterative: no recursion limit)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
-    return False
-
-
 def _parse(request: Request, raw: bytes, check_depth: bool) -> Any:
     if raw and not _is_json(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError(
@@ -105,7 +87,7 @@ def _parse(request: Request, raw: bytes, check_depth: bool) -> Any:
         raise InvalidRequestError(
             f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
         ) from exc
-    if check_depth and _too_deep(body, MAX_JSON_DEPTH):
+    if check_depth and too_deep(body, MAX_JSON_DEPTH):
         raise InvalidRequestError(
             f"The JSON body of your request is nested more than {MAX_JSON_DEPTH} levels deep.",
             code="invalid_json",

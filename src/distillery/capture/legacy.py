@@ -17,12 +17,13 @@ and distilled like one:
 A request with several prompts is stored as one record per prompt (``choices`` of prompt ``p``
 are ``p*n .. p*n+n-1``, as OpenAI orders them), without per-prompt usage. A stream is passed through
 as it arrives and stored once it ends (its ``data: [DONE]`` is released after the commit), under
-the id its events show.
+the id its events show. An answer the gateway cannot write back as JSON (``capture.relayable``)
+is a 502 recorded as a failed exchange; a stream whose events must be rewritten but cannot be
+ends with an error event instead of ``[DONE]``, and is stored as failed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,8 +32,14 @@ from typing import Any
 import orjson
 
 from distillery import ids
+from distillery.capture.relayable import (
+    check_relayable,
+    close_stream,
+    error_event,
+    unrelayable,
+)
 from distillery.capture.storable import token_count
-from distillery.capture.streaming import IdRewriter
+from distillery.capture.streaming import IdGate
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError, InvalidRequestError
@@ -40,6 +47,7 @@ from distillery.providers.registry import ProviderRegistry
 from distillery.settings import GatewayConfig
 from distillery.store.records import NewCompletion
 from distillery.wire.chat import validate_metadata
+from distillery.wire.encoding import UnencodableError
 
 LEGACY_PREFIX = "cmpl-"
 _NOT_FORWARDED = ("store", "metadata")
@@ -175,6 +183,7 @@ class LegacyCompletions:
         call = _Call(upstream, provider.name, metadata, int(time.time()), time.perf_counter())
         try:
             response = await provider.completions(upstream)
+            check_relayable(response)  # before anything is stored as delivered
         except DistilleryError as exc:
             if should_store:
                 await self.writer.write(self._failure(call, exc, stream=False))
@@ -208,26 +217,16 @@ class LegacyCompletions:
         self, first: bytes, source: AsyncIterator[bytes], call: _Call
     ) -> AsyncIterator[bytes]:
         acc = TextCompletionAccumulator()
-        waiting: list[bytes] | None = []  # held until an event names the id to store under
-        rewriter: IdRewriter | None = None
-        stored_id = ""
+        gate = IdGate(self.writer)  # held until an event names the id to store under
         held = b""
         error: DistilleryError | None = None
+        cut: DistilleryError | None = None  # an event the gateway could not write back
         pending = [first]
         try:
             while True:
                 chunk = pending.pop() if pending else await source.__anext__()
                 acc.feed(chunk)
-                if waiting is not None:
-                    waiting.append(chunk)
-                    if acc.id is None and not acc.done:
-                        continue
-                    stored_id = await asyncio.to_thread(self.writer.claim, acc.id)
-                    if stored_id != acc.id:
-                        rewriter = IdRewriter(acc.id, stored_id)
-                    chunk, waiting = b"".join(waiting), None
-                if rewriter is not None:
-                    chunk = rewriter.feed(chunk)
+                chunk = await gate.through(chunk, acc)
                 if acc.done:  # hold the [DONE] event until the record is durable
                     held += chunk
                 elif chunk:
@@ -236,14 +235,17 @@ class LegacyCompletions:
             pass
         except DistilleryError as exc:
             error = exc
-        if waiting is not None:
-            stored_id = await asyncio.to_thread(self.writer.claim, None)
-            held = b"".join(waiting) + held
-        elif rewriter is not None:
-            held += rewriter.flush()
+        except UnencodableError as exc:
+            error = cut = unrelayable(exc)
+            await close_stream(source)
+        held = await gate.finish(held)
+        stored_id = gate.id
         response = {**acc.completion(), "id": stored_id}
         err = error.to_dict()["error"] if error is not None else acc.error
         await self._store(call, response, stream=True, error=err, claimed=stored_id)
+        if cut is not None:  # what is held (the rest, [DONE]) was not rewritten: not sent
+            yield error_event(cut)
+            return
         if held:
             yield held
         if error is not None:

@@ -19,6 +19,9 @@
   comes before this input; its ``instructions`` do not carry over (as OpenAI's). An id that is not
   a stored response (unknown, deleted, a chat completion's) is a 400 ``previous_response_not_found``
   naming ``previous_response_id``.
+- An answer the gateway cannot write back as JSON (``capture.relayable``: nested deeper than orjson
+  writes) is a 502 naming the problem, recorded as a failed exchange (not a stored response); a
+  stream already under way ends with ``response.failed`` carrying that error instead.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery import ids
+from distillery.capture.relayable import check_relayable, close_stream, unrelayable
 from distillery.capture.storable import token_count
 from distillery.capture.streaming import StreamAccumulator
 from distillery.capture.writer import CompletionWriter
@@ -42,6 +46,7 @@ from distillery.settings import GatewayConfig
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import NewCompletion, StoredCompletion
 from distillery.wire import responses as wire
+from distillery.wire.encoding import UnencodableError, dumps
 
 
 def _may_read(caller: Caller, stored: StoredCompletion) -> bool:
@@ -81,6 +86,17 @@ class _Call:
         if self.key_id is not None:
             responses["key_id"] = self.key_id
         return {**self.chat, "responses": responses}
+
+
+@dataclass
+class _Shown:
+    """What a relayed stream has shown its client: the id on its lifecycle events (``fallback_id``
+    where the upstream's is unusable), the last sequence number, its final Response."""
+
+    fallback_id: str
+    id: str
+    sequence: int = -1
+    final: dict[str, Any] | None = None
 
 
 def _renamed(exc: DistilleryError) -> DistilleryError:
@@ -214,6 +230,7 @@ class ResponsesService:
                     store=call.should_store,
                     metadata=call.metadata,
                 )
+            check_relayable(response)  # before anything is stored as delivered
         except DistilleryError as exc:
             if call.should_store:
                 await self.writer.write(self._failure(call, exc, stream=False))
@@ -317,12 +334,15 @@ class ResponsesService:
     ) -> AsyncIterator[bytes]:
         """The upstream's events as they come, the Response of its lifecycle events (created,
         in_progress, completed...) as on a non-streamed answer (store, metadata, previous id);
-        the final one held until the record is stored."""
+        the final one held until the record is stored. A lifecycle event that cannot be written
+        back ends the stream with ``response.failed`` (a 502's error), recorded as failed."""
         fallback_id = ids.new_id(wire.RESPONSE_PREFIX)
+        shown = _Shown(fallback_id, fallback_id)
         buffer = b""
         held: list[bytes] = []
-        final: dict[str, Any] | None = None
         error: DistilleryError | None = None
+        cut: DistilleryError | None = None  # an event the gateway could not write back
+        out: list[bytes] = []
         pending = [first]
         try:
             while True:
@@ -330,14 +350,8 @@ class ResponsesService:
                 events, buffer = wire.sse_split(buffer + chunk)
                 out = []
                 for event in events:
-                    payload = wire.sse_payload(event)
-                    found = payload.get("response") if payload is not None else None
-                    if payload is not None and isinstance(found, Mapping):
-                        patched = self._patched(call, found, fallback_id)
-                        event = wire.sse_event({**payload, "response": patched})
-                        if payload.get("type") in wire.TERMINAL_EVENTS and call.should_store:
-                            final = patched
-                    if held or final is not None:
+                    event = self._relayed(call, event, shown)
+                    if held or shown.final is not None:
                         held.append(event)
                     else:
                         out.append(event)
@@ -347,20 +361,64 @@ class ResponsesService:
             pass
         except DistilleryError as exc:
             error = exc
+        except UnencodableError as exc:
+            error = cut = unrelayable(exc)
+            await close_stream(source)
         if buffer:
             held.append(buffer)
         if call.should_store:
-            if final is not None and error is None:
-                await self._store(call, final, stream=True)
+            if shown.final is not None and error is None:
+                await self._store(call, shown.final, stream=True)
             else:
                 failure = error or DistilleryError(
                     "The upstream's stream ended without a response."
                 )
                 await self.writer.write(self._failure(call, failure, stream=True))
+        if cut is not None:  # the events before the one that failed, then the failure
+            failed = self._failed(call, shown.id, cut)
+            number = shown.sequence + 1
+            yield b"".join(out) + wire.sse_event(
+                {"type": "response.failed", "sequence_number": number, "response": failed}
+            )
+            return
         if held:
             yield b"".join(held)
         if error is not None:
             raise error
+
+    def _relayed(self, call: _Call, event: bytes, shown: _Shown) -> bytes:
+        """One upstream event as the client gets it: a lifecycle event's Response patched (as
+        on a non-streamed answer; ``UnencodableError`` when it cannot be written back), what it
+        showed noted in ``shown``."""
+        payload = wire.sse_payload(event)
+        if payload is None:
+            return event
+        found = payload.get("response")
+        if isinstance(found, Mapping):
+            patched = self._patched(call, found, shown.fallback_id)
+            event = wire.sse_event({**payload, "response": patched})
+            shown.id = str(patched["id"])
+            if payload.get("type") in wire.TERMINAL_EVENTS and call.should_store:
+                shown.final = patched
+        number = payload.get("sequence_number")
+        if isinstance(number, int) and not isinstance(number, bool):
+            shown.sequence = max(shown.sequence, number)
+        return event
+
+    def _failed(self, call: _Call, response_id: str, exc: DistilleryError) -> dict[str, Any]:
+        """The Response of a stream that failed with ``exc`` (status ``failed``, no output)."""
+        return wire.response_object(
+            call.body,
+            response_id=response_id,
+            created_at=call.created_at,
+            model=call.model,
+            status="failed",
+            output=[],
+            usage=None,
+            store=call.should_store,
+            metadata=call.metadata,
+            error={"code": exc.code or "server_error", "message": exc.message},
+        )
 
     async def _translate(
         self, call: _Call, first: bytes, source: AsyncIterator[bytes]
@@ -391,12 +449,14 @@ class ResponsesService:
         buffer = b""
         items = _OpenItems(response_id, events)
         error: DistilleryError | None = None
+        mark = events.sequence  # events of a chunk that cannot be written back are not sent
         pending = [first]
         try:
             while True:
                 chunk = pending.pop() if pending else await source.__anext__()
                 acc.feed(chunk)
                 raw, buffer = wire.sse_split(buffer + chunk)
+                mark = events.sequence
                 out = [e for event in raw for e in items.feed(wire.sse_payload(event))]
                 if out:
                     yield b"".join(out)
@@ -404,6 +464,28 @@ class ResponsesService:
             pass
         except DistilleryError as exc:
             error = _renamed(exc)
+        except UnencodableError as exc:
+            events.sequence = mark
+            error = unrelayable(exc)
+            await close_stream(source)
+        response: dict[str, Any] = {}
+        closing: list[bytes] = []
+        if error is None and acc.error is None:
+            response = wire.response_from_chat(
+                acc.completion(),
+                call.body,
+                response_id=response_id,
+                created_at=call.created_at,
+                store=call.should_store,
+                metadata=call.metadata,
+            )
+            mark = events.sequence
+            try:
+                closing = items.close(response)
+                dumps({"response": response})  # as deep as the final event that will carry it
+            except UnencodableError as exc:
+                events.sequence = mark
+                error = unrelayable(exc)
         failure = error.to_dict()["error"] if error is not None else acc.error
         if failure is not None:
             message = str(failure.get("message") or "failed")
@@ -414,21 +496,6 @@ class ResponsesService:
                 await self.writer.write(self._failure(call, cause, stream=True))
             yield events.final(failed)
             return
-        response = wire.response_from_chat(
-            acc.completion(),
-            call.body,
-            response_id=response_id,
-            created_at=call.created_at,
-            store=call.should_store,
-            metadata=call.metadata,
-        )
-        closing: list[bytes] = []
-        for index, item in enumerate(response["output"]):
-            if index not in items.opened:
-                closing.append(events.item_added(index, item))
-                if item.get("type") == "message":
-                    closing.append(events.part_added(index, str(item["id"])))
-            closing.extend(events.item_done(index, item))
         yield b"".join(closing)
         if call.should_store:
             response = await self._store(call, response, stream=True)
@@ -457,6 +524,18 @@ class _OpenItems:
             for tool in delta.get("tool_calls") or []:
                 out.extend(self._call(tool))
         return out
+
+    def close(self, response: Mapping[str, Any]) -> list[bytes]:
+        """The events that finish the items of the answer ``response`` (beginning those no
+        chunk began)."""
+        closing: list[bytes] = []
+        for index, item in enumerate(response["output"]):
+            if index not in self.opened:
+                closing.append(self.events.item_added(index, item))
+                if item.get("type") == "message":
+                    closing.append(self.events.part_added(index, str(item["id"])))
+            closing.extend(self.events.item_done(index, item))
+        return closing
 
     def _begin(self, prefix: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         at = len(self.opened)

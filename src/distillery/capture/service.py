@@ -3,19 +3,26 @@
 With ``store: true`` (or ``gateway.store_by_default``) the request, response, usage, latency,
 cost, status and error are recorded under the completion's id before the answer is sent.
 ``store`` and ``metadata`` are distillery's to act on and are not forwarded upstream.
+An answer the gateway cannot write back as JSON (``capture.relayable``) is a 502, recorded as a
+failed exchange like an upstream 5xx.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from distillery import ids
+from distillery.capture.relayable import (
+    check_relayable,
+    close_stream,
+    error_event,
+    unrelayable,
+)
 from distillery.capture.storable import token_count
-from distillery.capture.streaming import IdRewriter, StreamAccumulator
+from distillery.capture.streaming import IdGate, StreamAccumulator
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError, InvalidRequestError
@@ -24,6 +31,7 @@ from distillery.providers.registry import ProviderRegistry
 from distillery.settings import GatewayConfig
 from distillery.store.records import NewCompletion
 from distillery.wire.chat import validate_create_body
+from distillery.wire.encoding import UnencodableError
 
 _NOT_FORWARDED = ("store", "metadata")
 
@@ -113,6 +121,7 @@ class CaptureService:
         created_at = int(time.time())
         try:
             response = await provider.create(upstream)
+            check_relayable(response)  # before anything is stored as delivered
         except DistilleryError as exc:
             if should_store:
                 await self._record_failure(
@@ -146,7 +155,9 @@ class CaptureService:
         Errors before the first byte raise here (so the edge can answer a JSON error); the
         stream then passes the upstream's bytes through unchanged. When storing, the final
         event (``data: [DONE]``) is released only after the record is committed. ``on_done``
-        receives the assembled completion and its stored id once the stream has ended.
+        receives the assembled completion and its stored id once the stream has ended. A stream
+        whose events must be rewritten (``IdGate``) but cannot be written back ends with an
+        error event (a 502's) instead of ``[DONE]``, and is stored as failed.
         """
         upstream, should_store, metadata = prepared.for_model(model)
         provider = self.providers.route(upstream["model"])
@@ -172,9 +183,10 @@ class CaptureService:
         self, first: bytes, source: AsyncIterator[bytes], relay: _Relay, should_store: bool
     ) -> AsyncIterator[bytes]:
         acc = StreamAccumulator()
-        gate = _IdGate(self.writer) if should_store else None
+        gate = IdGate(self.writer) if should_store else None
         held = b""
         error: DistilleryError | None = None
+        cut: DistilleryError | None = None  # an event the gateway could not write back
         pending = [first]
         try:
             while True:
@@ -190,6 +202,9 @@ class CaptureService:
             pass
         except DistilleryError as exc:
             error = exc
+        except UnencodableError as exc:
+            error = cut = unrelayable(exc)
+            await close_stream(source)
         completion = acc.completion()
         stored_id: str | None = None
         if gate is not None:
@@ -212,6 +227,9 @@ class CaptureService:
             stored_id = await self.writer.write(replace(record, id=gate.id), claimed=True)
         if relay.on_done is not None and error is None and acc.error is None:
             relay.on_done(completion, stored_id)
+        if cut is not None:  # what is held (the rest, [DONE]) was not rewritten: not sent
+            yield error_event(cut)
+            return
         if held:
             yield held
         if error is not None:
@@ -291,36 +309,3 @@ class CaptureService:
             route_id=tag.route_id if tag else None,
         )
         await self.writer.write(record)
-
-
-class _IdGate:
-    """The client sees the id its stream is stored under.
-
-    The bytes are held until the first event names the upstream's id; the writer then claims
-    it (a fresh id when it is stored or in flight already, or unusable), and the events are
-    rewritten only when the two differ, so the usual stream passes through unchanged.
-    """
-
-    def __init__(self, writer: CompletionWriter) -> None:
-        self.writer = writer
-        self.id = ""
-        self._waiting: list[bytes] | None = []
-        self._rewriter: IdRewriter | None = None
-
-    async def through(self, chunk: bytes, acc: StreamAccumulator) -> bytes:
-        if self._waiting is not None:
-            self._waiting.append(chunk)
-            if acc.id is None and not acc.done:
-                return b""
-            self.id = await asyncio.to_thread(self.writer.claim, acc.id)
-            if self.id != acc.id:
-                self._rewriter = IdRewriter(acc.id, self.id)
-            chunk, self._waiting = b"".join(self._waiting), None
-        return self._rewriter.feed(chunk) if self._rewriter is not None else chunk
-
-    async def finish(self, held: bytes) -> bytes:
-        """What is left to send before ``held``; claims an id if no event named one."""
-        if self._waiting is not None:
-            self.id = await asyncio.to_thread(self.writer.claim, None)
-            return b"".join(self._waiting) + held
-        return held + self._rewriter.flush() if self._rewriter is not None else held

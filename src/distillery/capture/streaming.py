@@ -1,10 +1,25 @@
-"""Assemble one ChatCompletion from streamed ``chat.completion.chunk`` SSE events."""
+"""Assemble one ChatCompletion from streamed ``chat.completion.chunk`` SSE events; show a stream's
+client the id it is stored under (``IdGate``, shared with the legacy completions)."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Protocol
 
 import orjson
+
+from distillery.capture.writer import CompletionWriter
+from distillery.wire.encoding import dumps
+
+
+class Framing(Protocol):
+    """What an accumulator knows of a stream so far: the id its events name, whether it ended."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def done(self) -> bool: ...
 
 
 class StreamAccumulator:
@@ -142,7 +157,8 @@ class IdRewriter:
 
     Used only when a stream is stored under another id than the upstream's (the upstream reused
     a stored id, or sent none usable), so that the client sees the id it can look up. Events are
-    re-framed: ``feed`` returns the complete events seen so far, ``flush`` what is left.
+    re-framed: ``feed`` returns the complete events seen so far, ``flush`` what is left. An event
+    that cannot be written back (nested deeper than orjson writes) raises ``UnencodableError``.
     """
 
     def __init__(self, old: str | None, new: str) -> None:
@@ -181,4 +197,37 @@ class IdRewriter:
         if chunk["id"] == self.old or self.old is None:
             chunk["id"] = self.new
         others = [line for line in lines if not line.startswith(b"data:")]
-        return b"\n".join([*others, b"data: " + orjson.dumps(chunk)])
+        return b"\n".join([*others, b"data: " + dumps(chunk)])
+
+
+class IdGate:
+    """The client sees the id its stream is stored under.
+
+    The bytes are held until the first event names the upstream's id; the writer then claims
+    it (a fresh id when it is stored or in flight already, or unusable), and the events are
+    rewritten only when the two differ, so the usual stream passes through unchanged.
+    """
+
+    def __init__(self, writer: CompletionWriter) -> None:
+        self.writer = writer
+        self.id = ""
+        self._waiting: list[bytes] | None = []
+        self._rewriter: IdRewriter | None = None
+
+    async def through(self, chunk: bytes, acc: Framing) -> bytes:
+        if self._waiting is not None:
+            self._waiting.append(chunk)
+            if acc.id is None and not acc.done:
+                return b""
+            self.id = await asyncio.to_thread(self.writer.claim, acc.id)
+            if self.id != acc.id:
+                self._rewriter = IdRewriter(acc.id, self.id)
+            chunk, self._waiting = b"".join(self._waiting), None
+        return self._rewriter.feed(chunk) if self._rewriter is not None else chunk
+
+    async def finish(self, held: bytes) -> bytes:
+        """What is left to send before ``held``; claims an id if no event named one."""
+        if self._waiting is not None:
+            self.id = await asyncio.to_thread(self.writer.claim, None)
+            return b"".join(self._waiting) + held
+        return held + self._rewriter.flush() if self._rewriter is not None else held

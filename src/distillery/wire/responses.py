@@ -41,6 +41,7 @@ from distillery.errors import InvalidRequestError
 from distillery.wire.base import WireModel
 from distillery.wire.chat import METADATA_MAX_PAIRS, validate_metadata
 from distillery.wire.content import content_text
+from distillery.wire.encoding import dumps
 
 RESPONSE_PREFIX = "resp_"
 MESSAGE_PREFIX = "msg_"
@@ -815,9 +816,10 @@ TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respo
 
 
 def sse_event(payload: Mapping[str, Any]) -> bytes:
-    """One SSE event as OpenAI writes them: ``event: <type>`` and its ``data:`` line."""
+    """One SSE event as OpenAI writes them: ``event: <type>`` and its ``data:`` line
+    (``UnencodableError`` for a payload nested deeper than orjson writes)."""
     kind = str(payload.get("type") or "message")
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return b"event: " + kind.encode() + b"\ndata: " + dumps(payload) + b"\n\n"
 
 
 def sse_split(buffer: bytes) -> tuple[list[bytes], bytes]:

@@ -6,7 +6,8 @@ It speaks the real wire format. Behaviour is chosen by the model name:
 - ``fail-400`` / ``fail-401`` / ``fail-404`` / ``fail-500``: upstream errors;
 - ``slow-<ms>``: sleeps before answering (timeouts);
 - ``judge-<label>``: a model grader's JSON verdict with that label (``judge-garbage``: no label);
-- ``poison-*`` / ``hostile-*``: hard-to-store answers and a hostile upstream (reliability tests);
+- ``poison-*`` / ``hostile-*``: hard-to-store answers and a hostile upstream (reliability tests;
+  ``poison-deep`` on ``/v1/completions`` and ``/v1/responses`` too, ``poison-deep-call`` on chat);
 anything else behaves like ``echo``. Requests received are kept in ``FakeOpenAI.requests``.
 Files and fine-tuning jobs (``FakeFineTuning``): a job moves validating_files -> queued ->
 running -> succeeded over successive retrievals (``fail-*`` base models fail while running).
@@ -111,6 +112,8 @@ class FakeOpenAI:
                     status_code=status,
                     media_type="application/json",
                 )
+            if model == "poison-deep-call":
+                return self.poison_call(body)
             if model.startswith("poison-"):
                 return self.poison(model, body)
             if model.startswith("hostile-"):
@@ -306,6 +309,91 @@ class FakeOpenAI:
         events = b"data: " + orjson.dumps(first) + b"\n\ndata: " + last + b"\n\ndata: [DONE]\n\n"
         return Response(events, media_type="text/event-stream")
 
+    def poison_call(self, body: dict[str, Any]) -> Response:
+        """``poison-deep-call``: a chat answer calling a tool whose call ``id`` is a list nested
+        600 levels (streamed: in the tool call's delta)."""
+        self.counter += 1
+        head = {"id": f"chatcmpl-fake{self.counter:08d}", "created": int(time.time())}
+        head["model"] = "poison-deep-call"
+        call = {"id": "@deep@", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        deep = b"[" * 600 + b"]" * 600
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            data = {**head, "object": "chat.completion", "choices": [choice]}
+            answer = orjson.dumps(data).replace(b'"@deep@"', deep)
+            return Response(answer, media_type="application/json")
+        chunk = {**head, "object": "chat.completion.chunk"}
+        delta = {"role": "assistant", "tool_calls": [{"index": 0, **call}]}
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        ]
+        data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+        data = data.replace(b'"@deep@"', deep)
+        return Response(data + b"data: [DONE]\n\n", media_type="text/event-stream")
+
+    def poison_completion(self, body: dict[str, Any]) -> Response:
+        """``poison-deep`` on the legacy ``/v1/completions``: a ``text_completion`` whose
+        ``usage`` carries a field nested 600 levels (streamed: on the last event)."""
+        self.counter += 1
+        cid = self.reuse_id or f"cmpl-fake{self.counter:08d}"
+        head = {"id": cid, "object": "text_completion", "created": int(time.time())}
+        head["model"] = "poison-deep"
+        choice = {"text": f"echo: {body.get('prompt')}", "index": 0, "logprobs": None}
+        answer = {**head, "choices": [{**choice, "finish_reason": "stop"}]}
+        if not body.get("stream"):
+            return Response(_with_deep_usage(answer), media_type="application/json")
+        last = _with_deep_usage({**head, "choices": []})
+        events = b"data: " + orjson.dumps(answer) + b"\n\ndata: " + last + b"\n\ndata: [DONE]\n\n"
+        return Response(events, media_type="text/event-stream")
+
+    def poison_response(self, body: dict[str, Any]) -> Response:
+        """``poison-deep`` on ``/v1/responses``: a completed Response whose ``usage`` carries a
+        field nested 600 levels (streamed: in ``response.completed``)."""
+        self.counter += 1
+        text = f"echo: {body.get('input')}"
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        item = {
+            "id": f"msg_fake{self.counter:08d}",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [part],
+        }
+        response = {
+            "id": f"resp_fake{self.counter:08d}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "model": "poison-deep",
+            "output": [item],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "metadata": {},
+        }
+        if not body.get("stream"):
+            return Response(_with_deep_usage(response), media_type="application/json")
+        begun = {**response, "status": "in_progress", "output": [], "usage": None}
+        done = {"output_index": 0, "item": item}
+        events = [
+            ("response.created", orjson.dumps({"response": begun})),
+            ("response.in_progress", orjson.dumps({"response": begun})),
+            ("response.output_item.done", orjson.dumps(done)),
+            ("response.completed", b'{"response":' + _with_deep_usage(response) + b"}"),
+        ]
+        chunks = [
+            f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":{n},'.encode()
+            + data[1:]
+            + b"\n\n"
+            for n, (kind, data) in enumerate(events)
+        ]
+        return Response(b"".join(chunks), media_type="text/event-stream")
+
     def install_embeddings(self, app: FastAPI) -> None:
         """``POST /v1/embeddings`` (and Azure's deployment path): a deterministic unit vector
         per input (8 floats, or ``dimensions``), base64 float32s when asked; ``fail-*`` models
@@ -358,6 +446,8 @@ class FakeOpenAI:
             model = str(body.get("model") or request.path_params.get("deployment", ""))
             if model.startswith("fail-"):
                 return _scripted_failure(int(model.split("-")[1]))
+            if model == "poison-deep":
+                return self.poison_completion(body)
             prompt = body.get("prompt")
             prompts = (
                 prompt
@@ -418,6 +508,8 @@ class FakeOpenAI:
             model = str(body.get("model") or request.path_params.get("deployment", ""))
             if model.startswith("fail-"):
                 return _scripted_failure(int(model.split("-")[1]))
+            if model == "poison-deep":
+                return self.poison_response(body)
             if body.get("previous_response_id"):
                 return _scripted_failure(400)  # it stores nothing to continue from
             self.counter += 1
@@ -535,6 +627,14 @@ class FakeOpenAI:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _with_deep_usage(data: dict[str, Any]) -> bytes:
+    """``data`` as JSON with a ``usage`` whose ``deep`` field nests 600 levels (orjson reads it,
+    cannot write it back)."""
+    usage = b'{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"deep":'
+    usage += b"[" * 600 + b"]" * 600 + b"}"
+    return orjson.dumps(data)[:-1] + b',"usage":' + usage + b"}"
 
 
 def _scripted_failure(status: int) -> Response:
