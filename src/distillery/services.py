@@ -30,6 +30,8 @@ from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
 
 if TYPE_CHECKING:
+    from distillery.capture.embeddings import EmbeddingsService
+    from distillery.capture.legacy import LegacyCompletions
     from distillery.capture.responses import ResponsesService
     from distillery.capture.stored import StoredCompletions
     from distillery.costs.service import CostsService
@@ -185,6 +187,25 @@ class Services:
             gateway=self.config.gateway,
             prices=self.prices,
         )
+
+    @functools.cached_property
+    def legacy_completions(self) -> LegacyCompletions:
+        """The legacy ``/v1/completions``, proxied and captured (``distillery.capture.legacy``)."""
+        from distillery.capture.legacy import LegacyCompletions
+
+        return LegacyCompletions(
+            providers=self.providers,
+            writer=self.writer,
+            gateway=self.config.gateway,
+            prices=self.prices,
+        )
+
+    @functools.cached_property
+    def embeddings(self) -> EmbeddingsService:
+        """``/v1/embeddings``: proxied, or the local MiniLM (``distillery.capture.embeddings``)."""
+        from distillery.capture.embeddings import EmbeddingsService
+
+        return EmbeddingsService(self.providers)
 
     # --- costs, and the dashboard's overview ------------------------------------------------------
     @functools.cached_property

@@ -9,29 +9,14 @@ from starlette.responses import Response
 
 from distillery.api.deps import INGEST, ServicesDep
 from distillery.api.responses import json_response, read_json
-from distillery.capture.legacy import LegacyCompletions
-from distillery.services import Services
 
 router = APIRouter(prefix="/v1/completions", tags=["completions"])
-
-
-def legacy_completions(services: Services) -> LegacyCompletions:
-    """The process's legacy completions (built on first use, kept with the services)."""
-    found = services.extras.get("legacy_completions")
-    if not isinstance(found, LegacyCompletions):
-        found = services.extras["legacy_completions"] = LegacyCompletions(
-            providers=services.providers,
-            writer=services.writer,
-            gateway=services.config.gateway,
-            prices=services.prices,
-        )
-    return found
 
 
 @router.post("", dependencies=[INGEST])
 async def create_completion(request: Request, services: ServicesDep) -> Response:
     body = await read_json(request, services.config.gateway.max_body_bytes)
-    legacy = legacy_completions(services)
+    legacy = services.legacy_completions
     if isinstance(body, dict) and body.get("stream") is True:
         return StreamingResponse(
             await legacy.stream(body),

@@ -8,21 +8,11 @@ from starlette.responses import Response
 
 from distillery.api.deps import INGEST, ServicesDep
 from distillery.api.responses import json_response, read_json
-from distillery.capture.embeddings import EmbeddingsService
-from distillery.services import Services
 
 router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
-
-
-def embeddings_service(services: Services) -> EmbeddingsService:
-    """The process's embeddings service (built on first use, kept with the services)."""
-    found = services.extras.get("embeddings")
-    if not isinstance(found, EmbeddingsService):
-        found = services.extras["embeddings"] = EmbeddingsService(services.providers)
-    return found
 
 
 @router.post("", dependencies=[INGEST])
 async def create_embeddings(request: Request, services: ServicesDep) -> Response:
     body = await read_json(request, services.config.gateway.max_body_bytes)
-    return json_response(await embeddings_service(services).create(body))
+    return json_response(await services.embeddings.create(body))

@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, INGEST, ServicesDep
 from distillery.api.responses import json_response
-from distillery.api.routes.embeddings import embeddings_service
 from distillery.errors import NotFoundError, PermissionDeniedError
 from distillery.services import Services
 from distillery.weights import embedded_license, preparing
@@ -44,7 +43,7 @@ def _model_object(
 
 def _all_models(services: Services) -> list[Model]:
     data = [_model_object(m.id, m.owned_by, m.created) for m in services.providers.models()]
-    for m in embeddings_service(services).models():
+    for m in services.embeddings.models():
         local = _model_object(m.id, m.owned_by, m.created)
         local.license = _LOCAL_EMBEDDING_LICENSE
         data.append(local)
@@ -75,7 +74,7 @@ def _find(services: Services, model_id: str) -> Model:
     for m in services.providers.models():
         if m.id == model_id:
             return _model_object(m.id, m.owned_by, m.created)
-    for m in embeddings_service(services).models():
+    for m in services.embeddings.models():
         if m.id == model_id:
             local = _model_object(m.id, m.owned_by, m.created)
             local.license = _LOCAL_EMBEDDING_LICENSE
