@@ -19,7 +19,7 @@ from distillery.capture.redaction import build_redactor
 from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
-from distillery.providers.base import ProviderContext
+from distillery.providers.base import AddsModels, ProviderContext
 from distillery.providers.registry import ProviderRegistry
 from distillery.providers.vllm import publish_adapter
 from distillery.security.redact import RedactingFilter
@@ -384,9 +384,8 @@ def _training_registry(config: Config, home: Path) -> TrainingRegistry:
 def _serve_remote_model(providers: ProviderRegistry, model: FineTunedModel) -> None:
     """A model a provider fine-tuned is served through that provider."""
     provider = providers.providers.get(model.provider)
-    add_model = getattr(provider, "add_model", None)
-    if model.adapter_path is None and add_model is not None:
-        add_model(model.id)
+    if model.adapter_path is None and isinstance(provider, AddsModels):
+        provider.add_model(model.id)
     if model.adapter_path is not None:  # a LoRA student: to the vllm servers of its base
         publish_adapter(providers.providers.values(), model)
 

@@ -4,7 +4,8 @@ Each kind is named in a configuration table, validated with its own config model
 (``settings.provider_config``) and built by ``ProviderRegistry.from_config``, then must: be a
 ``Provider``; list and serve its configured models and no other; answer a chat completion the
 openai SDK's ``ChatCompletion`` accepts; stream chunks ``ChatCompletionChunk`` accepts, ending
-with ``[DONE]``; refuse a table key its kind does not have.
+with ``[DONE]``; refuse a table key its kind does not have; declare each optional capability
+(``providers.base.CAPABILITIES``) whole or not at all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
-from distillery.providers.base import Provider, ProviderContext
+from distillery.providers.base import CAPABILITIES, Provider, ProviderContext
 from distillery.providers.registry import ProviderRegistry
 from distillery.settings import Config, provider_config
 from tests.support.fakes.openai_server import FakeOpenAI
@@ -142,6 +143,29 @@ def test_every_provider_kind_keeps_the_contract(built: tuple[Provider, str]) -> 
     chunks = [ChatCompletionChunk.model_validate(json.loads(e)) for e in events[:-1]]
     assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
+
+
+@pytest.mark.parametrize("built", KINDS, indirect=True)
+def test_every_kind_declares_its_capabilities_whole(built: tuple[Provider, str]) -> None:
+    """A kind with part of a capability (``add_model`` without ``remove_model``) would be
+    skipped where the capability is used: it must have all of it or none."""
+    provider, _model = built
+    for protocol, members in CAPABILITIES.items():
+        present = [name for name in members if hasattr(provider, name)]
+        assert present in ([], list(members)), (protocol.__name__, present)
+        assert isinstance(provider, protocol) == bool(present), protocol.__name__
+
+
+def test_the_built_in_kinds_declare_what_they_do() -> None:
+    from distillery.providers.base import AddsModels, HoldsSecrets, HostsAdapters
+    from distillery.providers.openai_compatible import OpenAICompatibleProvider
+    from distillery.providers.vllm import VLLMProvider
+    from distillery.serving.local_provider import LocalProvider
+
+    assert issubclass(OpenAICompatibleProvider, AddsModels)
+    assert issubclass(VLLMProvider, HostsAdapters) and issubclass(LocalProvider, HostsAdapters)
+    assert not issubclass(LocalProvider, AddsModels)
+    assert HoldsSecrets in CAPABILITIES
 
 
 @pytest.mark.parametrize("kind", KINDS)

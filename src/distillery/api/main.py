@@ -13,6 +13,7 @@ from distillery.api import errors, openapi
 from distillery.api.deps import KeyCache
 from distillery.api.responses import json_response
 from distillery.api.routes import ROUTERS
+from distillery.providers.base import HoldsSecrets
 from distillery.security import redact
 from distillery.security.origins import trusted_hosts
 from distillery.services import Services
@@ -23,7 +24,8 @@ def _secrets(services: Services) -> list[str]:
     """The provider keys and the bootstrap admin key: masked in every log line."""
     found = [services.settings.api_key or ""]
     for provider in services.providers.providers.values():
-        found += getattr(provider, "secrets", ())
+        if isinstance(provider, HoldsSecrets):
+            found += provider.secrets
     return [s for s in found if s]
 
 

@@ -97,6 +97,38 @@ class LegacyCompletionsProvider(Protocol):
         ...
 
 
+# Capabilities a kind declares by implementing them whole (checked with ``isinstance``; the
+# contract tests in tests/contracts fail a kind that has part of one).
+@runtime_checkable
+class HoldsSecrets(Protocol):
+    """A provider with credentials (its key, secret-looking headers): masked in every log line."""
+
+    secrets: tuple[str, ...]
+
+
+@runtime_checkable
+class AddsModels(Protocol):
+    """A provider whose model list grows at run time: the models it fine-tuned itself."""
+
+    def add_model(self, model_id: str) -> None: ...
+
+    def remove_model(self, model_id: str) -> None: ...
+
+
+@runtime_checkable
+class HostsAdapters(Protocol):
+    """A provider serving LoRA students on a shared base; it forgets a deleted one."""
+
+    def unregister_adapter(self, model_id: str) -> None: ...
+
+
+CAPABILITIES: dict[type, tuple[str, ...]] = {
+    HoldsSecrets: ("secrets",),
+    AddsModels: ("add_model", "remove_model"),
+    HostsAdapters: ("unregister_adapter",),
+}
+
+
 class FineTune(Protocol):
     """What a provider needs to know of a fine-tuned model (``store.models.FineTunedModel``)."""
 

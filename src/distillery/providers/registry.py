@@ -16,7 +16,9 @@ from typing import Any
 from distillery import plugins
 from distillery.errors import ConfigError, InvalidRequestError, NotFoundError
 from distillery.providers.base import (
+    AddsModels,
     EmbeddingsProvider,
+    HostsAdapters,
     LegacyCompletionsProvider,
     ModelInfo,
     Provider,
@@ -137,10 +139,10 @@ class ProviderRegistry:
         self._retired.add(model_id)
         self._routes.pop(model_id, None)
         for provider in self.providers.values():
-            for method in ("remove_model", "unregister_adapter"):
-                forget = getattr(provider, method, None)
-                if callable(forget):
-                    forget(model_id)
+            if isinstance(provider, AddsModels):
+                provider.remove_model(model_id)
+            if isinstance(provider, HostsAdapters):
+                provider.unregister_adapter(model_id)
 
     def models(self) -> list[ModelInfo]:
         seen: dict[str, ModelInfo] = {}
