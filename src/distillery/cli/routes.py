@@ -16,6 +16,7 @@ import typer
 from distillery.cli.context import services
 from distillery.cli.options import key_values
 from distillery.cli.output import print_json, table
+from distillery.wire.route_modes import PromoteTarget, RollbackTarget, RouteMode
 
 app = typer.Typer(help="Routes: move a prompt's traffic to its student.", no_args_is_help=True)
 
@@ -61,7 +62,7 @@ def _show(route: dict[str, Any], json_out: bool) -> None:
     match = route["match"]
     where = ", ".join(f"{k}={v}" for k, v in sorted(match.get("metadata", {}).items()))
     typer.echo(f"{route['id']} {route['name']}: {route['mode']}", nl=False)
-    if route["mode"] == "canary":
+    if RouteMode(route["mode"]).splits_traffic:
         typer.echo(f" {route['percent']:g}%", nl=False)
     typer.echo(f"  {match['model']} [{where or 'all traffic'}] -> {route['student']}")
 
@@ -76,7 +77,9 @@ def create(
         typer.Option("--metadata", "-m", help="key=value the traffic carries (repeatable)."),
     ] = None,
     prompt_version: Annotated[str | None, typer.Option(help="Only this prompt_version.")] = None,
-    mode: Annotated[str, typer.Option(help="off, shadow, canary or full.")] = "shadow",
+    mode: Annotated[
+        RouteMode, typer.Option(help="Who answers the route's requests.")
+    ] = RouteMode.SHADOW,
     percent: Annotated[float | None, typer.Option(help="Canary share, 0-100.")] = None,
     sticky_key: Annotated[
         str | None, typer.Option(help="Metadata key a canary is sticky to (e.g. user).")
@@ -144,7 +147,7 @@ def list_(json_out: JsonOpt = False) -> None:
             ", ".join(f"{k}={v}" for k, v in sorted(r["match"].get("metadata", {}).items())),
             r["student"],
             r["mode"],
-            f"{r['percent']:g}%" if r["mode"] == "canary" else "",
+            f"{r['percent']:g}%" if RouteMode(r["mode"]).splits_traffic else "",
         ]
         for r in data
     ]
@@ -182,7 +185,9 @@ def show(
 def update(
     route_id: Annotated[str, typer.Argument(help="Route id.")],
     student: Annotated[str | None, typer.Option(help="A new student.")] = None,
-    mode: Annotated[str | None, typer.Option(help="off, shadow, canary or full.")] = None,
+    mode: Annotated[
+        RouteMode | None, typer.Option(help="Who answers the route's requests.")
+    ] = None,
     percent: Annotated[float | None, typer.Option(help="Canary share, 0-100.")] = None,
     sticky_key: Annotated[str | None, typer.Option(help="Canary sticky metadata key.")] = None,
     graders_file: Annotated[
@@ -218,7 +223,9 @@ def update(
 @app.command()
 def promote(
     route_id: Annotated[str, typer.Argument(help="Route id.")],
-    mode: Annotated[str, typer.Option(help="canary or full.")] = "canary",
+    mode: Annotated[
+        PromoteTarget, typer.Option(help="A mode in which the student answers users.")
+    ] = RouteMode.CANARY,
     percent: Annotated[float | None, typer.Option(help="Canary share, 0-100.")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -233,7 +240,9 @@ def promote(
 @app.command()
 def rollback(
     route_id: Annotated[str, typer.Argument(help="Route id.")],
-    mode: Annotated[str, typer.Option(help="shadow or off.")] = "shadow",
+    mode: Annotated[
+        RollbackTarget, typer.Option(help="A mode in which the teacher answers users.")
+    ] = RouteMode.SHADOW,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the event).")] = None,
     json_out: JsonOpt = False,
 ) -> None:

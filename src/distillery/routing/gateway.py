@@ -148,7 +148,7 @@ class RoutedGateway:
         """The teacher's answer instead of the student's; counted with ``reason``."""
         teacher = await self.capture.create_prepared(prepared, tag=tag)
         student_response, verdict = student if student is not None else ({}, Verdict())
-        if verdict.passed is not None and route.mode in ("canary", "full"):
+        if verdict.passed is not None and route.mode.student_answers:
             self._observe(route, bool(verdict.passed))
         self.outcomes.add(
             _outcome(
@@ -167,7 +167,7 @@ class RoutedGateway:
 
     def _after_teacher(self, route: Route, prepared: Prepared, teacher: dict[str, Any]) -> None:
         """Record the teacher's answer; in shadow mode, shadow it with the student."""
-        if route.mode == "shadow" and self._shadow_sampled(route, prepared):
+        if route.mode.shadows and self._shadow_sampled(route, prepared):
             limit = route.spec.shadow.max_concurrency
             slots = self._shadow_slots.get((route.id, limit))
             if slots is None:

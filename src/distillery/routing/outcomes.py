@@ -113,7 +113,7 @@ class RollbackWatch:
         window = self._window(route)
         window.append(passed)
         floor = route.spec.rollback.floor
-        if floor is None or route.mode not in ("canary", "full"):
+        if floor is None or not route.mode.student_answers:
             return None
         if len(window) < min(route.spec.rollback.min_samples, window.maxlen or 1):
             return None

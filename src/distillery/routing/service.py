@@ -25,10 +25,11 @@ from distillery.errors import ConflictError, DistilleryError, InvalidRequestErro
 from distillery.evals.compare import pass_rate_interval
 from distillery.evals.graders.base import Grader
 from distillery.providers.registry import ProviderRegistry
-from distillery.routing.spec import STUDENT_MODES, RouteSpec, route_fields
+from distillery.routing.spec import RouteSpec, route_fields
 from distillery.routing.table import Route, RouteTable, build_route
 from distillery.store.routes import RouteEvent, RouteRecord, RoutesRepo
 from distillery.wire.params import parse_params
+from distillery.wire.route_modes import PROMOTE_TARGETS, ROLLBACK_TARGETS, RouteMode, either
 
 Compare = Callable[[list[str], str], dict[str, Any]]
 GraderFactory = Callable[[dict[str, Any], str], Grader]
@@ -125,7 +126,7 @@ class RoutesService:
         spec = parse_params(RouteSpec, body)
         self._validate(spec, route_id=None)
         events: list[dict[str, Any]] = []
-        if spec.mode in STUDENT_MODES:
+        if spec.mode.student_answers:
             events.append(self._gate_event(spec, None, force=force, actor=actor))
         created = {"type": "created", "actor": actor, "mode": spec.mode, "student": spec.student}
         route_id = self.repo.create(spec.name, spec.mode, _dump(spec), created)
@@ -145,8 +146,8 @@ class RoutesService:
         spec = parse_params(RouteSpec, {**current.body, **body})
         self._validate(spec, route_id=route_id)
         before = RouteSpec.model_validate(current.body)
-        entering = spec.mode in STUDENT_MODES and (
-            before.mode not in STUDENT_MODES or spec.student != before.student
+        entering = spec.mode.student_answers and (
+            not before.mode.student_answers or spec.student != before.student
         )
         if entering:
             self.repo.add_event(
@@ -177,34 +178,28 @@ class RoutesService:
         force: bool = False,
         actor: str,
     ) -> dict[str, Any]:
-        if mode not in STUDENT_MODES:
-            raise InvalidRequestError(
-                "Promote moves a route to 'canary' or 'full'.", param="mode", code="invalid_value"
-            )
-        change: dict[str, Any] = {"mode": mode, "force": force}
+        target = _target(mode, PROMOTE_TARGETS, "Promote")
+        change: dict[str, Any] = {"mode": target, "force": force}
         if percent is not None:
             change["percent"] = percent
-        elif mode == "full":
+        elif not target.splits_traffic:
             change["percent"] = 100.0
         return self.update(route_id, change, actor=actor)
 
     def rollback(
         self, route_id: str, *, mode: str, reason: str | None, actor: str
     ) -> dict[str, Any]:
-        if mode not in ("shadow", "off"):
-            raise InvalidRequestError(
-                "Rollback moves a route to 'shadow' or 'off'.", param="mode", code="invalid_value"
-            )
+        target = _target(mode, ROLLBACK_TARGETS, "Rollback")
         current = self.repo.get(route_id)
-        spec = RouteSpec.model_validate({**current.body, "mode": mode})
+        spec = RouteSpec.model_validate({**current.body, "mode": target})
         event = {
             "type": "rolled_back",
             "actor": actor,
             "from": current.body.get("mode"),
-            "to": mode,
+            "to": target,
             "reason": reason,
         }
-        self.repo.update(route_id, body=_dump(spec), mode=mode, event=event)
+        self.repo.update(route_id, body=_dump(spec), mode=target, event=event)
         self.reload()
         return self.get(route_id)
 
@@ -218,7 +213,7 @@ class RoutesService:
         except DistilleryError:
             return  # deleted meanwhile
         spec = RouteSpec.model_validate(current.body)
-        if spec.mode not in STUDENT_MODES:
+        if not spec.mode.student_answers:
             return
         target = spec.rollback.to
         reason = (
@@ -453,6 +448,15 @@ def _event_object(event: RouteEvent) -> dict[str, Any]:
         **event.body,
         "type": event.type,
     }
+
+
+def _target(mode: str, allowed: tuple[RouteMode, ...], move: str) -> RouteMode:
+    """``mode`` (from a request) as the mode a promotion or rollback moves a route to."""
+    if mode not in allowed:
+        raise InvalidRequestError(
+            f"{move} moves a route to {either(allowed)}.", param="mode", code="invalid_value"
+        )
+    return RouteMode(mode)
 
 
 def _pop_force(body: Any) -> bool:

@@ -2,14 +2,9 @@
 
 A route matches the requests an application sends to its teacher (``match.model``) for one prompt
 (``match.metadata``, e.g. ``{"prompt": "router"}``, optionally ``prompt_version``), and binds them
-to ``student``. The application changes nothing; the gateway decides who answers:
-
-- ``off``: the teacher answers everything;
-- ``shadow``: the teacher answers; the student answers a sample in the background, both are
-  stored and the student's answer is graded against the teacher's;
-- ``canary``: ``percent`` of the requests go to the student, sticky by ``sticky_key`` (a
-  metadata key such as ``user``) or by a hash of the request;
-- ``full``: the student answers everything.
+to ``student``. The application changes nothing; the gateway decides who answers by the route's
+``mode`` (``distillery.wire.route_modes.RouteMode``: off, shadow, canary with ``percent`` and
+``sticky_key``, full).
 
 ``graders`` are the evals' grader configs plus three fields of the route's own: ``blocking`` (a
 failing grade on the student's answer makes the gateway call the teacher and return its answer
@@ -23,15 +18,13 @@ A grader sees ``{{sample.output_text}}`` (the student's answer) and the ``item``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distillery.wire.chat import validate_metadata
+from distillery.wire.route_modes import RollbackTarget, RouteMode
 
-Mode = Literal["off", "shadow", "canary", "full"]
-MODES: tuple[Mode, ...] = ("off", "shadow", "canary", "full")
-STUDENT_MODES = ("canary", "full")  # modes in which the student answers users: behind the gate
 ROUTE_FIELDS = ("blocking", "sample_rate", "block_on_error")  # beyond the grader config
 
 
@@ -71,7 +64,7 @@ class Rollback(_Spec):
     floor: float | None = Field(default=None, ge=0, le=1)
     window: int = Field(default=200, ge=1, le=100_000)
     min_samples: int = Field(default=20, ge=1, le=100_000)
-    to: Literal["shadow", "off"] = "shadow"
+    to: RollbackTarget = RouteMode.SHADOW
 
 
 class Shadow(_Spec):
@@ -96,7 +89,7 @@ class RouteSpec(_Spec):
     name: str = Field(min_length=1, max_length=256)
     match: Match
     student: str = Field(min_length=1, max_length=256)
-    mode: Mode = "shadow"
+    mode: RouteMode = RouteMode.SHADOW
     percent: float = Field(default=0.0, ge=0, le=100)
     sticky_key: str | None = Field(default=None, min_length=1, max_length=64)
     graders: list[dict[str, Any]] = Field(default_factory=list, max_length=16)

@@ -17,6 +17,7 @@ import orjson
 from distillery.evals.graders.base import Grader
 from distillery.routing.spec import RouteSpec, route_fields
 from distillery.store.routes import RouteRecord
+from distillery.wire.route_modes import RouteMode
 
 GraderFactory = Callable[[dict[str, Any], str], Grader]
 BUCKETS = 10_000  # canary percentages resolve to 0.01 %
@@ -42,7 +43,7 @@ class Route:
     graders: tuple[RouteGrader, ...] = field(default=())
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> RouteMode:
         return self.spec.mode
 
     @property
@@ -66,9 +67,11 @@ class Route:
 
     def to_student(self, metadata: Mapping[str, str] | None, upstream: Mapping[str, Any]) -> bool:
         """Whether the student answers this request (canary: sticky by key or request)."""
-        if self.spec.mode == "full":
+        if not self.mode.student_answers:
+            return False
+        if not self.mode.splits_traffic:
             return True
-        if self.spec.mode != "canary" or self.spec.percent <= 0:
+        if self.spec.percent <= 0:
             return False
         if self.spec.percent >= 100:
             return True

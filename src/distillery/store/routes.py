@@ -15,6 +15,7 @@ from distillery.errors import ConflictError, NotFoundError
 from distillery.store.base import Store
 from distillery.store.records import Page
 from distillery.store.tables import ResponseCacheRow, RouteEventRow, RouteOutcomeRow, RouteRow
+from distillery.wire.route_modes import RouteMode
 
 ROUTE = "route_"
 ROUTE_EVENT = "revt_"
@@ -26,7 +27,7 @@ class RouteRecord:
     name: str
     created_at: int
     updated_at: int
-    mode: str
+    mode: RouteMode
     version: int
     body: dict[str, Any]  # the route's spec (``RouteSpec`` as JSON)
 
@@ -46,7 +47,7 @@ class Outcome:
 
     route_id: str
     created_at: int
-    mode: str
+    mode: RouteMode
     served_by: str  # teacher | student | fallback | cache
     model: str
     completion_id: str | None = None
@@ -74,7 +75,7 @@ def _route(row: RouteRow) -> RouteRecord:
         name=row.name,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        mode=row.mode,
+        mode=RouteMode(row.mode),
         version=row.version,
         body=dict(row.body),
     )
@@ -92,7 +93,9 @@ class RoutesRepo:
         self.store = store
 
     # --- routes ----------------------------------------------------------------------------------
-    def create(self, name: str, mode: str, body: dict[str, Any], event: dict[str, Any]) -> str:
+    def create(
+        self, name: str, mode: RouteMode, body: dict[str, Any], event: dict[str, Any]
+    ) -> str:
         now = int(time.time())
         route_id = ids.new_id(ROUTE)
         try:
@@ -149,7 +152,7 @@ class RoutesRepo:
         route_id: str,
         *,
         body: dict[str, Any],
-        mode: str,
+        mode: RouteMode,
         event: dict[str, Any] | None,
         expected_version: int | None = None,
     ) -> RouteRecord:

@@ -341,7 +341,7 @@ class RouteRow(Base):
     name: Mapped[str] = mapped_column(String(256), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
-    mode: Mapped[str] = mapped_column(String(16))  # off | shadow | canary | full
+    mode: Mapped[str] = mapped_column(String(16))  # a RouteMode (distillery.wire.route_modes)
     version: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every change
     body: Mapped[dict[str, Any]] = mapped_column(JSONType)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.wire.route_modes import RouteMode
+
 # --- layout and small pieces ---------------------------------------------------------------------
 
 
@@ -566,7 +568,7 @@ class RouteLine:
     teacher: str
     match: str  # "prompt=router, prompt_version=c0ffee1" or "all traffic"
     student: str
-    mode: str
+    mode: RouteMode
     percent: float
     requests: int
     fallback_rate: float | None

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from distillery.web.auth import LOGIN
 from distillery.web.contexts import RateLine, RouteEventLine, RouteLine, RoutePage, RoutesPage
 from distillery.web.render import PageRoute, redirect, render, services_of, url_with
+from distillery.wire.route_modes import RouteMode
 
 router = APIRouter(route_class=PageRoute, dependencies=[LOGIN], include_in_schema=False)
 
@@ -31,7 +32,7 @@ def route_line(route: dict[str, Any], stats: dict[str, Any]) -> RouteLine:
         teacher=route["match"]["model"],
         match=_match(route),
         student=route["student"],
-        mode=route["mode"],
+        mode=RouteMode(route["mode"]),
         percent=float(route["percent"]),
         requests=int(stats["requests"]),
         fallback_rate=stats["fallback_rate"],
@@ -110,7 +111,7 @@ def route_page(request: Request, route_id: str) -> Response:
 
 @router.post("/routes/{route_id}/rollback")
 async def rollback_action(
-    request: Request, route_id: str, mode: Annotated[str, Form()] = "shadow"
+    request: Request, route_id: str, mode: Annotated[str, Form()] = RouteMode.SHADOW
 ) -> Response:
     svc = services_of(request).routes
     await run_in_threadpool(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict
 
 from distillery.wire.base import WireModel
+from distillery.wire.route_modes import PromoteTarget, RollbackTarget, RouteMode
 
 
 class _Object(WireModel):
@@ -78,7 +79,7 @@ class Route(_Object):
     name: str
     match: dict[str, Any]
     student: str
-    mode: Literal["off", "shadow", "canary", "full"]
+    mode: RouteMode
 
 
 class RouteDeleted(WireModel):
@@ -159,7 +160,7 @@ class DatasetExportParams(WireModel):
 class RoutePromoteParams(WireModel):
     model_config = ConfigDict(extra="allow")
 
-    mode: Literal["canary", "full"] = "canary"
+    mode: PromoteTarget = RouteMode.CANARY
     percent: float | None = None
     force: bool = False
 
@@ -167,7 +168,7 @@ class RoutePromoteParams(WireModel):
 class RouteRollbackParams(WireModel):
     model_config = ConfigDict(extra="allow")
 
-    mode: Literal["shadow", "off"] = "shadow"
+    mode: RollbackTarget = RouteMode.SHADOW
     reason: str | None = None
 
 

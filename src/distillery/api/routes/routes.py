@@ -4,8 +4,9 @@
   ``sticky_key``, ``graders``, ``gate``, ``rollback``, ``shadow``, ``cache``, ``force``);
 - ``GET /v1/distillery/routes``: list (``after``, ``limit``, ``order``);
 - ``GET/POST/DELETE /v1/distillery/routes/{id}``: read, change (any field but ``name``), delete;
-- ``POST .../{id}/promote`` ``{"mode": "canary"|"full", "percent"?, "force"?}`` and
-  ``POST .../{id}/rollback`` ``{"mode": "shadow"|"off", "reason"?}``;
+- ``POST .../{id}/promote`` ``{"mode"?, "percent"?, "force"?}`` (a ``PromoteTarget``: canary by
+  default) and ``POST .../{id}/rollback`` ``{"mode"?, "reason"?}`` (a ``RollbackTarget``: shadow
+  by default), the modes of ``distillery.wire.route_modes``;
 - ``GET .../{id}/gate``: what the parity gate decides now (changes nothing);
 - ``GET .../{id}/events``: every change, gate decision and rollback, newest first;
 - ``GET .../{id}/stats``: requests by serving model, fallbacks, online pass rates with
@@ -28,6 +29,7 @@ from distillery.api.responses import list_response as _list
 from distillery.api.responses import read_object
 from distillery.errors import InvalidRequestError
 from distillery.security.keys import display_prefix
+from distillery.wire.route_modes import RouteMode
 
 router = APIRouter(prefix="/v1/distillery/routes", tags=["routes"], dependencies=[ADMIN])
 
@@ -96,7 +98,7 @@ def _number(body: dict[str, Any], key: str) -> float | None:
 async def promote_route(route_id: str, request: Request, services: ServicesDep) -> Response:
     """Move a route to canary (with ``percent``) or full, through the parity gate."""
     body = await read_object(request, _BODY_LIMIT)
-    mode = body.get("mode", "canary")
+    mode = body.get("mode", RouteMode.CANARY)
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequestError("'force' must be a boolean.", param="force")
@@ -126,7 +128,7 @@ async def rollback_route(route_id: str, request: Request, services: ServicesDep)
         await run_in_threadpool(
             services.routes.rollback,
             route_id,
-            mode=str(body.get("mode", "shadow")),
+            mode=str(body.get("mode", RouteMode.SHADOW)),
             reason=reason,
             actor=actor,
         )
