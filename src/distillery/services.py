@@ -13,12 +13,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from distillery.capture.redaction import build_redactor
 from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
+from distillery.lifecycle import Hooks, Lifecycle, Periodic, SupervisedTask
 from distillery.providers.base import AddsModels, ProviderContext
 from distillery.providers.registry import ProviderRegistry
 from distillery.providers.vllm import publish_adapter
@@ -69,7 +70,7 @@ class Services:
     keys: KeysRepo
     writer: CompletionWriter
     capture: CaptureService
-    extras: dict[str, Any] = field(default_factory=dict)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @property
     def home(self) -> Path:
@@ -123,50 +124,62 @@ class Services:
         )
 
     def __post_init__(self) -> None:
-        # Eval runs: resume unfinished ones when a server starts, pause them when it stops.
-        self.extras.setdefault("startup", []).append(lambda: self.evals.resume())
-        self.extras.setdefault("shutdown", []).append(lambda: self.evals.shutdown())
-        self.extras["startup"].append(self._start_retention)
-        self.extras["shutdown"].append(self._stop_retention)
-        self.extras["startup"].append(self._start_capture_watch)
-        self.extras["shutdown"].append(self._stop_capture_watch)
-        self.extras["startup"].append(self._start_routes)
-        self.extras["shutdown"].append(self._stop_routes)
+        self._declare_components()
 
-    async def _start_capture_watch(self) -> None:
-        """Every second: restart a dead or stuck writer, replay the spool once the database is
-        back (so an outage heals while running, not at the next start)."""
+    def _declare_components(self) -> None:
+        """The background work of a server, started in this order and stopped in reverse
+        (``distillery.lifecycle``; ``/health`` reports each by name)."""
         import asyncio
 
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(1.0)
-                try:
-                    await asyncio.to_thread(self.writer.maintain)
-                except Exception:
-                    log.exception("capture watch failed; retrying in a second")
+        from distillery.capture.retention import PURGE_INTERVAL_S, purge_expired
 
-        self.extras["capture_watch"] = asyncio.create_task(watch())
-
-    async def _stop_capture_watch(self) -> None:
-        task = self.extras.pop("capture_watch", None)
-        if task is not None:
-            task.cancel()
-
-    async def _start_retention(self) -> None:
-        import asyncio
-
-        from distillery.capture.retention import purge_periodically
-
-        days = self.config.gateway.retention_days
-        self.extras["retention_task"] = asyncio.create_task(
-            purge_periodically(self.completions, days)
+        # eval runs: resume unfinished ones when a server starts, pause them when it stops
+        self.lifecycle.add(
+            Hooks("evals", start=lambda: self.evals.resume(), stop=lambda: self.evals.shutdown())
         )
 
-    async def _stop_retention(self) -> None:
-        task = self.extras.pop("retention_task", None)
-        if task is not None:
-            task.cancel()
+        async def purge() -> None:
+            await asyncio.to_thread(
+                purge_expired, self.completions, self.config.gateway.retention_days
+            )
+
+        # retention: purge at start, then every hour (a failed purge is retried an hour later)
+        self.lifecycle.add(Periodic("retention", PURGE_INTERVAL_S, purge, at_start=True))
+
+        async def maintain() -> None:
+            await asyncio.to_thread(self.writer.maintain)
+
+        # every second: restart a dead or stuck writer, replay the spool once the database is
+        # back (so an outage heals while running, not at the next start)
+        self.lifecycle.add(Periodic("capture", 1.0, maintain))
+
+        # route outcomes: written in batches by a task; at stop, the background work in flight
+        # (shadow answers, grades) ends first, and what is left is written last
+        async def flush_outcomes() -> None:
+            await asyncio.to_thread(self.gateway.outcomes.flush)
+
+        self.lifecycle.add(
+            SupervisedTask(
+                "route_outcomes",
+                lambda: self.gateway.outcomes.run(),
+                before_stop=lambda: self.gateway.drain(),
+                after_stop=flush_outcomes,
+            )
+        )
+
+        ticks = 0
+
+        async def reload_routes() -> None:
+            """Pick up routes changed by other processes; every minute, expired cache goes."""
+            nonlocal ticks
+            await asyncio.to_thread(self.routes.refresh)
+            ticks = (ticks + 1) % 30
+            if ticks == 0:
+                await asyncio.to_thread(
+                    self.routes.repo.cache_clear, expired_before=int(time.time())
+                )
+
+        self.lifecycle.add(Periodic("routes", 2.0, reload_routes))
 
     @functools.cached_property
     def stored_completions(self) -> StoredCompletions:
@@ -265,48 +278,6 @@ class Services:
         gateway.on_rollback = self.routes.auto_rollback
         self.routes.before_read = gateway.outcomes.flush
         return gateway
-
-    async def _start_routes(self) -> None:
-        """The outcome writer, and a watch that picks up routes changed by other processes."""
-        import asyncio
-
-        gateway = self.gateway
-
-        writer = asyncio.create_task(gateway.outcomes.run())
-
-        async def watch() -> None:
-            nonlocal writer
-            ticks = 0
-            while True:
-                await asyncio.sleep(2.0)
-                if writer.done():  # it never returns: a cancelled or crashed writer restarts
-                    log.error("the route outcome writer stopped; restarting it")
-                    gateway.outcomes.failures += 1
-                    writer = asyncio.create_task(gateway.outcomes.run())
-                    self.extras["routes_tasks"][0] = writer
-                try:
-                    await asyncio.to_thread(self.routes.refresh)
-                    ticks = (ticks + 1) % 30
-                    if ticks == 0:  # every minute: expired cache entries go
-                        await asyncio.to_thread(
-                            self.routes.repo.cache_clear, expired_before=int(time.time())
-                        )
-                except Exception:
-                    log.exception("reloading routes failed; retrying in two seconds")
-
-        self.extras["routes_tasks"] = [writer, asyncio.create_task(watch())]
-
-    async def _stop_routes(self) -> None:
-        import asyncio
-
-        gateway = self.gateway
-        await gateway.drain()
-        for task in self.extras.pop("routes_tasks", []):
-            task.cancel()
-        try:
-            await asyncio.to_thread(gateway.outcomes.flush)
-        except Exception:
-            log.exception("writing the last route outcomes failed")
 
     @functools.cached_property
     def evals(self) -> EvalsService:

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from distillery.lifecycle import describe
 from distillery.services import Services
 from distillery.training.jobs import FineTuningService, JobRunner, new_worker_id
 
@@ -43,6 +44,7 @@ class JobWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = 0.0
+        self.last_error: str | None = None  # what ended the thread, if anything did
 
     # -- one tick --------------------------------------------------------------------------------
 
@@ -81,8 +83,16 @@ class JobWorker:
                 except Exception:
                     log.exception("worker %s: tick failed", self.worker_id)
                 self._stop.wait(self.poll_s)
+        except Exception as exc:  # tick's own errors are caught: this is the loop's
+            self.last_error = describe(exc)
+            log.exception("worker %s: stopped by an error", self.worker_id)
+            raise
         finally:
             self.release()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def release(self) -> None:
         if self.runners:
@@ -103,19 +113,36 @@ class JobWorker:
             self._thread = None
 
 
-def install(services: Services) -> None:
-    """Run a worker inside the server (``serve``): started and stopped with the app."""
-    if not services.config.server.workers_in_serve:
-        return
-    holder: dict[str, Any] = {}
+class ServeWorker:
+    """The job worker of ``serve``, as the ``worker`` component of the server's lifecycle."""
 
-    async def start() -> None:
-        holder["worker"] = JobWorker(services.fine_tuning).start()
+    name = "worker"
 
-    async def stop() -> None:
-        worker: JobWorker | None = holder.pop("worker", None)
+    def __init__(self, service: FineTuningService) -> None:
+        self.service = service
+        self.worker: JobWorker | None = None
+
+    async def start(self) -> None:
+        self.worker = JobWorker(self.service).start()
+
+    async def stop(self) -> None:
+        worker, self.worker = self.worker, None
         if worker is not None:
             await asyncio.to_thread(worker.stop)
 
-    services.extras.setdefault("startup", []).append(start)
-    services.extras.setdefault("shutdown", []).append(stop)
+    def health(self) -> dict[str, Any]:
+        worker = self.worker
+        if worker is None:
+            return {"state": "stopped", "restarts": 0, "last_error": None, "jobs": 0}
+        return {
+            "state": "running" if worker.alive else "failed",
+            "restarts": 0,
+            "last_error": worker.last_error,
+            "jobs": len(worker.runners),
+        }
+
+
+def install(services: Services) -> None:
+    """Run a worker inside the server (``serve``): started and stopped with the app."""
+    if services.config.server.workers_in_serve:
+        services.lifecycle.add(ServeWorker(services.fine_tuning))

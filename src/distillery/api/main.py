@@ -35,13 +35,11 @@ def build_api(services: Services) -> FastAPI:
         # logging is configured by now (uvicorn sets up its handlers after the services are
         # built): every handler masks tokens and the configured keys from here on
         redact.install(_secrets(services))
-        for hook in services.extras.get("startup", []):
-            await hook()
+        await services.lifecycle.start()  # the background work (``distillery.lifecycle``)
         try:
             yield
         finally:
-            for hook in services.extras.get("shutdown", []):
-                await hook()
+            await services.lifecycle.stop()
             await services.aclose()
 
     app = FastAPI(
@@ -67,8 +65,12 @@ def build_api(services: Services) -> FastAPI:
         routes = services.gateway.health()
         # route outcomes not written (the store refused them) degrade, they do not fail
         lagging = bool(routes["outcomes"]["last_error"])
+        # each background component by name; one that failed (and is restarting) degrades
+        components = services.lifecycle.health()
+        failed = any(c["state"] == "failed" for c in components.values())
+        degraded = spooled or lagging or failed
         body = {
-            "status": "failing" if problem else "degraded" if spooled or lagging else "ok",
+            "status": "failing" if problem else "degraded" if degraded else "ok",
             "version": __version__,
             "database": "sqlite" if services.store.sqlite else "postgresql",
             "spooled_completions": spooled,
@@ -79,6 +81,7 @@ def build_api(services: Services) -> FastAPI:
             "models_loading": sorted(preparing()),
             # routes: background shadow/grading work, the outcome writer, failures counted
             "routes": routes,
+            "components": components,
         }
         return json_response(body, 503 if problem else 200)
 

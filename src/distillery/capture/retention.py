@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -10,7 +9,7 @@ from distillery.store.completions import CompletionsRepo
 
 log = logging.getLogger("distillery.capture")
 
-PURGE_INTERVAL_S = 3600.0
+PURGE_INTERVAL_S = 3600.0  # the server purges at start, then this often (``retention`` component)
 
 
 def purge_expired(repo: CompletionsRepo, retention_days: float, *, now: float | None = None) -> int:
@@ -24,13 +23,3 @@ def purge_expired(repo: CompletionsRepo, retention_days: float, *, now: float | 
             "retention: deleted %d stored completions older than %s days", deleted, retention_days
         )
     return deleted
-
-
-async def purge_periodically(repo: CompletionsRepo, retention_days: float) -> None:
-    """Purge at start, then every hour, off the event loop."""
-    while True:
-        try:
-            await asyncio.to_thread(purge_expired, repo, retention_days)
-        except Exception:  # a failed purge is retried at the next interval
-            log.exception("retention purge failed")
-        await asyncio.sleep(PURGE_INTERVAL_S)
