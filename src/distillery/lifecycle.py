@@ -197,12 +197,8 @@ class Periodic(SupervisedTask):
         tick: Step,
         *,
         at_start: bool = False,
-        before_stop: Step | None = None,
-        after_stop: Step | None = None,
     ) -> None:
-        super().__init__(
-            name, self._loop, restart_delay_s=0.0, before_stop=before_stop, after_stop=after_stop
-        )
+        super().__init__(name, self._loop, restart_delay_s=0.0)
         self.interval_s = interval_s
         self._tick = tick
         self._at_start = at_start

@@ -348,19 +348,22 @@ class FakeOpenAI:
         events = b"data: " + orjson.dumps(answer) + b"\n\ndata: " + last + b"\n\ndata: [DONE]\n\n"
         return Response(events, media_type="text/event-stream")
 
-    def poison_response(self, body: dict[str, Any]) -> Response:
-        """``poison-deep`` on ``/v1/responses``: a completed Response whose ``usage`` carries a
-        field nested 600 levels (streamed: in ``response.completed``)."""
-        self.counter += 1
-        text = f"echo: {body.get('input')}"
+    def _message_item(self, text: str) -> dict[str, Any]:
+        """A completed assistant message of a Response (the id numbered by ``counter``)."""
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        item = {
+        return {
             "id": f"msg_fake{self.counter:08d}",
             "type": "message",
             "role": "assistant",
             "status": "completed",
             "content": [part],
         }
+
+    def poison_response(self, body: dict[str, Any]) -> Response:
+        """``poison-deep`` on ``/v1/responses``: a completed Response whose ``usage`` carries a
+        field nested 600 levels (streamed: in ``response.completed``)."""
+        self.counter += 1
+        item = self._message_item(f"echo: {body.get('input')}")
         response = {
             "id": f"resp_fake{self.counter:08d}",
             "object": "response",
@@ -534,14 +537,8 @@ class FakeOpenAI:
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": words + len(text.split()),
             }
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            item = {
-                "id": f"msg_fake{self.counter:08d}",
-                "type": "message",
-                "role": "assistant",
-                "status": "completed",
-                "content": [part],
-            }
+            item = self._message_item(text)
+            part = item["content"][0]
             response = {
                 "id": rid,
                 "object": "response",
