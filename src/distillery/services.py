@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distillery.capture.chat import ChatCompletions
+from distillery.capture.exchange import Recorder
 from distillery.capture.redaction import build_redactor
-from distillery.capture.service import CaptureService
 from distillery.capture.writer import CompletionWriter
 from distillery.costs.prices import PriceTable
 from distillery.lifecycle import Hooks, Lifecycle, Periodic, SupervisedTask
@@ -69,7 +70,8 @@ class Services:
     completions: CompletionsRepo
     keys: KeysRepo
     writer: CompletionWriter
-    capture: CaptureService
+    recorder: Recorder  # builds and writes every endpoint's records
+    chat: ChatCompletions  # POST /v1/chat/completions (capture.chat)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @property
@@ -195,10 +197,9 @@ class Services:
 
         return ResponsesService(
             providers=self.providers,
-            writer=self.writer,
+            recorder=self.recorder,
             completions=self.completions,
             gateway=self.config.gateway,
-            prices=self.prices,
         )
 
     @functools.cached_property
@@ -207,10 +208,7 @@ class Services:
         from distillery.capture.legacy import LegacyCompletions
 
         return LegacyCompletions(
-            providers=self.providers,
-            writer=self.writer,
-            gateway=self.config.gateway,
-            prices=self.prices,
+            providers=self.providers, recorder=self.recorder, gateway=self.config.gateway
         )
 
     @functools.cached_property
@@ -265,11 +263,10 @@ class Services:
 
     @functools.cached_property
     def gateway(self) -> RoutedGateway:
-        """``POST /v1/chat/completions``: capture, with the routes applied."""
+        """Every capturing endpoint's requests, with the routes and the cache applied."""
         from distillery.routing.gateway import RoutedGateway
 
         gateway = RoutedGateway(
-            capture=self.capture,
             table=self.routes.table,
             repo=self.routes.repo,
             prices=self.prices,
@@ -383,9 +380,7 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
         redactor=build_redactor(config.capture.redaction),
     )
     writer.replay_spool()  # never raises for a record: what the database refuses is dead-lettered
-    capture = CaptureService(
-        providers=providers, writer=writer, gateway=config.gateway, prices=prices
-    )
+    recorder = Recorder(writer, prices)
     return Services(
         settings=settings,
         config=config,
@@ -395,5 +390,6 @@ def build_services(settings: Settings | None = None, config: Config | None = Non
         completions=completions,
         keys=KeysRepo(store),
         writer=writer,
-        capture=capture,
+        recorder=recorder,
+        chat=ChatCompletions(providers=providers, recorder=recorder, gateway=config.gateway),
     )

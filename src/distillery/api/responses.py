@@ -6,14 +6,18 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from distillery.capture.exchange import Endpoint
 from distillery.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from distillery.routing.gateway import RoutedGateway
+from distillery.security.keys import Caller
 from distillery.wire.base import list_object
 from distillery.wire.encoding import MAX_JSON_DEPTH, too_deep
 
@@ -112,3 +116,21 @@ async def read_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
     return body
+
+
+async def gateway_response(
+    gateway: RoutedGateway, endpoint: Endpoint, body: Any, caller: Caller
+) -> Response:
+    """A capturing endpoint's answer through the gateway (routes, cache, capture): JSON, or SSE
+    events for ``stream: true``, with the headers that say who answered."""
+    if isinstance(body, dict) and body.get("stream") is True:
+        stream = await gateway.stream(endpoint, body, caller)
+        return StreamingResponse(
+            stream.events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **stream.headers},
+        )
+    answer = await gateway.create(endpoint, body, caller)
+    response = json_response(answer.body)
+    response.headers.update(answer.headers)
+    return response

@@ -18,6 +18,7 @@ import orjson
 
 from distillery import ids
 from distillery.costs.prices import PriceTable
+from distillery.costs.usage import Usage
 from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.store.completions import CompletionsRepo
@@ -76,7 +77,7 @@ def parse_line(
         raise ValueError("'response' must be a ChatCompletion object or a string")
     metadata = {**(line.get("metadata") or {}), **extra_metadata}
     validate_metadata(metadata or None)
-    usage = response.get("usage") or {}
+    usage = Usage.of(response)
     request = {
         k: v
         for k, v in line.items()
@@ -96,11 +97,10 @@ def parse_line(
         response=response,
         error=None,
         metadata=metadata or None,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        cost_usd=prices.cost(model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        if prices is not None
-        else None,
+        prompt_tokens=usage.prompt,
+        completion_tokens=usage.completion,
+        cached_tokens=usage.cached,
+        cost_usd=prices.price(model, usage) if prices is not None else None,
     )
 
 

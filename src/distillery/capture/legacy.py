@@ -24,33 +24,21 @@ ends with an error event instead of ``[DONE]``, and is stored as failed.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from distillery import ids
-from distillery.capture.relayable import (
-    check_relayable,
-    close_stream,
-    error_event,
-    unrelayable,
-)
-from distillery.capture.storable import token_count
-from distillery.capture.streaming import IdGate
-from distillery.capture.writer import CompletionWriter
-from distillery.costs.prices import PriceTable
-from distillery.errors import DistilleryError, InvalidRequestError
-from distillery.providers.registry import ProviderRegistry
-from distillery.settings import GatewayConfig
-from distillery.store.records import NewCompletion
+from distillery.capture.chat import Answered, Relaying, include_usage, usable_id
+from distillery.capture.exchange import Call, Exchange
+from distillery.capture.streaming import SseAccumulator
+from distillery.errors import InvalidRequestError
+from distillery.providers.base import LegacyCompletionsProvider
+from distillery.security.keys import NOBODY, Caller
 from distillery.wire.chat import validate_metadata
-from distillery.wire.encoding import UnencodableError
+from distillery.wire.encoding import dumps
 
 LEGACY_PREFIX = "cmpl-"
-_NOT_FORWARDED = ("store", "metadata")
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:
@@ -147,245 +135,103 @@ def _index(choice: dict[str, Any]) -> int:
     return index if isinstance(index, int) and not isinstance(index, bool) else 0
 
 
-class LegacyCompletions:
+class LegacyCompletions(Relaying):
     """``/v1/completions``: forward to the provider, record the exchange when storing."""
 
-    def __init__(
-        self,
-        *,
-        providers: ProviderRegistry,
-        writer: CompletionWriter,
-        gateway: GatewayConfig,
-        prices: PriceTable,
-    ) -> None:
-        self.providers = providers
-        self.writer = writer
-        self.gateway = gateway
-        self.prices = prices
+    name = "completions"
+    failure_prefix = LEGACY_PREFIX
 
-    def _prepare(self, body: Any) -> tuple[dict[str, Any], bool, dict[str, str] | None]:
-        body = validate_body(body)
-        store = body.get("store")
-        should_store = bool(store) if store is not None else self.gateway.store_by_default
-        metadata = validate_metadata(body.get("metadata"))
-        if metadata and not should_store and not self.gateway.allow_metadata_without_store:
-            raise InvalidRequestError(
-                "The 'metadata' parameter is only allowed when 'store' is enabled.",
-                param="metadata",
-            )
-        upstream = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
-        return upstream, should_store, metadata
+    async def prepare(self, body: Any, caller: Caller = NOBODY) -> Exchange:
+        upstream, should_store, metadata = self.admit(validate_body(body))
+        chat = {**upstream, "messages": _messages(upstream)}  # what a route grades and keys on
+        return Exchange("completions", upstream, chat, should_store, metadata)
 
-    async def create(self, body: Any) -> dict[str, Any]:
-        """A non-streamed legacy completion (the upstream's ``text_completion`` object)."""
-        upstream, should_store, metadata = self._prepare(body)
-        provider = self.providers.route_completions(upstream["model"])
-        call = _Call(upstream, provider.name, metadata, int(time.time()), time.perf_counter())
-        try:
-            response = await provider.completions(upstream)
-            check_relayable(response)  # before anything is stored as delivered
-        except DistilleryError as exc:
-            if should_store:
-                await self.writer.write(self._failure(call, exc, stream=False))
-            raise
-        if should_store:
-            stored = await self._store(call, response, stream=False)
-            if len(stored) == 1 and stored[0] != response.get("id"):
-                response = {**response, "id": stored[0]}
-        return response
+    def _provider(self, model: str) -> LegacyCompletionsProvider:
+        return self.providers.route_completions(model)
 
-    async def stream(self, body: Any) -> AsyncIterator[bytes]:
-        """A streamed legacy completion: returned once the upstream's first bytes arrived
-        (errors before them raise, so the edge answers a JSON error)."""
-        upstream, should_store, metadata = self._prepare(body)
-        provider = self.providers.route_completions(upstream["model"])
-        call = _Call(upstream, provider.name, metadata, int(time.time()), time.perf_counter())
-        source = provider.completions_stream(upstream).__aiter__()
-        try:
-            first = await source.__anext__()
-        except StopAsyncIteration:
-            first = b""
-        except DistilleryError as exc:
-            if should_store:
-                await self.writer.write(self._failure(call, exc, stream=True))
-            raise
-        if not should_store:
-            return _passthrough(first, source)
-        return self._relay(first, source, call)
+    async def _fetch(
+        self, provider: LegacyCompletionsProvider, upstream: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await provider.completions(upstream)
 
-    async def _relay(
-        self, first: bytes, source: AsyncIterator[bytes], call: _Call
+    def _open(
+        self, provider: LegacyCompletionsProvider, upstream: dict[str, Any]
     ) -> AsyncIterator[bytes]:
-        acc = TextCompletionAccumulator()
-        gate = IdGate(self.writer)  # held until an event names the id to store under
-        held = b""
-        error: DistilleryError | None = None
-        cut: DistilleryError | None = None  # an event the gateway could not write back
-        pending = [first]
-        try:
-            while True:
-                chunk = pending.pop() if pending else await source.__anext__()
-                acc.feed(chunk)
-                chunk = await gate.through(chunk, acc)
-                if acc.done:  # hold the [DONE] event until the record is durable
-                    held += chunk
-                elif chunk:
-                    yield chunk
-        except StopAsyncIteration:
-            pass
-        except DistilleryError as exc:
-            error = exc
-        except UnencodableError as exc:
-            error = cut = unrelayable(exc)
-            await close_stream(source)
-        held = await gate.finish(held)
-        stored_id = gate.id
-        response = {**acc.completion(), "id": stored_id}
-        err = error.to_dict()["error"] if error is not None else acc.error
-        await self._store(call, response, stream=True, error=err, claimed=stored_id)
-        if cut is not None:  # what is held (the rest, [DONE]) was not rewritten: not sent
-            yield error_event(cut)
-            return
-        if held:
-            yield held
-        if error is not None:
-            raise error
+        return provider.completions_stream(upstream)
 
-    async def _store(
-        self,
-        call: _Call,
-        response: dict[str, Any],
-        *,
-        stream: bool,
-        error: dict[str, Any] | None = None,
-        claimed: str | None = None,
-    ) -> list[str]:
-        """Write one record per prompt; the ids they were stored under."""
-        latency_ms = (time.perf_counter() - call.started) * 1000
-        pairs = chat_records(call.upstream, response)
+    def _accumulator(self) -> TextCompletionAccumulator:
+        return TextCompletionAccumulator()
+
+    def _request(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        messages = _messages(upstream)
+        return {**upstream, "messages": messages} if messages else upstream
+
+    async def _store(self, call: Call, answer: Answered) -> str | None:
+        """Write one record per prompt; the id to show when there is one record."""
+        pairs = chat_records(answer.upstream, answer.response)
         stored = []
         for i, (request, chat) in enumerate(pairs):
-            found = chat.get("usage")
-            usage: dict[str, Any] = found if isinstance(found, dict) else {}
-            prompt = token_count(usage.get("prompt_tokens"))
-            completion = token_count(usage.get("completion_tokens"))
-            upstream_id = response.get("id")
-            is_claimed = claimed is not None and i == 0  # a stream showed this id already
-            if claimed is not None and i == 0:
-                record_id = claimed
-            elif len(pairs) == 1 and isinstance(upstream_id, str) and 0 < len(upstream_id) <= 64:
-                record_id = upstream_id
+            is_claimed = answer.claimed is not None and i == 0  # a stream showed this id already
+            if answer.claimed is not None and i == 0:
+                record_id = answer.claimed
+            elif len(pairs) == 1:
+                record_id = usable_id(answer.response, LEGACY_PREFIX)
             else:
-                record_id = ids.new_id(LEGACY_PREFIX)
-            record = NewCompletion(
-                id=record_id,
-                created_at=call.created_at,
-                model=call.upstream["model"],
-                provider=call.provider,
-                status="failed" if error else "completed",
-                stream=stream,
-                request=request,
-                response={**chat, "id": record_id},
-                error=error,
-                metadata=call.metadata,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=0,
-                latency_ms=latency_ms,
-                cost_usd=self.prices.cost(call.upstream["model"], prompt, completion, 0),
+                record_id = _new_id()
+            chat = {**chat, "id": record_id}
+            record = self.recorder.completed(
+                replace(call, request=request), chat, id=record_id, error=answer.error
             )
-            stored.append(await self.writer.write(record, claimed=is_claimed))
-        return stored
+            stored.append(await self.recorder.write(record, claimed=is_claimed))
+        return stored[0] if len(stored) == 1 else None
 
-    def _failure(self, call: _Call, exc: DistilleryError, *, stream: bool) -> NewCompletion:
-        request = dict(call.upstream)
-        prompts = _prompts(request.get("prompt"))
-        if len(prompts) == 1 and isinstance(prompts[0], str):
-            request["messages"] = [{"role": "user", "content": prompts[0]}]
-        return NewCompletion(
-            id=ids.new_id(LEGACY_PREFIX),
-            created_at=call.created_at,
-            model=call.upstream["model"],
-            provider=call.provider,
-            status="failed",
-            stream=stream,
-            request=request,
-            response=None,
-            error={**exc.to_dict()["error"], "status": exc.status},
-            metadata=call.metadata,
-            latency_ms=(time.perf_counter() - call.started) * 1000,
+    def as_chat(self, answer: Mapping[str, Any]) -> Mapping[str, Any]:
+        return chat_records({"prompt": ""}, dict(answer))[0][1]
+
+    def replay(self, exchange: Exchange, answer: Mapping[str, Any]) -> list[bytes]:
+        return text_completion_events(answer, include_usage=include_usage(exchange))
+
+
+def _new_id() -> str:
+    return ids.new_id(LEGACY_PREFIX)
+
+
+def _messages(upstream: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages a legacy request amounts to: one user message holding its prompt (none
+    for token arrays or several prompts)."""
+    prompts = _prompts(upstream.get("prompt"))
+    if len(prompts) == 1 and isinstance(prompts[0], str):
+        return [{"role": "user", "content": prompts[0]}]
+    return []
+
+
+def text_completion_events(answer: Mapping[str, Any], *, include_usage: bool) -> list[bytes]:
+    """A whole ``text_completion`` as the events of its stream: one per choice, usage when
+    asked, ``[DONE]``."""
+    head = {k: answer.get(k) for k in ("id", "object", "created", "model", "system_fingerprint")}
+    events = [
+        b"data: " + dumps({**head, "choices": [choice]}) + b"\n\n"
+        for choice in answer.get("choices") or []
+    ]
+    if include_usage and answer.get("usage") is not None:
+        events.append(
+            b"data: " + dumps({**head, "choices": [], "usage": answer["usage"]}) + b"\n\n"
         )
+    return [*events, b"data: [DONE]\n\n"]
 
 
-@dataclass(frozen=True)
-class _Call:
-    upstream: dict[str, Any]
-    provider: str
-    metadata: dict[str, str] | None
-    created_at: int
-    started: float
-
-
-async def _passthrough(first: bytes, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in source:
-        yield chunk
-
-
-class TextCompletionAccumulator:
+class TextCompletionAccumulator(SseAccumulator):
     """Assembles one ``text_completion`` from its streamed SSE events."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self.id: str | None = None
-        self.model: str | None = None
-        self.created: int | None = None
-        self.system_fingerprint: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.error: dict[str, Any] | None = None
-        self.done = False
-        self._choices: dict[int, dict[str, Any]] = {}
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data.replace(b"\r\n", b"\n")
-        while b"\n\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n\n", 1)
-            payload = b"".join(
-                line[5:].lstrip() for line in raw.splitlines() if line.startswith(b"data:")
-            )
-            if payload.strip() == b"[DONE]":
-                self.done = True
-            elif payload:
-                self._event(payload)
-
-    def _event(self, payload: bytes) -> None:
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(chunk, dict):
-            return
-        if "error" in chunk and "choices" not in chunk:
-            err = chunk["error"]
-            self.error = err if isinstance(err, dict) else {"message": str(err)}
-            return
-        self.id = self.id or chunk.get("id")
-        self.model = self.model or chunk.get("model")
-        self.created = self.created or chunk.get("created")
-        self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict):
-                continue
-            index = _index(choice)
-            acc = self._choices.setdefault(
-                index, {"index": index, "text": "", "finish_reason": None, "logprobs": None}
-            )
-            if isinstance(choice.get("text"), str):
-                acc["text"] += choice["text"]
-            if choice.get("finish_reason"):
-                acc["finish_reason"] = choice["finish_reason"]
+    def _choice(self, choice: dict[str, Any]) -> None:
+        index = _index(choice)
+        acc = self._choices.setdefault(
+            index, {"index": index, "text": "", "finish_reason": None, "logprobs": None}
+        )
+        if isinstance(choice.get("text"), str):
+            acc["text"] += choice["text"]
+        if choice.get("finish_reason"):
+            acc["finish_reason"] = choice["finish_reason"]
 
     def completion(self) -> dict[str, Any]:
         return {

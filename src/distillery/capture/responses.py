@@ -27,24 +27,30 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from distillery import ids
-from distillery.capture.relayable import check_relayable, close_stream, unrelayable
-from distillery.capture.storable import token_count
+from distillery.capture.exchange import (
+    AS_ASKED,
+    Adapter,
+    Answering,
+    Call,
+    Exchange,
+    OnDone,
+    Recorder,
+)
+from distillery.capture.relayable import close_stream, unrelayable
 from distillery.capture.streaming import StreamAccumulator
-from distillery.capture.writer import CompletionWriter
-from distillery.costs.prices import PriceTable
+from distillery.costs.usage import Usage
 from distillery.errors import DistilleryError, InvalidRequestError, NotFoundError
 from distillery.providers.base import Provider, ResponsesProvider
 from distillery.providers.registry import ProviderRegistry
 from distillery.security.keys import NOBODY, Caller
 from distillery.settings import GatewayConfig
 from distillery.store.completions import CompletionsRepo
-from distillery.store.records import NewCompletion, StoredCompletion
+from distillery.store.records import StoredCompletion
 from distillery.wire import responses as wire
 from distillery.wire.encoding import UnencodableError, dumps
 
@@ -60,32 +66,56 @@ def _may_read(caller: Caller, stored: StoredCompletion) -> bool:
 
 
 @dataclass(frozen=True)
-class _Call:
-    body: dict[str, Any]  # the Responses request as received
-    items: list[dict[str, Any]]  # its input, as items with ids
-    context: list[dict[str, Any]]  # the previous response's conversation
-    chat: dict[str, Any]  # the chat completions request it amounts to
+class _Target:
+    """Who answers a Responses request, and the chat completions request it amounts to for them
+    (strict for a chat model: what it cannot do is a 400)."""
+
     provider: Provider
     proxy: ResponsesProvider | None  # the upstream Responses API, when there is one
-    should_store: bool
-    metadata: dict[str, str] | None
-    created_at: int
-    started: float
-    key_id: str | None = None  # the API key that asked (its stored data is its own)
+    chat: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One provider call for a Responses exchange."""
+
+    exchange: Exchange
+    body: dict[str, Any]  # the Responses request, naming the model that answers
+    target: _Target
+    record: Call  # what its stored record is made of
 
     @property
     def model(self) -> str:
         return str(self.body["model"])
 
-    def stored_request(self) -> dict[str, Any]:
-        """The record's request: the chat request, with the Responses request under
-        ``responses`` (``input`` as items, ``context`` the previous conversation)."""
-        responses = {k: v for k, v in self.body.items() if k not in ("store", "metadata")}
-        responses["input"] = self.items
-        responses["context"] = self.context
-        if self.key_id is not None:
-            responses["key_id"] = self.key_id
-        return {**self.chat, "responses": responses}
+    @property
+    def should_store(self) -> bool:
+        return self.exchange.should_store
+
+    @property
+    def metadata(self) -> dict[str, str] | None:
+        return self.exchange.metadata
+
+    @property
+    def context(self) -> list[dict[str, Any]]:
+        return list(self.exchange.extra["context"])
+
+    @property
+    def created_at(self) -> int:
+        return self.record.created_at
+
+
+def _stored_request(
+    exchange: Exchange, body: Mapping[str, Any], chat: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The record's request: the chat request, with the Responses request under ``responses``
+    (``input`` as items, ``context`` the previous conversation, ``key_id`` who asked)."""
+    responses = dict(body)
+    responses["input"] = exchange.extra["items"]
+    responses["context"] = exchange.extra["context"]
+    if exchange.extra.get("key_id") is not None:
+        responses["key_id"] = exchange.extra["key_id"]
+    return {**chat, "responses": responses}
 
 
 @dataclass
@@ -109,21 +139,20 @@ def _renamed(exc: DistilleryError) -> DistilleryError:
     return exc
 
 
-class ResponsesService:
+class ResponsesService(Adapter):
+    name = "responses"
+    failure_prefix = wire.RESPONSE_PREFIX
+
     def __init__(
         self,
         *,
         providers: ProviderRegistry,
-        writer: CompletionWriter,
+        recorder: Recorder,
         completions: CompletionsRepo,
         gateway: GatewayConfig,
-        prices: PriceTable,
     ) -> None:
-        self.providers = providers
-        self.writer = writer
-        self.completions = completions
-        self.gateway = gateway
-        self.prices = prices
+        super().__init__(providers=providers, recorder=recorder, gateway=gateway)
+        self.completions = completions  # the stored responses (and the conversations they hold)
 
     # -- stored responses ------------------------------------------------------------------------
 
@@ -169,22 +198,22 @@ class ResponsesService:
             if isinstance(item, Mapping)
         ]
 
-    # -- create ----------------------------------------------------------------------------------
+    # -- the endpoint ------------------------------------------------------------------------------
 
-    async def _prepare(self, body: Any, caller: Caller) -> _Call:
+    async def prepare(self, body: Any, caller: Caller = NOBODY) -> Exchange:
         body = wire.validate_create(body)
-        store = body.get("store")
-        should_store = True if store is None else bool(store)
-        metadata = body.get("metadata")
-        if metadata and not should_store and not self.gateway.allow_metadata_without_store:
-            raise InvalidRequestError(
-                "The 'metadata' parameter is only allowed when 'store' is enabled.",
-                param="metadata",
-            )
+        request, should_store, metadata = self.admit(body, store_default=True)  # as OpenAI's
         items = wire.input_items(body.get("input") or [])
         previous = body.get("previous_response_id")
         # a primary-key read, on a thread: the event loop never waits on the database
         context = await asyncio.to_thread(self._context, previous, caller) if previous else []
+        target = self._target(request, items, context)
+        extra = {"items": items, "context": context, "key_id": caller.key_id, "target": target}
+        return Exchange("responses", request, target.chat, should_store, metadata, extra)
+
+    def _target(
+        self, body: Mapping[str, Any], items: list[dict[str, Any]], context: list[dict[str, Any]]
+    ) -> _Target:
         provider = self.providers.route_responses(body["model"])
         proxy = (
             provider if isinstance(provider, ResponsesProvider) and provider.responses_api else None
@@ -194,49 +223,73 @@ class ResponsesService:
             *wire.items_messages(context, instructions=body.get("instructions")),
             *wire.items_messages(items, strict=strict),
         ]
-        chat = wire.chat_body(body, messages, strict=strict)
         assert isinstance(provider, Provider)
-        return _Call(
-            body=body,
-            items=items,
-            context=context,
-            chat=chat,
-            provider=provider,
-            proxy=proxy,
-            should_store=should_store,
-            metadata=metadata,
-            created_at=int(time.time()),
-            started=time.perf_counter(),
-            key_id=caller.key_id,
+        return _Target(provider, proxy, wire.chat_body(body, messages, strict=strict))
+
+    def _call(self, exchange: Exchange, by: Answering, stream: bool) -> _Call:
+        """The call of ``by.model`` (the one asked for unless given) for ``exchange``."""
+        body = exchange.asked_of(by)
+        target: _Target = exchange.extra["target"]
+        if body["model"] != exchange.model:
+            try:
+                target = self._target(body, exchange.extra["items"], exchange.extra["context"])
+            except DistilleryError as exc:
+                raise _renamed(exc) from None
+        request = _stored_request(exchange, body, target.chat)
+        record = self.call_of(
+            exchange, body, target.provider.name, by, stream=stream, request=request
+        )
+        return _Call(exchange, body, target, record)
+
+    async def create(self, exchange: Exchange, by: Answering = AS_ASKED) -> dict[str, Any]:
+        """A non-streamed response: the ``Response`` object."""
+        call = self._call(exchange, by, False)
+        response = await self.answered(call.record, self._answer(call))
+        if call.should_store:
+            response = await self._store(call, response)
+        return response
+
+    async def _answer(self, call: _Call) -> dict[str, Any]:
+        """The Response of the upstream's Responses API, or the chat answer translated."""
+        if call.target.proxy is not None:
+            forward = wire.forwarded(call.body, call.context)
+            return self._patched(call, await call.target.proxy.responses(forward))
+        try:
+            completion = await call.target.provider.create(call.target.chat)
+        except DistilleryError as exc:
+            raise _renamed(exc) from None
+        return wire.response_from_chat(
+            completion,
+            call.body,
+            response_id=ids.new_id(wire.RESPONSE_PREFIX),
+            created_at=call.created_at,
+            store=call.should_store,
+            metadata=call.metadata,
         )
 
-    async def create(self, body: Any, caller: Caller = NOBODY) -> dict[str, Any]:
-        """A non-streamed response: the ``Response`` object."""
-        call = await self._prepare(body, caller)
-        try:
-            if call.proxy is not None:
-                upstream = await call.proxy.responses(wire.forwarded(call.body, call.context))
-                response = self._patched(call, upstream)
-            else:
-                try:
-                    completion = await call.provider.create(call.chat)
-                except DistilleryError as exc:
-                    raise _renamed(exc) from None
-                response = wire.response_from_chat(
-                    completion,
-                    call.body,
-                    response_id=ids.new_id(wire.RESPONSE_PREFIX),
-                    created_at=call.created_at,
-                    store=call.should_store,
-                    metadata=call.metadata,
-                )
-            check_relayable(response)  # before anything is stored as delivered
-        except DistilleryError as exc:
-            if call.should_store:
-                await self.writer.write(self._failure(call, exc, stream=False))
-            raise
+    def not_streamed(self, exchange: Exchange) -> Exchange:
+        chat = {k: v for k, v in exchange.chat.items() if k != "stream_options"}
+        return replace(
+            exchange, body={**exchange.body, "stream": False}, chat={**chat, "stream": False}
+        )
+
+    def as_chat(self, answer: Mapping[str, Any]) -> Mapping[str, Any]:
+        return wire.chat_from_response(answer)
+
+    def replay(self, exchange: Exchange, answer: Mapping[str, Any]) -> list[bytes]:
+        return wire.replay_events(answer)
+
+    def cacheable(self, answer: Mapping[str, Any]) -> bool:
+        return answer.get("status") == "completed" and bool(answer.get("output"))
+
+    async def from_cache(
+        self, exchange: Exchange, answer: Mapping[str, Any], by: Answering
+    ) -> dict[str, Any]:
+        call = self._call(exchange, replace(by, model=None), exchange.streamed)
+        call = replace(call, record=replace(call.record, model=by.model or call.model).cached())
+        response = {**self._patched(call, {**answer, "id": None}), "created_at": call.created_at}
         if call.should_store:
-            response = await self._store(call, response, stream=False)
+            response = await self._store(call, response)
         return response
 
     def _patched(
@@ -253,84 +306,45 @@ class ResponsesService:
             "previous_response_id": call.body.get("previous_response_id"),
         }
 
-    async def _store(
-        self, call: _Call, response: dict[str, Any], *, stream: bool
-    ) -> dict[str, Any]:
-        """Commit the exchange; the response under the id it was stored as."""
-        usage = response.get("usage") if isinstance(response.get("usage"), Mapping) else {}
-        assert isinstance(usage, Mapping)
-        details = usage.get("input_tokens_details")
-        prompt = token_count(usage.get("input_tokens"))
-        completion = token_count(usage.get("output_tokens"))
-        cached = token_count(details.get("cached_tokens") if isinstance(details, Mapping) else 0)
-        failed = response.get("status") == "failed"
-        error = (
-            response.get("error") if failed and isinstance(response.get("error"), dict) else None
-        )
-        record = NewCompletion(
+    async def _store(self, call: _Call, response: dict[str, Any]) -> dict[str, Any]:
+        """Commit the exchange (a stored response); the response under the id it was stored as."""
+        error = None
+        if response.get("status") == "failed":
+            found = response.get("error")
+            error = found if isinstance(found, dict) else {"message": "The response failed."}
+        record = self.recorder.completed(
+            call.record,
+            wire.chat_from_response(response),
             id=str(response["id"]),
-            created_at=call.created_at,
-            model=call.model,
-            provider=call.provider.name,
-            status="failed" if failed else "completed",
-            stream=stream,
-            request=call.stored_request(),
-            response=wire.chat_from_response(response),
+            usage=Usage.of(response),
             error=error,
-            metadata=call.metadata,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_tokens=cached or 0,
-            latency_ms=(time.perf_counter() - call.started) * 1000,
-            cost_usd=self.prices.cost(call.model, prompt, completion, cached or 0),
-            endpoint="responses",
         )
-        stored_id = await self.writer.write(record)
+        stored_id = await self.recorder.write(record)
         return response if stored_id == response["id"] else {**response, "id": stored_id}
-
-    def _failure(self, call: _Call, exc: DistilleryError, *, stream: bool) -> NewCompletion:
-        """A failed exchange, recorded like a failed chat completion (not a stored response)."""
-        return NewCompletion(
-            id=ids.new_id(wire.RESPONSE_PREFIX),
-            created_at=call.created_at,
-            model=call.model,
-            provider=call.provider.name,
-            status="failed",
-            stream=stream,
-            request=call.stored_request(),
-            response=None,
-            error={**exc.to_dict()["error"], "status": exc.status},
-            metadata=call.metadata,
-            latency_ms=(time.perf_counter() - call.started) * 1000,
-        )
 
     # -- stream ----------------------------------------------------------------------------------
 
-    async def stream(self, body: Any, caller: Caller = NOBODY) -> AsyncIterator[bytes]:
+    async def stream(self, exchange: Exchange, by: Answering = AS_ASKED) -> AsyncIterator[bytes]:
         """A streamed response, returned once the first bytes are ready (errors before them
         raise, so the edge answers a JSON error)."""
-        call = await self._prepare(body, caller)
-        if call.proxy is not None:
-            source = call.proxy.responses_stream(
-                {**wire.forwarded(call.body, call.context), "stream": True}
-            ).__aiter__()
+        call = self._call(exchange, by, True)
+        proxy = call.target.proxy
+        if proxy is not None:
+            forward = {**wire.forwarded(call.body, call.context), "stream": True}
+            source = proxy.responses_stream(forward).__aiter__()
         else:
-            chat = {**call.chat, "stream": True, "stream_options": {"include_usage": True}}
-            source = call.provider.stream(chat).__aiter__()
+            chat = {**call.target.chat, "stream": True, "stream_options": {"include_usage": True}}
+            source = call.target.provider.stream(chat).__aiter__()
         try:
-            first = await source.__anext__()
-        except StopAsyncIteration:
-            first = b""
+            first = await self.first(call.record, source)
         except DistilleryError as exc:
-            if call.should_store:
-                await self.writer.write(self._failure(call, exc, stream=True))
-            raise _renamed(exc) if call.proxy is None else exc from None
-        if call.proxy is not None:
-            return self._relay(call, first, source)
-        return self._translate(call, first, source)
+            raise _renamed(exc) if proxy is None else exc from None
+        if proxy is not None:
+            return self._relay(call, first, source, by.on_done)
+        return self._translate(call, first, source, by.on_done)
 
     async def _relay(
-        self, call: _Call, first: bytes, source: AsyncIterator[bytes]
+        self, call: _Call, first: bytes, source: AsyncIterator[bytes], on_done: OnDone | None
     ) -> AsyncIterator[bytes]:
         """The upstream's events as they come, the Response of its lifecycle events (created,
         in_progress, completed...) as on a non-streamed answer (store, metadata, previous id);
@@ -351,7 +365,7 @@ class ResponsesService:
                 out = []
                 for event in events:
                     event = self._relayed(call, event, shown)
-                    if held or shown.final is not None:
+                    if call.should_store and (held or shown.final is not None):
                         held.append(event)
                     else:
                         out.append(event)
@@ -366,14 +380,7 @@ class ResponsesService:
             await close_stream(source)
         if buffer:
             held.append(buffer)
-        if call.should_store:
-            if shown.final is not None and error is None:
-                await self._store(call, shown.final, stream=True)
-            else:
-                failure = error or DistilleryError(
-                    "The upstream's stream ended without a response."
-                )
-                await self.writer.write(self._failure(call, failure, stream=True))
+        await self._settle(call, shown.final if error is None else None, error, on_done)
         if cut is not None:  # the events before the one that failed, then the failure
             failed = self._failed(call, shown.id, cut)
             number = shown.sequence + 1
@@ -385,6 +392,24 @@ class ResponsesService:
             yield b"".join(held)
         if error is not None:
             raise error
+
+    async def _settle(
+        self,
+        call: _Call,
+        final: dict[str, Any] | None,
+        error: DistilleryError | None,
+        on_done: OnDone | None,
+    ) -> None:
+        """Record a relayed stream once it has ended (its final Response, or its failure)."""
+        stored_id = None
+        if call.should_store:
+            if final is not None:
+                stored_id = (await self._store(call, final))["id"]
+            else:
+                ended = DistilleryError("The upstream's stream ended without a response.")
+                await self.failed(call.record, error or ended)
+        if on_done is not None and final is not None and final.get("status") == "completed":
+            on_done(final, stored_id)
 
     def _relayed(self, call: _Call, event: bytes, shown: _Shown) -> bytes:
         """One upstream event as the client gets it: a lifecycle event's Response patched (as
@@ -398,7 +423,7 @@ class ResponsesService:
             patched = self._patched(call, found, shown.fallback_id)
             event = wire.sse_event({**payload, "response": patched})
             shown.id = str(patched["id"])
-            if payload.get("type") in wire.TERMINAL_EVENTS and call.should_store:
+            if payload.get("type") in wire.TERMINAL_EVENTS:
                 shown.final = patched
         number = payload.get("sequence_number")
         if isinstance(number, int) and not isinstance(number, bool):
@@ -407,41 +432,35 @@ class ResponsesService:
 
     def _failed(self, call: _Call, response_id: str, exc: DistilleryError) -> dict[str, Any]:
         """The Response of a stream that failed with ``exc`` (status ``failed``, no output)."""
+        return self._skeleton(
+            call,
+            response_id,
+            "failed",
+            error={"code": exc.code or "server_error", "message": exc.message},
+        )
+
+    def _skeleton(self, call: _Call, response_id: str, status: str, **extra: Any) -> dict[str, Any]:
+        """A Response with no output yet (a stream's first events, or one that failed)."""
         return wire.response_object(
             call.body,
             response_id=response_id,
             created_at=call.created_at,
             model=call.model,
-            status="failed",
+            status=status,
             output=[],
             usage=None,
             store=call.should_store,
             metadata=call.metadata,
-            error={"code": exc.code or "server_error", "message": exc.message},
+            **extra,
         )
 
     async def _translate(
-        self, call: _Call, first: bytes, source: AsyncIterator[bytes]
+        self, call: _Call, first: bytes, source: AsyncIterator[bytes], on_done: OnDone | None
     ) -> AsyncIterator[bytes]:
         """A chat completion stream as the Responses API's events."""
         response_id = ids.new_id(wire.RESPONSE_PREFIX)
         events = wire.ResponseEvents()
-
-        def skeleton(status: str, **extra: Any) -> dict[str, Any]:
-            return wire.response_object(
-                call.body,
-                response_id=response_id,
-                created_at=call.created_at,
-                model=call.model,
-                status=status,
-                output=[],
-                usage=None,
-                store=call.should_store,
-                metadata=call.metadata,
-                **extra,
-            )
-
-        begun = skeleton("in_progress")
+        begun = self._skeleton(call, response_id, "in_progress")
         yield events.event("response.created", response=begun) + events.event(
             "response.in_progress", response=begun
         )
@@ -490,15 +509,20 @@ class ResponsesService:
         if failure is not None:
             message = str(failure.get("message") or "failed")
             code = failure.get("code") or "server_error"
-            failed = skeleton("failed", error={"code": code, "message": message})
+            failed = self._skeleton(
+                call, response_id, "failed", error={"code": code, "message": message}
+            )
             if call.should_store:
-                cause = error or DistilleryError(message)
-                await self.writer.write(self._failure(call, cause, stream=True))
+                await self.failed(call.record, error or DistilleryError(message))
             yield events.final(failed)
             return
         yield b"".join(closing)
+        stored_id = None
         if call.should_store:
-            response = await self._store(call, response, stream=True)
+            response = await self._store(call, response)
+            stored_id = response["id"]
+        if on_done is not None and response.get("status") == "completed":
+            on_done(response, stored_id)
         yield events.final(response)
 
 

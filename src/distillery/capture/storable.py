@@ -17,19 +17,12 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from distillery.costs.usage import token_count
 from distillery.store.records import NewCompletion
 
 MAX_DEPTH = 200  # below orjson's 254, with room for the spool line's own wrapping
-MAX_TOKENS = 2**31  # PostgreSQL's integer columns; SQLite's go to 2**63
 TOO_DEEP = f"[nested deeper than {MAX_DEPTH} levels: not stored]"
 _INT64 = 2**63
-
-
-def token_count(value: object) -> int | None:
-    """A token count the integer columns hold, or None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_TOKENS:
-        return value
-    return None
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,29 +1,26 @@
-"""Assemble one ChatCompletion from streamed ``chat.completion.chunk`` SSE events; show a stream's
-client the id it is stored under (``IdGate``, shared with the legacy completions)."""
+"""Relay a chat or legacy completion stream (``relay``): assemble its answer from the SSE events
+(``StreamAccumulator`` for ``chat.completion.chunk``), show its client the id it is stored under
+(``IdGate``) and hold the final event until the exchange is recorded."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from distillery.capture.relayable import close_stream, error_event, unrelayable
 from distillery.capture.writer import CompletionWriter
-from distillery.wire.encoding import dumps
+from distillery.errors import DistilleryError
+from distillery.wire.encoding import UnencodableError, dumps
 
 
-class Framing(Protocol):
-    """What an accumulator knows of a stream so far: the id its events name, whether it ended."""
-
-    @property
-    def id(self) -> str | None: ...
-
-    @property
-    def done(self) -> bool: ...
-
-
-class StreamAccumulator:
-    """Feed raw SSE bytes as they pass through; ``completion()`` gives the assembled object."""
+class SseAccumulator:
+    """Feed a stream's raw SSE bytes as they pass through: its ``data:`` events are parsed, an
+    error event kept (``error``), ``data: [DONE]`` noted (``done``); each chunk goes to
+    ``_chunk``, which a subclass writes for its endpoint's chunks."""
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -32,7 +29,7 @@ class StreamAccumulator:
         self.created: int | None = None
         self.system_fingerprint: str | None = None
         self.service_tier: str | None = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: Any = None
         self.error: dict[str, Any] | None = None
         self.done = False
         self._choices: dict[int, dict[str, Any]] = {}
@@ -80,45 +77,60 @@ class StreamAccumulator:
         self.created = self.created or chunk.get("created")
         self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
         self.service_tier = chunk.get("service_tier") or self.service_tier
-        if chunk.get("usage"):
+        if chunk.get("usage"):  # kept as sent (one that is not an object counts nothing)
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
-            index = int(choice.get("index", 0))
-            acc = self._choices.setdefault(
-                index,
-                {
-                    "index": index,
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": {},
-                    "refusal": None,
-                    "finish_reason": None,
-                    "logprobs": None,
-                },
+            if isinstance(choice, dict):
+                self._choice(choice)
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def completion(self) -> dict[str, Any]:
+        """The answer the events so far assemble."""
+        raise NotImplementedError
+
+
+class StreamAccumulator(SseAccumulator):
+    """A ``chat.completion.chunk`` stream; ``completion()`` gives the assembled ChatCompletion."""
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        index = int(choice.get("index", 0))
+        acc = self._choices.setdefault(
+            index,
+            {
+                "index": index,
+                "role": "assistant",
+                "content": None,
+                "tool_calls": {},
+                "refusal": None,
+                "finish_reason": None,
+                "logprobs": None,
+            },
+        )
+        delta = choice.get("delta") or {}
+        if delta.get("role"):
+            acc["role"] = delta["role"]
+        if delta.get("content") is not None:
+            acc["content"] = (acc["content"] or "") + delta["content"]
+        if delta.get("refusal") is not None:
+            acc["refusal"] = (acc["refusal"] or "") + delta["refusal"]
+        for call in delta.get("tool_calls") or []:
+            slot = acc["tool_calls"].setdefault(
+                int(call.get("index", 0)),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
             )
-            delta = choice.get("delta") or {}
-            if delta.get("role"):
-                acc["role"] = delta["role"]
-            if delta.get("content") is not None:
-                acc["content"] = (acc["content"] or "") + delta["content"]
-            if delta.get("refusal") is not None:
-                acc["refusal"] = (acc["refusal"] or "") + delta["refusal"]
-            for call in delta.get("tool_calls") or []:
-                slot = acc["tool_calls"].setdefault(
-                    int(call.get("index", 0)),
-                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if call.get("id"):
-                    slot["id"] = call["id"]
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                slot["function"]["arguments"] += fn.get("arguments") or ""
-            if choice.get("finish_reason"):
-                acc["finish_reason"] = choice["finish_reason"]
-            if choice.get("logprobs"):
-                lp = acc["logprobs"] or {"content": []}
-                lp["content"].extend(choice["logprobs"].get("content") or [])
-                acc["logprobs"] = lp
+            if call.get("id"):
+                slot["id"] = call["id"]
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+        if choice.get("finish_reason"):
+            acc["finish_reason"] = choice["finish_reason"]
+        if choice.get("logprobs"):
+            lp = acc["logprobs"] or {"content": []}
+            lp["content"].extend(choice["logprobs"].get("content") or [])
+            acc["logprobs"] = lp
 
     def completion(self) -> dict[str, Any]:
         choices = []
@@ -214,7 +226,7 @@ class IdGate:
         self._waiting: list[bytes] | None = []
         self._rewriter: IdRewriter | None = None
 
-    async def through(self, chunk: bytes, acc: Framing) -> bytes:
+    async def through(self, chunk: bytes, acc: SseAccumulator) -> bytes:
         if self._waiting is not None:
             self._waiting.append(chunk)
             if acc.id is None and not acc.done:
@@ -231,3 +243,69 @@ class IdGate:
             self.id = await asyncio.to_thread(self.writer.claim, None)
             return b"".join(self._waiting) + held
         return held + self._rewriter.flush() if self._rewriter is not None else held
+
+
+@dataclass
+class Relayed:
+    """How a relayed stream ended: the id it was shown under (``IdGate``), the failure that cut it
+    (``error``: the upstream's, or the 502 of an event the gateway could not write back) and the
+    error event the upstream itself sent (``acc.error``)."""
+
+    stored_id: str | None = None
+    error: DistilleryError | None = None
+
+
+async def passthrough(first: bytes, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An upstream's stream as it comes (nothing recorded)."""
+    yield first
+    async for chunk in source:
+        yield chunk
+
+
+async def relay(
+    first: bytes,
+    source: AsyncIterator[bytes],
+    acc: SseAccumulator,
+    gate: IdGate | None,
+    finish: Callable[[Relayed], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """A chat or legacy completion stream passed through as it comes, fed to ``acc``.
+
+    With a ``gate`` (a stored exchange) the client sees the id the record is stored under, and
+    the final ``data: [DONE]`` is held until ``finish`` has committed it. ``finish`` runs once
+    the stream has ended, however it ended. A stream whose events must be rewritten but cannot be
+    ends with an error event (a 502's) instead of ``[DONE]``; an upstream failure mid-stream is
+    raised after the record is written.
+    """
+    held = b""
+    ended = Relayed()
+    cut: DistilleryError | None = None  # an event the gateway could not write back
+    pending = [first]
+    try:
+        while True:
+            chunk = pending.pop() if pending else await source.__anext__()
+            acc.feed(chunk)
+            if gate is not None:
+                chunk = await gate.through(chunk, acc)
+            if acc.done and gate is not None:  # hold [DONE] until the record is durable
+                held += chunk
+            elif chunk:
+                yield chunk
+    except StopAsyncIteration:
+        pass
+    except DistilleryError as exc:
+        ended.error = exc
+    except UnencodableError as exc:
+        ended.error = cut = unrelayable(exc)
+        await close_stream(source)
+    if gate is not None:
+        held = await gate.finish(held)
+        ended.stored_id = gate.id
+    await finish(ended)
+    if cut is not None:  # what is held (the rest, [DONE]) was not rewritten: not sent
+        yield error_event(cut)
+        return
+    if held:
+        yield held
+    if ended.error is not None:
+        raise ended.error

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
+from distillery.costs.usage import Usage
 from distillery.settings import PriceConfig
 
 
@@ -55,3 +56,10 @@ class PriceTable:
         if price is None or prompt_tokens is None:
             return None
         return price.cost(prompt_tokens, completion_tokens or 0, cached)
+
+    def cost_of(self, model: str, answer: Mapping[str, object] | None) -> float | None:
+        """What ``model`` charges for ``answer`` by the usage it reports (``None``: unknown)."""
+        return self.price(model, Usage.of(answer))
+
+    def price(self, model: str, usage: Usage) -> float | None:
+        return self.cost(model, usage.prompt, usage.completion, usage.cached)

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from distillery import ids
+from distillery.costs.usage import Usage, token_count
 from distillery.errors import DistilleryError, InvalidRequestError
 from distillery.evals.datasources import (
     DataSources,
@@ -104,11 +105,11 @@ def run_model(ds: Mapping[str, Any]) -> str | None:
 
 def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     usage = usage or {}
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(usage.get("cached_tokens") or details.get("cached_tokens") or 0)
-    total = int(usage.get("total_tokens") or prompt + completion)
+    counted = Usage.of({"usage": usage})
+    prompt, completion = counted.prompt or 0, counted.completion or 0
+    # an eval sample's own usage may carry cached_tokens at the top level
+    cached = counted.cached or token_count(usage.get("cached_tokens")) or 0
+    total = token_count(usage.get("total_tokens")) or prompt + completion
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -3,9 +3,12 @@
 The key is the SHA-256 of the normalised request: every field that changes the answer (the model
 that would answer, messages, sampling parameters, response format, tools, ...) and none that does
 not (``user``, ``metadata``, ``stream``, ``store``), plus the route and its match when a route
-answered. Only requests with ``temperature: 0`` or a ``seed`` are cached unless configured
-otherwise. A hit calls no model: it is stored (provider ``cache``, cost 0) when the request asks
-to be stored, and its avoided cost is counted by the entry's ``hits``.
+answered, and the endpoint (a chat answer never answers a Responses request). A request is keyed
+by its chat view (``capture.exchange.Exchange.chat``), so a Responses request that continues a
+conversation (``previous_response_id``) is keyed by the whole conversation. Only requests with
+``temperature: 0`` or a ``seed`` are cached unless configured otherwise. A hit calls no model: it
+is stored (provider ``cache``, cost 0) when the request asks to be stored, and its avoided cost is
+counted by the entry's ``hits``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,6 @@ from typing import Any
 
 import orjson
 
-from distillery import ids
-from distillery.capture.service import Prepared
-from distillery.capture.writer import CompletionWriter
-from distillery.store.records import NewCompletion
 from distillery.store.routes import CachedResponse, RoutesRepo
 
 UNCACHED_FIELDS = ("stream", "stream_options", "user", "store", "metadata", "service_tier")
@@ -42,43 +41,12 @@ def cache_key(
 
 
 class ResponseCache:
-    def __init__(self, repo: RoutesRepo, writer: CompletionWriter) -> None:
+    def __init__(self, repo: RoutesRepo) -> None:
         self.repo = repo
-        self.writer = writer
 
-    async def lookup(
-        self,
-        key: str,
-        prepared: Prepared,
-        *,
-        requested_model: str | None = None,
-        route_id: str | None = None,
-    ) -> tuple[dict[str, Any], CachedResponse] | None:
-        """The cached answer under a fresh id (stored when the request is), or ``None``."""
-        now = int(time.time())
-        hit = await asyncio.to_thread(self.repo.cache_get, key, now)
-        if hit is None:
-            return None
-        response = {**hit.response, "id": ids.new_id(ids.CHAT_COMPLETION), "created": now}
-        if prepared.should_store:
-            record = NewCompletion(
-                id=response["id"],
-                created_at=now,
-                model=hit.model,
-                provider="cache",
-                status="completed",
-                stream=bool(prepared.upstream.get("stream")),
-                request=prepared.upstream,
-                response=response,
-                error=None,
-                metadata=prepared.metadata,
-                cost_usd=0.0,
-                latency_ms=0.0,
-                requested_model=requested_model,
-                route_id=route_id,
-            )
-            response["id"] = await self.writer.write(record)
-        return response, hit
+    async def lookup(self, key: str) -> CachedResponse | None:
+        """The live entry under ``key`` (the endpoint gives it afresh: ``Endpoint.from_cache``)."""
+        return await asyncio.to_thread(self.repo.cache_get, key, int(time.time()))
 
     def counted(self, key: str) -> None:
         self.repo.cache_hit(key)
@@ -93,8 +61,6 @@ class ResponseCache:
         cost_usd: float | None,
         ttl_s: int,
     ) -> None:
-        if not response.get("choices"):
-            return
         self.repo.cache_put(
             key,
             route_id=route_id,

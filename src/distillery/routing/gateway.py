@@ -1,7 +1,10 @@
 """The gateway with routes: who answers a request a route matches, and what happens around it.
 
-A request no route matches goes straight to ``CaptureService`` (one dict lookup added). A
-matched request, by the route's mode:
+Routing is a stage of every capturing endpoint's path (``capture.exchange``): the gateway takes the
+endpoint's adapter (chat completions, the Responses API, legacy completions) with the request, and
+reads the request through its chat view, so a route matches, samples, grades and caches a
+Responses request as it does a chat one. A request no route matches goes straight to its endpoint
+(one dict lookup added). A matched request, by the route's mode:
 
 - ``off``: the teacher answers;
 - ``shadow``: the teacher answers; a sample of requests (bounded concurrency: when the route's
@@ -13,7 +16,8 @@ matched request, by the route's mode:
   run before the answer is returned; when one fails, or the student's provider fails, the
   teacher is called and its answer returned instead (a *fallback*, counted with its reason).
   Streaming requests on a route with blocking graders are buffered (graded whole, then sent as
-  OpenAI's chunk events); without blocking graders they stream through.
+  the endpoint's events: chat chunks, or ``response.*`` events); without blocking graders they
+  stream through.
 
 Every routed request leaves an ``Outcome`` (who answered, the student's verdict, cost and
 savings), written off the path. The student's verdicts on user traffic feed the route's rollback
@@ -32,16 +36,16 @@ from typing import Any
 
 import orjson
 
-from distillery.capture.service import CaptureService, Prepared, RouteTag
+from distillery.capture.exchange import AS_ASKED, Answering, Endpoint, Exchange, RouteTag
 from distillery.costs.prices import PriceTable
 from distillery.errors import DistilleryError
-from distillery.routing.cache import ResponseCache, cache_key, deterministic
+from distillery.routing.cache import UNCACHED_FIELDS, ResponseCache, cache_key, deterministic
 from distillery.routing.grading import Verdict, grade, grading_item
 from distillery.routing.outcomes import OutcomeLog, RollbackWatch, supervised
 from distillery.routing.table import Route, RouteTable
+from distillery.security.keys import NOBODY, Caller
 from distillery.store.routes import Outcome, RoutesRepo
 from distillery.wire.chat import output_text
-from distillery.wire.sse import completion_events
 
 log = logging.getLogger("distillery.routing")
 
@@ -66,18 +70,62 @@ def _headers(route: Route, served_by: str) -> dict[str, str]:
     return {"x-distillery-route": route.id, "x-distillery-served-by": served_by}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request on its way through the gateway: its endpoint's adapter and the exchange."""
+
+    endpoint: Endpoint
+    exchange: Exchange
+
+    @property
+    def model(self) -> str:
+        return self.exchange.model
+
+    @property
+    def metadata(self) -> dict[str, str] | None:
+        return self.exchange.metadata
+
+    @property
+    def chat(self) -> dict[str, Any]:
+        """The chat completions request it amounts to (what routes and graders read)."""
+        return self.exchange.chat
+
+    def text(self, answer: Mapping[str, Any]) -> str:
+        """The text of an answer (what graders grade)."""
+        return output_text(self.endpoint.as_chat(answer))
+
+    def not_streamed(self) -> Prepared:
+        return replace(self, exchange=self.endpoint.not_streamed(self.exchange))
+
+    async def create(self, by: Answering = AS_ASKED) -> dict[str, Any]:
+        return await self.endpoint.create(self.exchange, by)
+
+    async def stream(self, by: Answering = AS_ASKED) -> AsyncIterator[bytes]:
+        return await self.endpoint.stream(self.exchange, by)
+
+    def keyed(self) -> dict[str, Any]:
+        """What the answer depends on: the chat view, and the endpoint's own options."""
+        exchange = self.exchange
+        if exchange.chat is exchange.body:
+            return exchange.chat
+        own = {
+            k: v
+            for k, v in exchange.body.items()
+            if k not in UNCACHED_FIELDS and k not in ("input", "previous_response_id", "prompt")
+        }
+        return {**exchange.chat, "endpoint": {exchange.endpoint: own}}
+
+
 class RoutedGateway:
     def __init__(
         self,
         *,
-        capture: CaptureService,
         table: RouteTable,
         repo: RoutesRepo,
         prices: PriceTable,
         cache_ttl_s: int = 0,
     ) -> None:
-        self.capture = capture
-        self.cache = ResponseCache(repo, capture.writer)
+        self.cache = ResponseCache(repo)
         self.cache_ttl_s = cache_ttl_s  # the global cache of unrouted traffic (0: off)
         self.table = table
         self.repo = repo
@@ -93,23 +141,25 @@ class RoutedGateway:
         self.shadow_dropped = 0
 
     # --- entry points ----------------------------------------------------------------------------
-    async def create(self, body: Any) -> Answer:
-        prepared = self.capture.prepare(body)
+    async def create(self, endpoint: Endpoint, body: Any, caller: Caller = NOBODY) -> Answer:
+        """A non-streamed answer to ``body``, a request to ``endpoint``."""
+        prepared = Prepared(endpoint, await endpoint.prepare(body, caller))
         route = self.table.match(prepared.model, prepared.metadata) if len(self.table) else None
         if route is None:
             return await self._create_unrouted(prepared)
         return await self._create_routed(route, prepared)
 
-    async def stream(self, body: Any) -> StreamAnswer:
-        prepared = self.capture.prepare(body)
+    async def stream(self, endpoint: Endpoint, body: Any, caller: Caller = NOBODY) -> StreamAnswer:
+        """A streamed answer to ``body``, a request to ``endpoint``."""
+        prepared = Prepared(endpoint, await endpoint.prepare(body, caller))
         route = self.table.match(prepared.model, prepared.metadata) if len(self.table) else None
         if route is None:
-            return StreamAnswer(await self.capture.stream_prepared(prepared))
+            return StreamAnswer(await prepared.stream())
         return await self._stream_routed(route, prepared)
 
     # --- non-streaming ---------------------------------------------------------------------------
     async def _create_routed(self, route: Route, prepared: Prepared) -> Answer:
-        to_student = route.to_student(prepared.metadata, prepared.upstream)
+        to_student = route.to_student(prepared.metadata, prepared.chat)
         serving = route.student if to_student else route.teacher
         key = self._cache_key(route, prepared, serving)
         if key is not None:
@@ -118,23 +168,23 @@ class RoutedGateway:
                 return Answer(hit, _headers(route, "cache") | {"x-distillery-cache": "hit"})
         tag = RouteTag(route.id, route.teacher)
         if not to_student:
-            response = await self.capture.create_prepared(prepared, tag=tag)
+            response = await prepared.create(Answering(tag=tag))
             self._after_teacher(route, prepared, response)
-            self._cache_put(route, key, route.teacher, response)
+            self._cache_put(route, prepared, key, route.teacher, response)
             return Answer(response, _headers(route, "teacher"))
         try:
-            response = await self.capture.create_prepared(prepared, model=route.student, tag=tag)
+            response = await prepared.create(Answering(route.student, tag))
         except DistilleryError as exc:
             teacher = await self._fallback(route, prepared, tag, None, f"student_error:{exc.code}")
             return Answer(teacher, _headers(route, "fallback"))
-        item = grading_item(prepared.upstream, prepared.metadata, None)
-        verdict = await grade(route.graders, item, output_text(response), blocking=True)
+        item = grading_item(prepared.chat, prepared.metadata, None)
+        verdict = await grade(route.graders, item, prepared.text(response), blocking=True)
         if verdict.blocked_by:
             reason = "grader:" + ",".join(verdict.blocked_by)
             teacher = await self._fallback(route, prepared, tag, (response, verdict), reason)
             return Answer(teacher, _headers(route, "fallback"))
         self._spawn(self._finish_student(route, prepared, response, verdict))
-        self._cache_put(route, key, route.student, response)
+        self._cache_put(route, prepared, key, route.student, response)
         return Answer(response, _headers(route, "student"))
 
     async def _fallback(
@@ -146,7 +196,7 @@ class RoutedGateway:
         reason: str,
     ) -> dict[str, Any]:
         """The teacher's answer instead of the student's; counted with ``reason``."""
-        teacher = await self.capture.create_prepared(prepared, tag=tag)
+        teacher = await prepared.create(Answering(tag=tag))
         student_response, verdict = student if student is not None else ({}, Verdict())
         if verdict.passed is not None and route.mode.student_answers:
             self._observe(route, bool(verdict.passed))
@@ -159,7 +209,10 @@ class RoutedGateway:
                 student_completion_id=_id_of(student_response),
                 passed=verdict.passed if student is not None else False,
                 reason=reason[:256],
-                cost_usd=_sum(self._cost(route.teacher, teacher), self._cost_of(student_response)),
+                cost_usd=_sum(
+                    self.prices.cost_of(route.teacher, teacher),
+                    self.prices.cost_of(route.student, student_response) if student else None,
+                ),
                 grades=verdict.grades or None,
             )
         )
@@ -184,7 +237,7 @@ class RoutedGateway:
                 served_by="teacher",
                 model=route.teacher,
                 completion_id=_id_of(teacher),
-                cost_usd=self._cost(route.teacher, teacher),
+                cost_usd=self.prices.cost_of(route.teacher, teacher),
             )
         )
 
@@ -194,7 +247,7 @@ class RoutedGateway:
             return True
         # deterministic per request, so a retried request is shadowed the same way
         digest = hashlib.blake2b(
-            orjson.dumps(prepared.upstream.get("messages")), digest_size=4
+            orjson.dumps(prepared.chat.get("messages")), digest_size=4
         ).digest()
         return int.from_bytes(digest, "big") / 2**32 < rate
 
@@ -215,7 +268,7 @@ class RoutedGateway:
         self, route: Route, prepared: Prepared, teacher: dict[str, Any]
     ) -> None:
         """The student's answer to a request the teacher answered, stored and graded."""
-        quiet = _not_streamed(prepared)
+        quiet = prepared.not_streamed()
         tag = RouteTag(route.id, route.teacher)
         outcome = _outcome(
             route,
@@ -223,16 +276,17 @@ class RoutedGateway:
             model=route.teacher,
             completion_id=_id_of(teacher),
             shadow=True,
-            cost_usd=self._cost(route.teacher, teacher),
+            cost_usd=self.prices.cost_of(route.teacher, teacher),
         )
         try:
-            student = await self.capture.create_prepared(quiet, model=route.student, tag=tag)
+            student = await quiet.create(Answering(route.student, tag))
         except DistilleryError as exc:
             self.outcomes.add(replace(outcome, passed=False, reason=f"student_error:{exc.code}"))
             return
-        item = grading_item(prepared.upstream, prepared.metadata, output_text(teacher))
-        verdict = (await grade(route.graders, item, output_text(student), blocking=True)).merge(
-            await grade(route.graders, item, output_text(student), blocking=False)
+        item = grading_item(prepared.chat, prepared.metadata, prepared.text(teacher))
+        answer = prepared.text(student)
+        verdict = (await grade(route.graders, item, answer, blocking=True)).merge(
+            await grade(route.graders, item, answer, blocking=False)
         )
         self.outcomes.add(
             replace(
@@ -247,11 +301,11 @@ class RoutedGateway:
         self, route: Route, prepared: Prepared, response: dict[str, Any], verdict: Verdict
     ) -> None:
         """After a student's answer was sent: its non-blocking grades, outcome and window."""
-        item = grading_item(prepared.upstream, prepared.metadata, None)
+        item = grading_item(prepared.chat, prepared.metadata, None)
         verdict = verdict.merge(
-            await grade(route.graders, item, output_text(response), blocking=False)
+            await grade(route.graders, item, prepared.text(response), blocking=False)
         )
-        cost = self._cost(route.student, response)
+        cost = self.prices.cost_of(route.student, response)
         self.outcomes.add(
             _outcome(
                 route,
@@ -261,7 +315,7 @@ class RoutedGateway:
                 student_completion_id=_id_of(response),
                 passed=verdict.passed,
                 cost_usd=cost,
-                saved_usd=_saving(self._cost(route.teacher, response), cost),
+                saved_usd=_saving(self.prices.cost_of(route.teacher, response), cost),
                 grades=verdict.grades or None,
             )
         )
@@ -270,42 +324,35 @@ class RoutedGateway:
 
     # --- streaming -------------------------------------------------------------------------------
     async def _stream_routed(self, route: Route, prepared: Prepared) -> StreamAnswer:
-        to_student = route.to_student(prepared.metadata, prepared.upstream)
-        include_usage = bool((prepared.upstream.get("stream_options") or {}).get("include_usage"))
+        to_student = route.to_student(prepared.metadata, prepared.chat)
         if to_student and route.blocking:
             # blocking graders need the whole answer: buffer it, grade it, then stream it
-            buffered = _not_streamed(prepared)
-            answer = await self._create_routed(route, buffered)
-            events = _replay(completion_events(answer.body, include_usage=include_usage))
+            answer = await self._create_routed(route, prepared.not_streamed())
+            events = _replay(prepared.endpoint.replay(prepared.exchange, answer.body))
             return StreamAnswer(events, answer.headers)
         tag = RouteTag(route.id, route.teacher)
         if to_student:
             try:
-                events = await self.capture.stream_prepared(
-                    prepared,
-                    model=route.student,
-                    tag=tag,
-                    on_done=lambda c, sid: self._spawn(
-                        self._finish_student(
-                            route, prepared, {**c, "id": sid or c.get("id")}, Verdict()
-                        )
-                    ),
+                on_done = lambda c, sid: self._spawn(  # noqa: E731
+                    self._finish_student(
+                        route, prepared, {**c, "id": sid or c.get("id")}, Verdict()
+                    )
                 )
+                events = await prepared.stream(Answering(route.student, tag, on_done))
                 return StreamAnswer(events, _headers(route, "student"))
             except DistilleryError as exc:
                 reason = f"student_error:{exc.code}"
-                events = await self.capture.stream_prepared(
-                    prepared,
-                    tag=tag,
-                    on_done=lambda c, sid: self._streamed_fallback(route, c, sid, reason),
-                )
+                on_done = lambda c, sid: self._streamed_fallback(route, c, sid, reason)  # noqa: E731
+                events = await prepared.stream(Answering(None, tag, on_done))
                 return StreamAnswer(events, _headers(route, "fallback"))
-        events = await self.capture.stream_prepared(
-            prepared,
-            tag=tag,
-            on_done=lambda c, sid: self._after_teacher(
-                route, prepared, {**c, "id": sid or c.get("id")}
-            ),
+        events = await prepared.stream(
+            Answering(
+                None,
+                tag,
+                lambda c, sid: self._after_teacher(
+                    route, prepared, {**c, "id": sid or c.get("id")}
+                ),
+            )
         )
         return StreamAnswer(events, _headers(route, "teacher"))
 
@@ -320,26 +367,26 @@ class RoutedGateway:
                 completion_id=stored_id,
                 passed=False,
                 reason=reason,
-                cost_usd=self._cost(route.teacher, completion),
+                cost_usd=self.prices.cost_of(route.teacher, completion),
             )
         )
 
     # --- response cache --------------------------------------------------------------------------
     def _cache_key(self, route: Route, prepared: Prepared, serving: str) -> str | None:
         cache = route.spec.cache
-        if not cache.enabled or (cache.deterministic_only and not deterministic(prepared.upstream)):
+        if not cache.enabled or (cache.deterministic_only and not deterministic(prepared.chat)):
             return None
-        return cache_key(
-            prepared.upstream, serving=serving, scope={"route": route.id, "pairs": route.pairs}
-        )
+        scope = {"route": route.id, "pairs": route.pairs, "endpoint": prepared.endpoint.name}
+        return cache_key(prepared.keyed(), serving=serving, scope=scope)
 
     async def _cache_hit(self, route: Route, prepared: Prepared, key: str) -> dict[str, Any] | None:
-        found = await self.cache.lookup(
-            key, prepared, requested_model=route.teacher, route_id=route.id
-        )
-        if found is None:
+        hit = await self.cache.lookup(key)
+        if hit is None:
             return None
-        response, hit = found
+        tag = RouteTag(route.id, route.teacher)
+        response = await prepared.endpoint.from_cache(
+            prepared.exchange, hit.response, Answering(hit.model, tag)
+        )
         self.outcomes.add(
             _outcome(
                 route,
@@ -347,16 +394,21 @@ class RoutedGateway:
                 model=hit.model,
                 completion_id=response["id"],
                 cost_usd=0.0,
-                saved_usd=self._cost(route.teacher, hit.response) or hit.cost_usd,
+                saved_usd=self.prices.cost_of(route.teacher, hit.response) or hit.cost_usd,
             )
         )
         self._spawn(asyncio.to_thread(self.cache.counted, key))
         return response
 
     def _cache_put(
-        self, route: Route | None, key: str | None, model: str, response: Mapping[str, Any]
+        self,
+        route: Route | None,
+        prepared: Prepared,
+        key: str | None,
+        model: str,
+        response: Mapping[str, Any],
     ) -> None:
-        if key is None:
+        if key is None or not prepared.endpoint.cacheable(response):
             return
         ttl = route.spec.cache.ttl_s if route is not None else self.cache_ttl_s
         self._spawn(
@@ -366,22 +418,26 @@ class RoutedGateway:
                 route_id=route.id if route is not None else None,
                 model=model,
                 response=response,
-                cost_usd=self._cost(model, response),
+                cost_usd=self.prices.cost_of(model, response),
                 ttl_s=ttl,
             )
         )
 
     async def _create_unrouted(self, prepared: Prepared) -> Answer:
         """Traffic no route matches, through the global cache (``[gateway] cache_ttl_s``)."""
-        if not self.cache_ttl_s or not deterministic(prepared.upstream):
-            return Answer(await self.capture.create_prepared(prepared))
-        key = cache_key(prepared.upstream, serving=prepared.model)
-        found = await self.cache.lookup(key, prepared)
-        if found is not None:
+        if not self.cache_ttl_s or not deterministic(prepared.chat):
+            return Answer(await prepared.create())
+        scope = {"endpoint": prepared.endpoint.name}
+        key = cache_key(prepared.keyed(), serving=prepared.model, scope=scope)
+        hit = await self.cache.lookup(key)
+        if hit is not None:
             self._spawn(asyncio.to_thread(self.cache.counted, key))
-            return Answer(found[0], {"x-distillery-cache": "hit"})
-        response = await self.capture.create_prepared(prepared)
-        self._cache_put(None, key, prepared.model, response)
+            response = await prepared.endpoint.from_cache(
+                prepared.exchange, hit.response, Answering(hit.model)
+            )
+            return Answer(response, {"x-distillery-cache": "hit"})
+        response = await prepared.create()
+        self._cache_put(None, prepared, key, prepared.model, response)
         return Answer(response, {"x-distillery-cache": "miss"})
 
     # --- background work and the rollback window -------------------------------------------------
@@ -414,28 +470,6 @@ class RoutedGateway:
             "shadow_dropped": self.shadow_dropped,
             "outcomes": self.outcomes.health(),
         }
-
-    # --- costs -----------------------------------------------------------------------------------
-    def _cost(self, model: str, response: Mapping[str, Any]) -> float | None:
-        usage = response.get("usage")
-        if not isinstance(usage, Mapping):
-            return None
-        details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
-        return self.prices.cost(model, prompt, completion, cached if isinstance(cached, int) else 0)
-
-    def _cost_of(self, response: Mapping[str, Any]) -> float | None:
-        model = response.get("model")
-        return self._cost(model, response) if isinstance(model, str) and response else None
-
-
-def _not_streamed(prepared: Prepared) -> Prepared:
-    """The same request asked for in one piece (a shadow call, or an answer to be graded whole)."""
-    upstream = {k: v for k, v in prepared.upstream.items() if k != "stream_options"}
-    return replace(prepared, upstream={**upstream, "stream": False})
 
 
 def _outcome(route: Route, **fields: Any) -> Outcome:

@@ -812,6 +812,32 @@ class ResponseEvents:
         return self.event(kind, response=response)
 
 
+def replay_events(response: Mapping[str, Any]) -> list[bytes]:
+    """A finished Response as the events a stream of it sends: created, in progress, each output
+    item (its text or arguments in one delta), then the final event."""
+    events = ResponseEvents()
+    begun = {**response, "status": "in_progress", "output": [], "usage": None}
+    out = [
+        events.event("response.created", response=begun),
+        events.event("response.in_progress", response=begun),
+    ]
+    for index, item in enumerate(response.get("output") or []):
+        if not isinstance(item, Mapping):
+            continue
+        item_id = str(item.get("id"))
+        out.append(events.item_added(index, item))
+        if item.get("type") == "message":
+            out.append(events.part_added(index, item_id))
+            for part in item.get("content") or []:
+                if isinstance(part, Mapping) and part.get("type") == "output_text":
+                    out.append(events.text_delta(index, item_id, str(part.get("text", ""))))
+        elif item.get("type") == "function_call" and item.get("arguments"):
+            out.append(events.arguments_delta(index, item_id, str(item["arguments"])))
+        out.extend(events.item_done(index, item))
+    out.append(events.final(response))
+    return out
+
+
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from distillery.api.deps import ADMIN, INGEST, ServicesDep
+from distillery.api.deps import ADMIN, INGEST, ServicesDep, caller_of
+from distillery.api.responses import gateway_response, list_response, metadata_filter, read_json
 from distillery.api.responses import json_response as _json
-from distillery.api.responses import list_response, metadata_filter, read_json
 from distillery.errors import InvalidRequestError
 from distillery.wire.chat import validate_metadata
 
@@ -21,17 +20,7 @@ router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
 async def create_chat_completion(request: Request, services: ServicesDep) -> Response:
     # no depth walk on the hot path: the provider refuses a body it cannot encode (400)
     body = await read_json(request, services.config.gateway.max_body_bytes, check_depth=False)
-    if isinstance(body, dict) and body.get("stream") is True:
-        stream = await services.gateway.stream(body)
-        return StreamingResponse(
-            stream.events,
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **stream.headers},
-        )
-    answer = await services.gateway.create(body)
-    response = _json(answer.body)
-    response.headers.update(answer.headers)
-    return response
+    return await gateway_response(services.gateway, services.chat, body, caller_of(request))
 
 
 @router.get("", dependencies=[ADMIN])

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from distillery.api.deps import ADMIN, INGEST, ServicesDep, caller_of
-from distillery.api.responses import json_response, list_response, read_json
+from distillery.api.responses import gateway_response, json_response, list_response, read_json
 from distillery.capture.responses import ResponsesService
 from distillery.errors import InvalidRequestError
 from distillery.services import Services
@@ -26,17 +25,11 @@ def responses_service(services: Services) -> ResponsesService:
 @router.post("", dependencies=[INGEST])
 async def create_response(request: Request, services: ServicesDep) -> Response:
     """Create a response (streamed as ``response.*`` events with ``stream: true``); stored unless
-    ``store: false``."""
+    ``store: false``; routed like a chat completion (``x-distillery-route``)."""
     body = await read_json(request, services.config.gateway.max_body_bytes)
-    service = responses_service(services)
-    caller = caller_of(request)
-    if isinstance(body, dict) and body.get("stream") is True:
-        return StreamingResponse(
-            await service.stream(body, caller),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-    return json_response(await service.create(body, caller))
+    return await gateway_response(
+        services.gateway, responses_service(services), body, caller_of(request)
+    )
 
 
 @router.get("/{response_id}", dependencies=[ADMIN])
