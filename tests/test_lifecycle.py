@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -225,9 +226,34 @@ def test_stop_runs_before_and_after_even_when_one_fails() -> None:
 def test_health_lists_every_component_running(gateway: LiveServer) -> None:
     body = httpx.get(gateway.url + "/health").json()
     components = body["components"]
-    expected = ["evals", "retention", "capture", "route_outcomes", "routes", "worker"]
+    expected = ["evals", "retention", "capture", "route_outcomes", "routes", "models", "worker"]
     assert list(components) == expected
     for name in expected:
         assert components[name]["state"] == "running", (name, components[name])
         assert components[name]["restarts"] == 0 and components[name]["last_error"] is None
     assert body["status"] == "ok" and "writer_restarts" in body and "routes" in body
+
+
+def test_a_failed_model_preparation_is_reported_until_one_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillery import weights
+
+    monkeypatch.setattr(weights, "_failed", {})  # this test's failures only
+    monkeypatch.setenv("DISTILLERY_HOME", str(tmp_path))
+    broken = tmp_path / "broken" / "student.gguf"
+    broken.parent.mkdir()
+    broken.write_bytes(b"GGUF not really")
+    component = weights.ModelPreparation()
+    assert component.health()["state"] == "running"
+    source = weights.ModelSource(name="broken-student", path=broken.parent, gguf_file=broken.name)
+    with pytest.raises(Exception, match="broken-student"):
+        weights.materialize(source)
+    health = component.health()
+    assert health["state"] == "failed" and health["preparing"] == {}
+    assert "broken-student" in health["failed"] and health["last_error"]
+    # a later preparation of the same model that succeeds clears it
+    (tmp_path / "models" / "broken-student").mkdir(parents=True)
+    (tmp_path / "models" / "broken-student" / ".complete").write_text("ok\n")
+    weights.materialize(source)
+    assert component.health()["state"] == "running" and component.health()["failed"] == {}

@@ -30,6 +30,7 @@ from distillery.store import Store
 from distillery.store.completions import CompletionsRepo
 from distillery.store.keys import KeysRepo
 from distillery.store.models import FineTunedModelsRepo
+from distillery.weights import ModelPreparation
 
 if TYPE_CHECKING:
     from distillery.capture.embeddings import EmbeddingsService
@@ -182,6 +183,7 @@ class Services:
                 )
 
         self.lifecycle.add(Periodic("routes", 2.0, reload_routes))
+        self.lifecycle.add(ModelPreparation())  # reports the embedded students' first conversion
 
     @functools.cached_property
     def stored_completions(self) -> StoredCompletions:

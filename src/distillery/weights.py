@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import logging
 import os
 import shutil
 import threading
@@ -35,10 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from distillery import chat_templates
 from distillery.errors import InvalidRequestError, NotFoundError
+from distillery.lifecycle import describe
 from distillery.progress import ProgressCallback, ProgressEvent, report
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger("distillery.weights")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"  # the small English student the tests 
 DEMO_STUDENT = "gemma-3-270m"  # the multilingual student the main job distills
 _convert_lock = threading.Lock()
 _preparing: dict[str, ProgressEvent] = {}  # model name -> latest stage of its first conversion
+_failed: dict[str, str] = {}  # model name -> why its last preparation failed (until one succeeds)
 _preparing_lock = threading.Lock()
 
 
@@ -254,9 +259,46 @@ def _stages(name: str, progress: ProgressCallback | None) -> Iterator[ProgressCa
 
     try:
         yield publish
+    except Exception as exc:
+        log.error("preparing %s failed", name, exc_info=exc)
+        with _preparing_lock:
+            _failed[name] = describe(exc)
+        raise
+    else:
+        with _preparing_lock:
+            _failed.pop(name, None)
     finally:
         with _preparing_lock:
             _preparing.pop(name, None)
+
+
+class ModelPreparation:
+    """Model preparation as a lifecycle component (``models`` in ``/health``): the embedded
+    students are converted for their first use on the thread of the request that needs them;
+    this reports which are being prepared (with their stage) and which failed, with why. A
+    failed preparation is ``failed`` (``/health`` degraded) until that model is prepared; the next
+    request for it tries again."""
+
+    name = "models"
+
+    async def start(self) -> None:
+        """Nothing to start: a model is prepared when it is first needed."""
+
+    async def stop(self) -> None:
+        """Nothing to stop: a conversion in progress finishes on its request's thread."""
+
+    def health(self) -> dict[str, Any]:
+        with _preparing_lock:
+            stages = {name: event.message or "" for name, event in _preparing.items()}
+            failed = dict(_failed)
+        last = next(iter(failed.values()), None)
+        return {
+            "state": "failed" if failed else "running",
+            "restarts": 0,
+            "last_error": last,
+            "preparing": stages,
+            "failed": failed,
+        }
 
 
 def materialize(source: ModelSource, progress: ProgressCallback | None = None) -> ModelSource:

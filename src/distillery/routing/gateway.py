@@ -200,19 +200,16 @@ class RoutedGateway:
         student_response, verdict = student if student is not None else ({}, Verdict())
         if verdict.passed is not None and route.mode.student_answers:
             self._observe(route, bool(verdict.passed))
+        student_cost = self.prices.cost_of(route.student, student_response) if student else None
         self.outcomes.add(
-            _outcome(
+            self._served(
                 route,
-                served_by="fallback",
-                model=route.teacher,
-                completion_id=_id_of(teacher),
+                "fallback",
+                teacher,
                 student_completion_id=_id_of(student_response),
                 passed=verdict.passed if student is not None else False,
                 reason=reason[:256],
-                cost_usd=_sum(
-                    self.prices.cost_of(route.teacher, teacher),
-                    self.prices.cost_of(route.student, student_response) if student else None,
-                ),
+                cost_usd=_sum(self.prices.cost_of(route.teacher, teacher), student_cost),
                 grades=verdict.grades or None,
             )
         )
@@ -231,15 +228,7 @@ class RoutedGateway:
                 self._spawn(self._shadow(route, prepared, teacher, slots))
                 return
             self.shadow_dropped += 1
-        self.outcomes.add(
-            _outcome(
-                route,
-                served_by="teacher",
-                model=route.teacher,
-                completion_id=_id_of(teacher),
-                cost_usd=self.prices.cost_of(route.teacher, teacher),
-            )
-        )
+        self.outcomes.add(self._served(route, "teacher", teacher))
 
     def _shadow_sampled(self, route: Route, prepared: Prepared) -> bool:
         rate = route.spec.shadow.sample_rate
@@ -270,14 +259,7 @@ class RoutedGateway:
         """The student's answer to a request the teacher answered, stored and graded."""
         quiet = prepared.not_streamed()
         tag = RouteTag(route.id, route.teacher)
-        outcome = _outcome(
-            route,
-            served_by="teacher",
-            model=route.teacher,
-            completion_id=_id_of(teacher),
-            shadow=True,
-            cost_usd=self.prices.cost_of(route.teacher, teacher),
-        )
+        outcome = self._served(route, "teacher", teacher, shadow=True)
         try:
             student = await quiet.create(Answering(route.student, tag))
         except DistilleryError as exc:
@@ -305,20 +287,16 @@ class RoutedGateway:
         verdict = verdict.merge(
             await grade(route.graders, item, prepared.text(response), blocking=False)
         )
-        cost = self.prices.cost_of(route.student, response)
-        self.outcomes.add(
-            _outcome(
-                route,
-                served_by="student",
-                model=route.student,
-                completion_id=_id_of(response),
-                student_completion_id=_id_of(response),
-                passed=verdict.passed,
-                cost_usd=cost,
-                saved_usd=_saving(self.prices.cost_of(route.teacher, response), cost),
-                grades=verdict.grades or None,
-            )
+        outcome = self._served(
+            route,
+            "student",
+            response,
+            student_completion_id=_id_of(response),
+            passed=verdict.passed,
+            grades=verdict.grades or None,
         )
+        saved = _saving(self.prices.cost_of(route.teacher, response), outcome.cost_usd)
+        self.outcomes.add(replace(outcome, saved_usd=saved))
         if verdict.passed is not None:
             self._observe(route, bool(verdict.passed))
 
@@ -359,17 +337,17 @@ class RoutedGateway:
     def _streamed_fallback(
         self, route: Route, completion: dict[str, Any], stored_id: str | None, reason: str
     ) -> None:
-        self.outcomes.add(
-            _outcome(
-                route,
-                served_by="fallback",
-                model=route.teacher,
-                completion_id=stored_id,
-                passed=False,
-                reason=reason,
-                cost_usd=self.prices.cost_of(route.teacher, completion),
-            )
-        )
+        answer = {**completion, "id": stored_id}
+        self.outcomes.add(self._served(route, "fallback", answer, passed=False, reason=reason))
+
+    def _served(
+        self, route: Route, served_by: str, answer: Mapping[str, Any], **fields: Any
+    ) -> Outcome:
+        """The outcome of a request ``served_by`` the student or the teacher with ``answer``
+        (its id, and its cost at the model's price, unless ``fields`` say otherwise)."""
+        model = route.student if served_by == "student" else route.teacher
+        known = {"completion_id": _id_of(answer), "cost_usd": self.prices.cost_of(model, answer)}
+        return _outcome(route, served_by=served_by, model=model, **(known | fields))
 
     # --- response cache --------------------------------------------------------------------------
     def _cache_key(self, route: Route, prepared: Prepared, serving: str) -> str | None:

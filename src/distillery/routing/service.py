@@ -110,12 +110,10 @@ class RoutesService:
 
     @staticmethod
     def to_object(record: RouteRecord) -> dict[str, Any]:
+        extra = {"updated_at": record.updated_at, "version": record.version}
         return {
-            "id": record.id,
-            "object": "distillery.route",
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-            "version": record.version,
+            **_api_object("distillery.route", record.id, record.created_at),
+            **extra,
             **record.body,
         }
 
@@ -439,15 +437,14 @@ def _rate_block(verdicts: list[bool]) -> dict[str, Any]:
     }
 
 
+def _api_object(kind: str, object_id: str, created_at: int) -> dict[str, Any]:
+    """The fields every object of the API begins with."""
+    return {"id": object_id, "object": kind, "created_at": created_at}
+
+
 def _event_object(event: RouteEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "object": "distillery.route.event",
-        "created_at": event.created_at,
-        "route_id": event.route_id,
-        **event.body,
-        "type": event.type,
-    }
+    head = _api_object("distillery.route.event", event.id, event.created_at)
+    return {**head, "route_id": event.route_id, **event.body, "type": event.type}
 
 
 def _target(mode: str, allowed: tuple[RouteMode, ...], move: str) -> RouteMode:
