@@ -232,6 +232,42 @@ def test_gateway_stores_without_pii(redacting: LiveServer, home: Path) -> None:
     assert b"keep@example.com" in raw  # another prompt's exchange is stored as sent
 
 
+def test_responses_and_routed_answers_are_stored_without_pii(
+    redacting: LiveServer, home: Path
+) -> None:
+    """Redaction is a stage of every endpoint's path: a Responses exchange, answered by a route's
+    student, is stored redacted (its Response, its input items, the chat view)."""
+    import httpx
+
+    route = httpx.post(
+        redacting.url + "/v1/distillery/routes",
+        json={
+            "name": "support",
+            "match": {"model": "echo-1", "metadata": {"prompt": "support"}},
+            "student": "json-1",
+            "mode": "full",
+            "force": True,
+        },
+    )
+    assert route.status_code == 200, route.text
+    client = openai.OpenAI(base_url=redacting.url + "/v1", api_key="unused", max_retries=0)
+    question = f"返信は{EMAIL}へお願いします"
+    raw = client.responses.with_raw_response.create(
+        model="echo-1", input=question, metadata={"prompt": "support"}
+    )
+    assert raw.headers["x-distillery-served-by"] == "student"
+    answer = raw.parse()
+    assert EMAIL in answer.output_text  # the client's answer is whole
+    stored = client.responses.retrieve(answer.id)
+    assert EMAIL not in stored.output_text and "<EMAIL_1>" in stored.output_text
+    items = client.responses.input_items.list(answer.id)
+    assert "<EMAIL_1>" in str(items.data[0].content)  # type: ignore[union-attr]
+
+    redacting.services.store.close()  # type: ignore[attr-defined]  # flush the WAL
+    raw_bytes = _stored_bytes(home)
+    assert EMAIL.encode() not in raw_bytes and EMAIL.encode("utf-16-le") not in raw_bytes
+
+
 def test_gateway_refuses_when_a_recogniser_fails(
     home: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
