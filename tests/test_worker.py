@@ -5,16 +5,18 @@ Jobs train at the fake provider (cheap), on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from distillery.progress import ProgressEvent
 from distillery.services import Services, build_services
 from distillery.settings import Settings
-from distillery.worker import JobWorker
+from distillery.worker import JobWorker, ServeWorker
 from tests.support.config import write_config
 from tests.support.fakes.openai_server import FakeOpenAI
 from tests.support.ft import jsonl
@@ -108,3 +110,57 @@ def test_run_inline_with_progress(services: Services, tmp_path: Path) -> None:
     assert steps and steps[-1] == (4.0, 4.0)
     assert seen[-1].info["status"] == "succeeded"
     assert "train_loss" in seen[-1].info
+
+
+def _watch(component: ServeWorker, until: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Start ``component``, note its health until ``until(health)``, stop it; the healths seen."""
+
+    async def main() -> list[dict[str, Any]]:
+        seen = []
+        await component.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while not seen or not until(seen[-1]):
+                assert time.monotonic() < deadline, seen[-3:]
+                await asyncio.sleep(0.01)
+                seen.append(component.health())
+        finally:
+            await component.stop()
+        return seen
+
+    return asyncio.run(main())
+
+
+def test_serve_worker_restarts_a_loop_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+
+    def run(self: JobWorker) -> None:
+        started.append(self.worker_id)
+        if len(started) == 1:
+            raise RuntimeError("the loop broke")
+        self._stop.wait()
+
+    monkeypatch.setattr(JobWorker, "run", run)
+    component = ServeWorker(None, poll_s=0.01)  # type: ignore[arg-type]  # the loop is patched
+    component.restart_delay_s = 0.05
+    seen = _watch(component, lambda h: h["restarts"] == 1 and h["state"] == "running")
+    assert any(h["state"] == "failed" for h in seen)  # shown while it was down
+    assert "the loop broke" in str(seen[-1]["last_error"])
+    assert len(started) == 2 and started[0] == started[1]  # the same worker id resumes its jobs
+    assert component.health()["state"] == "stopped"
+
+
+def test_a_failing_tick_is_shown_until_one_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks: list[int] = []
+
+    def tick(self: JobWorker) -> None:
+        ticks.append(1)
+        if len(ticks) <= 3:
+            raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(JobWorker, "tick", tick)
+    component = ServeWorker(None, poll_s=0.01)  # type: ignore[arg-type]  # tick is patched
+    seen = _watch(component, lambda h: len(ticks) > 5 and h["state"] == "running")
+    failed = [h for h in seen if h["state"] == "failed"]
+    assert failed and "database unreachable" in str(failed[0]["last_error"])
+    assert seen[-1]["restarts"] == 0  # a failing tick is no death: the loop goes on

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from distillery.lifecycle import describe
+from distillery.lifecycle import SupervisedTask, describe
 from distillery.services import Services
 from distillery.training.jobs import FineTuningService, JobRunner, new_worker_id
 
@@ -44,7 +44,8 @@ class JobWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = 0.0
-        self.last_error: str | None = None  # what ended the thread, if anything did
+        self.failing = False  # the last tick failed (the database is down, say)
+        self.last_error: str | None = None  # what failed last: a tick, or the loop itself
 
     # -- one tick --------------------------------------------------------------------------------
 
@@ -75,13 +76,18 @@ class JobWorker:
     # -- loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Tick until ``stop()``; then give the jobs held back."""
+        """Tick until ``stop()``; then give the jobs held back. A tick that fails is logged and
+        shown (``failing``, ``last_error``) until one succeeds; an error of the loop itself ends
+        the thread (its supervisor, ``ServeWorker``, starts another)."""
         try:
             while not self._stop.is_set():
                 try:
                     self.tick()
-                except Exception:
+                except Exception as exc:
+                    self.failing, self.last_error = True, describe(exc)
                     log.exception("worker %s: tick failed", self.worker_id)
+                else:
+                    self.failing = False
                 self._stop.wait(self.poll_s)
         except Exception as exc:  # tick's own errors are caught: this is the loop's
             self.last_error = describe(exc)
@@ -90,9 +96,9 @@ class JobWorker:
         finally:
             self.release()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def request_stop(self) -> None:
+        """Ask the loop to end after its current tick."""
+        self._stop.set()
 
     def release(self) -> None:
         if self.runners:
@@ -113,33 +119,39 @@ class JobWorker:
             self._thread = None
 
 
-class ServeWorker:
-    """The job worker of ``serve``, as the ``worker`` component of the server's lifecycle."""
+class ServeWorker(SupervisedTask):
+    """The job worker of ``serve``, as the ``worker`` component of the server's lifecycle: its
+    loop runs on a thread, and a loop that dies (its jobs given back) is counted, shown and
+    started again by the supervisor, under the same worker id, so it resumes those jobs."""
 
-    name = "worker"
-
-    def __init__(self, service: FineTuningService) -> None:
+    def __init__(self, service: FineTuningService, *, poll_s: float = 0.5) -> None:
+        super().__init__("worker", self._work, after_stop=self._joined)
         self.service = service
+        self.poll_s = poll_s
+        self.worker_id = new_worker_id()
         self.worker: JobWorker | None = None
+        self._thread: asyncio.Future[None] | None = None
 
-    async def start(self) -> None:
-        self.worker = JobWorker(self.service).start()
+    async def _work(self) -> None:
+        worker = self.worker = JobWorker(self.service, worker_id=self.worker_id, poll_s=self.poll_s)
+        self._thread = asyncio.get_running_loop().run_in_executor(None, worker.run)
+        try:
+            await asyncio.shield(self._thread)
+        except asyncio.CancelledError:
+            worker.request_stop()
+            raise
 
-    async def stop(self) -> None:
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            await asyncio.to_thread(worker.stop)
+    async def _joined(self) -> None:
+        """After stop: wait for the loop to give its jobs back (30 s at most)."""
+        if self._thread is not None:
+            await asyncio.wait([self._thread], timeout=30.0)
 
     def health(self) -> dict[str, Any]:
+        health = super().health()
         worker = self.worker
-        if worker is None:
-            return {"state": "stopped", "restarts": 0, "last_error": None, "jobs": 0}
-        return {
-            "state": "running" if worker.alive else "failed",
-            "restarts": 0,
-            "last_error": worker.last_error,
-            "jobs": len(worker.runners),
-        }
+        if worker is not None and worker.failing and health["state"] == "running":
+            health = {**health, "state": "failed", "last_error": worker.last_error}
+        return {**health, "jobs": len(worker.runners) if worker is not None else 0}
 
 
 def install(services: Services) -> None:
