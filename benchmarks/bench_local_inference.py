@@ -165,7 +165,7 @@ def run_generate(n: int, *, max_tokens: int, dtype: str) -> Result:
 
 async def bench(quick: bool, max_tokens: int) -> list[Result]:
     from distillery import weights
-    from distillery.providers.local import LocalProviderConfig
+    from distillery.providers.local_config import LocalProviderConfig
     from distillery.serving import LocalProvider
 
     dtype = weights.best_dtype("cpu")

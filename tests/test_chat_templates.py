@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.serving.chat_template import render_prompt
 from tests.support.tiny_models import (
     CHATML_SPECIALS,

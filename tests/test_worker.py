@@ -103,7 +103,7 @@ def test_run_inline_with_progress(services: Services, tmp_path: Path) -> None:
     service = services.fine_tuning
     job = service.create_from_paths(model="gpt-4o", training=path, suffix="inline")
     seen: list[ProgressEvent] = []
-    done = service.run(job["id"], progress=seen.append, poll_s=0.05)
+    done = service.wait(job["id"], progress=seen.append, poll_s=0.05, inline=True)
     assert done["status"] == "succeeded" and done["fine_tuned_model"]
     assert service.jobs.get(job["id"]).worker_id is None
     steps = [(e.completed, e.total) for e in seen if e.total]

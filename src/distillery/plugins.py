@@ -36,10 +36,10 @@ BUILTIN: dict[str, dict[str, str]] = {
         "openai": "distillery.providers.openai_compatible:OPENAI",
         "azure": "distillery.providers.openai_compatible:AZURE",
         "vllm": "distillery.providers.vllm:VLLM",
-        "local": "distillery.serving.local_kind:LOCAL",
+        "local": "distillery.serving.local:LOCAL",
     },
     TRAINERS_GROUP: {
-        "local": "distillery.training.local_runs:LOCAL_TRAINER",
+        "local": "distillery.training.local.backend:LOCAL_TRAINER",
         "openai": "distillery.training.openai_ft:OPENAI_TRAINER",
     },
 }

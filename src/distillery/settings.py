@@ -194,8 +194,9 @@ class ProviderConfig(BaseModel):
     """What every ``[providers.NAME]`` table has: its kind, the models it serves and their terms.
 
     Each kind extends this model beside its implementation (``OpenAIProviderConfig`` in
-    ``providers/openai_compatible.py``, ``LocalProviderConfig`` in ``serving/local_kind.py``, a
-    plugin's in its own package), and a table is validated with the model of the kind it names
+    ``providers/openai_compatible.py``, a plugin's in its own package; ``LocalProviderConfig``,
+    which the local provider and the local trainer both read, below them in
+    ``providers/local_config.py``), and a table is validated with the model of the kind it names
     (:func:`provider_config`): the union of the kinds is discriminated by ``kind`` and open to
     plugins (``distillery.plugins``). A kind sets ``KIND``, so ``OpenAIProviderConfig(...)`` needs
     no ``kind``.

@@ -53,7 +53,7 @@ class JobWorker:
         """Heartbeats, one step of every job held, then claim more work if there is room."""
         now = time.monotonic()
         if self.runners and now - self._last_beat >= self.heartbeat_s:
-            owned = self.service.heartbeat(self.worker_id, list(self.runners))
+            owned = self.service.claims.heartbeat(self.worker_id, list(self.runners))
             for job_id in set(self.runners) - owned:
                 log.warning("job %s was taken over by another worker", job_id)
                 self.runners.pop(job_id)
@@ -67,7 +67,7 @@ class JobWorker:
             if done:
                 self.runners.pop(job_id, None)
         busy = Counter(r.provider for r in self.runners.values())
-        claimed = self.service.claim_next(self.worker_id, busy=busy)
+        claimed = self.service.claims.claim_next(self.worker_id, busy=busy)
         if claimed is not None:
             log.info("worker %s claimed job %s", self.worker_id, claimed.job_id)
             self.runners[claimed.job_id] = claimed
@@ -102,7 +102,7 @@ class JobWorker:
 
     def release(self) -> None:
         if self.runners:
-            self.service.release(self.worker_id, list(self.runners))
+            self.service.claims.release(self.worker_id, list(self.runners))
             self.runners.clear()
 
     def start(self) -> JobWorker:

@@ -160,7 +160,7 @@ def test_the_built_in_kinds_declare_what_they_do() -> None:
     from distillery.providers.base import AddsModels, HoldsSecrets, HostsAdapters
     from distillery.providers.openai_compatible import OpenAICompatibleProvider
     from distillery.providers.vllm import VLLMProvider
-    from distillery.serving.local_provider import LocalProvider
+    from distillery.serving.local import LocalProvider
 
     assert issubclass(OpenAICompatibleProvider, AddsModels)
     assert issubclass(VLLMProvider, HostsAdapters) and issubclass(LocalProvider, HostsAdapters)

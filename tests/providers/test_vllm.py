@@ -54,8 +54,9 @@ class Stack:
         model = self.services.fine_tuned_models.register(
             model_id, base_model=base, provider="local", adapter_path=str(folder)
         )
-        assert self.services.fine_tuning.on_model is not None
-        self.services.fine_tuning.on_model(model)
+        on_model = self.services.fine_tuning.ledger.on_model
+        assert on_model is not None
+        on_model(model)
         return model_id
 
     def ask(self, model: str, text: str = "hi") -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.serving import LocalProvider
 
 MODEL = "smollm2-135m-instruct"

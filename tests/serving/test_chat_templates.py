@@ -10,7 +10,7 @@ import pytest
 
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.serving import LocalProvider
 from tests.support.tiny_models import tiny_gemma_dir
 

@@ -28,8 +28,10 @@ PROMPTS = [
 def test_importing_serving_does_not_import_torch() -> None:
     code = (
         "import sys, distillery.serving\n"
+        "from distillery import plugins\n"
         "from distillery.serving import LocalProvider, AdapterRef\n"
-        "from distillery.providers.local import LocalProviderConfig\n"
+        "from distillery.providers.local_config import LocalProviderConfig\n"
+        "plugins.load('distillery.providers', 'local')\n"
         "LocalProvider('local', LocalProviderConfig(models=['smollm2-135m-instruct']))\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'llguidance') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from distillery.errors import DistilleryError
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.serving import LocalProvider
 from distillery.serving.adapters import AdapterRef
 from distillery.serving.engine import (

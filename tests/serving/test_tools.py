@@ -472,7 +472,7 @@ def test_instructor_tools_mode(client: openai.OpenAI) -> None:
 def test_a_native_tools_template_is_served_in_its_own_format(model_dir: Path) -> None:
     """The student with Qwen 2.5's tools template: calls generated with its spaced separators,
     parsed back; n choices each get their own call."""
-    from distillery.providers.local import LocalProviderConfig
+    from distillery.providers.local_config import LocalProviderConfig
     from distillery.serving import LocalProvider
 
     from .conftest import run

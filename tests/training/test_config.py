@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from distillery.training.local.config import LocalSFTConfig, auto_batch_size, auto_n_epochs
+from distillery.training.local.config import LocalSFTConfig, auto_batch_size
+from distillery.wire.fine_tuning_jsonl import auto_n_epochs
 
 pytestmark = pytest.mark.training
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from distillery.errors import InvalidRequestError
 from distillery.settings import TrainingConfig
-from distillery.training.local.backend import LocalTrainingBackend, worker_command
+from distillery.training.local.backend import LocalBackend, worker_command
 from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.parallel import DataParallel
 
@@ -48,12 +48,12 @@ def _cuda_devices() -> int:
 def _run(tmp_path: Path, name: str, train: Path, **options: Any) -> tuple[Path, dict[str, Any]]:
     """Run a job to its end; returns its folder and its events."""
     config = LocalSFTConfig(**{**TINY, **options})
-    job = LocalTrainingBackend.write_job(tmp_path / name, config, train)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / name, config, train)
+    proc = LocalBackend.start_worker(job)
     proc.wait(timeout=WAIT)
     log = (job / "worker.log").read_text() if (job / "worker.log").exists() else ""
     assert proc.returncode == 0, log
-    progress = LocalTrainingBackend.poll(job)
+    progress = LocalBackend.poll_folder(job)
     assert progress.status == "succeeded", (progress.result, log)
     assert int((job / "worker.pid").read_text()) == proc.pid
     return job, {"events": progress.events, "result": progress.result, "log": log}
@@ -79,9 +79,9 @@ def test_devices_must_be_at_least_one() -> None:
 
 
 def test_training_devices_reach_the_jobs_config(tmp_path: Path) -> None:
-    from distillery.providers.local import LocalProviderConfig
+    from distillery.providers.local_config import LocalProviderConfig
     from distillery.training.base import FineTuneSpec, Hyperparameters, TrainerContext
-    from distillery.training.local_runs import LOCAL_TRAINER
+    from distillery.training.local.backend import LOCAL_TRAINER
 
     def spec(**extras: Any) -> FineTuneSpec:
         return FineTuneSpec(
@@ -196,10 +196,10 @@ def test_two_cpu_processes_resume_after_a_kill(tmp_path: Path) -> None:
     whole, _ = _run(tmp_path, "whole", train, **options)
 
     config = LocalSFTConfig(**{**TINY, **options})
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", config, train)
+    proc = LocalBackend.start_worker(job)
     deadline = time.monotonic() + WAIT
-    while not LocalTrainingBackend.poll(job).checkpoint_epochs and proc.poll() is None:
+    while not LocalBackend.poll_folder(job).checkpoint_epochs and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its ranks die with it
@@ -208,15 +208,15 @@ def test_two_cpu_processes_resume_after_a_kill(tmp_path: Path) -> None:
     while _ranks_of(job) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _ranks_of(job)
-    killed = LocalTrainingBackend.poll(job)
+    killed = LocalBackend.poll_folder(job)
     assert killed.status == "failed" and killed.resumable, (job / "worker.log").read_text()
     last_epoch = killed.checkpoint_epochs[-1]
     assert 1 <= last_epoch < 6
     offset = (job / "events.jsonl").stat().st_size
 
-    proc = LocalTrainingBackend.start(job)
+    proc = LocalBackend.start_worker(job)
     assert proc.wait(timeout=WAIT) == 0, (job / "worker.log").read_text()
-    final = LocalTrainingBackend.poll(job, offset)
+    final = LocalBackend.poll_folder(job, offset)
     assert final.status == "succeeded"
     resumed = [e for e in final.events if e["message"].startswith("Resumed from checkpoint")]
     assert len(resumed) == 1
@@ -234,18 +234,18 @@ def test_two_cpu_processes_resume_after_a_kill(tmp_path: Path) -> None:
 def test_cancel_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", [chat_record(q, c) for q, c in QUESTIONS])
     config = LocalSFTConfig(**{**TINY, "n_epochs": 25, "devices": 2})
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", config, train)
+    proc = LocalBackend.start_worker(job)
     deadline = time.monotonic() + WAIT
     offset, events = 0, []
     while not any(e["type"] == "metrics" for e in events):
         assert proc.poll() is None and time.monotonic() < deadline, (job / "worker.log").read_text()
-        progress = LocalTrainingBackend.poll(job, offset)
+        progress = LocalBackend.poll_folder(job, offset)
         offset, events = progress.next_offset, events + progress.events
         time.sleep(0.05)
-    LocalTrainingBackend.cancel(job, proc.pid)
+    LocalBackend.cancel_worker(job, proc.pid)
     proc.wait(timeout=120)
-    final = LocalTrainingBackend.poll(job)
+    final = LocalBackend.poll_folder(job)
     assert final.status == "cancelled", (final.result, (job / "worker.log").read_text())
     assert final.result is not None and final.result["error"] is None
     assert len([e for e in final.events if e["type"] == "metrics"]) < 75

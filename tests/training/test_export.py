@@ -66,9 +66,9 @@ def services(home: Path, adapter: Path) -> Iterator[Services]:
 
 def _engine_answer(adapter: Path) -> str:
     """What the in-process engine answers for the ``ft:`` model (greedy, float32)."""
-    from distillery.providers.local import LocalProviderConfig
+    from distillery.providers.local_config import LocalProviderConfig
     from distillery.serving.adapters import AdapterRef
-    from distillery.serving.local_provider import LocalProvider
+    from distillery.serving.local import LocalProvider
 
     provider = LocalProvider("local", LocalProviderConfig(models=[LOCAL]), dtype="float32")
     provider.register_adapter(AdapterRef(FT, LOCAL, str(adapter)))
@@ -162,7 +162,7 @@ def test_gguf_export_of_another_architecture_is_a_400_naming_it(
     services: Services, home: Path, tmp_path: Path
 ) -> None:
     from distillery.errors import InvalidRequestError
-    from distillery.providers.local import LocalProviderConfig
+    from distillery.providers.local_config import LocalProviderConfig
     from distillery.settings import Config
     from distillery.store.models import FineTunedModelsRepo
     from distillery.training.local.export import ModelExports

@@ -189,7 +189,7 @@ def test_crashed_training_resumes_from_its_last_checkpoint(services: Services, h
     os.killpg(_pid(home / "jobs" / job_id), signal.SIGKILL)
     assert service.retrieve(job_id)["status"] == "running"
 
-    service.stale_after_s = 1.0  # (60 s in production)
+    service.claims.stale_after_s = 1.0  # (60 s in production)
     second = JobWorker(service, poll_s=0.2).start()
     try:
         deadline = time.monotonic() + 900

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.training.local.backend import LocalTrainingBackend
+from distillery.training.local.backend import LocalBackend
 from distillery.training.local.config import LocalSFTConfig
 
 from .chat_files import QUESTIONS, chat_record, write_jsonl
@@ -67,7 +67,7 @@ def test_a_step_out_of_cuda_memory_fails_the_job_cleanly(
 
     monkeypatch.setattr(LocalSFTTrainer, "_train_step", out_of_memory)
     train = write_jsonl(tmp_path / "train.jsonl", [chat_record(q, c) for q, c in QUESTIONS])
-    job = LocalTrainingBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train)
+    job = LocalBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         assert run_job(job) == 1
@@ -80,14 +80,12 @@ def test_a_step_out_of_cuda_memory_fails_the_job_cleanly(
     assert "batch_size (now 4)" in result["error"]["message"]
     assert "max_length (now 64)" in result["error"]["message"]
     assert result["hyperparameters"]["batch_size"] == 4
-    progress = LocalTrainingBackend.poll(job)
+    progress = LocalBackend.poll_folder(job)
     assert progress.status == "failed" and not progress.resumable
     errors = [e for e in progress.events if e["level"] == "error"]
     assert len(errors) == 1 and "ran out of GPU memory" in errors[0]["message"]
     # through the trainer seam: a failed job with that error, not a lost one to restart
-    from distillery.training.local_runs import LocalRunBackend
-
-    seen = LocalRunBackend().poll(str(job))
+    seen = LocalBackend().poll(str(job))
     assert seen.status == "failed" and seen.error is not None
     assert seen.error.code == "out_of_memory" and "max_length (now 64)" in seen.error.message
 
@@ -118,13 +116,13 @@ def test_another_rank_out_of_memory_is_the_jobs_error(tmp_path: Path) -> None:
     )
     train = write_jsonl(tmp_path / "train.jsonl", [chat_record(q, c) for q, c in QUESTIONS])
     config = LocalSFTConfig(**TINY, devices=2)
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train)
+    job = LocalBackend.write_job(tmp_path / "job", config, train)
     path = os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH")) if p)
-    proc = LocalTrainingBackend.start(job, env={"PYTHONPATH": path})
+    proc = LocalBackend.start_worker(job, env={"PYTHONPATH": path})
     proc.wait(timeout=600)
     log = (job / "worker.log").read_text()
     assert proc.returncode != 0, log
-    progress = LocalTrainingBackend.poll(job)
+    progress = LocalBackend.poll_folder(job)
     assert progress.status == "failed" and progress.result is not None, log
     error = progress.result["error"]
     assert error["code"] == "out_of_memory", log

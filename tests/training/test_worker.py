@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from distillery.training.local.backend import FolderProgress, LocalTrainingBackend
+from distillery.training.local.backend import FolderProgress, LocalBackend
 from distillery.training.local.config import LocalSFTConfig
 
 from .chat_files import QUESTIONS, chat_record, write_jsonl
@@ -31,12 +31,12 @@ def wait_for(
     offset = 0
     deadline = time.monotonic() + timeout
     while True:
-        progress = LocalTrainingBackend.poll(job_dir, offset)
+        progress = LocalBackend.poll_folder(job_dir, offset)
         offset = progress.next_offset
         events.extend(progress.events)
         if predicate(events) or proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is not None:  # collect the tail written just before exit
-                progress = LocalTrainingBackend.poll(job_dir, offset)
+                progress = LocalBackend.poll_folder(job_dir, offset)
                 events.extend(progress.events)
             return progress, events
         time.sleep(0.05)
@@ -47,7 +47,7 @@ def finish(
 ) -> tuple[FolderProgress, list[dict[str, Any]]]:
     _, events = wait_for(job_dir, proc, lambda _: False)
     assert proc.wait(timeout=60) is not None
-    return LocalTrainingBackend.poll(job_dir), events
+    return LocalBackend.poll_folder(job_dir), events
 
 
 def log_of(job_dir: Path) -> str:
@@ -63,8 +63,8 @@ def test_real_training_run(tmp_path: Path, train_file: Path, valid_file: Path) -
     from distillery import weights
 
     config = LocalSFTConfig(n_epochs=2, merge_adapter=True, **TINY)
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train_file, valid_file)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", config, train_file, valid_file)
+    proc = LocalBackend.start_worker(job)
     progress, events = finish(job, proc)
     assert proc.returncode == 0, log_of(job)
     assert progress.status == "succeeded", progress.result
@@ -149,13 +149,13 @@ def test_real_training_run(tmp_path: Path, train_file: Path, valid_file: Path) -
 
 def test_cancel_stops_the_worker(tmp_path: Path, train_file: Path) -> None:
     config = LocalSFTConfig(n_epochs=25, **TINY)
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train_file)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", config, train_file)
+    proc = LocalBackend.start_worker(job)
     progress, _ = wait_for(job, proc, lambda ev: any(e["type"] == "metrics" for e in ev))
     assert progress.status == "running", log_of(job)
-    LocalTrainingBackend.cancel(job, proc.pid)
+    LocalBackend.cancel_worker(job, proc.pid)
     assert proc.wait(timeout=120) == 0, log_of(job)
-    final = LocalTrainingBackend.poll(job)
+    final = LocalBackend.poll_folder(job)
     assert final.status == "cancelled"
     assert final.result is not None and final.result["error"] is None
     steps = [e for e in final.events if e["type"] == "metrics"]
@@ -166,21 +166,21 @@ def test_resume_after_kill_continues_from_last_checkpoint(tmp_path: Path) -> Non
     records = [chat_record(q, c) for q, c in QUESTIONS[:8]]
     train = write_jsonl(tmp_path / "train.jsonl", records)
     config = LocalSFTConfig(n_epochs=6, **TINY)  # 2 steps per epoch, 12 steps
-    job = LocalTrainingBackend.write_job(tmp_path / "job", config, train)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", config, train)
+    proc = LocalBackend.start_worker(job)
     wait_for(job, proc, lambda ev: any(e["type"] == "checkpoint" for e in ev))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    killed = LocalTrainingBackend.poll(job)
+    killed = LocalBackend.poll_folder(job)
     assert killed.status == "failed" and killed.resumable, log_of(job)
     assert killed.result is not None and killed.result["error"]["code"] == "worker_exited"
     last_epoch = killed.checkpoint_epochs[-1]
     assert 1 <= last_epoch < 6
     offset = (job / "events.jsonl").stat().st_size
 
-    proc = LocalTrainingBackend.start(job)
+    proc = LocalBackend.start_worker(job)
     _, _ = finish(job, proc)
-    final = LocalTrainingBackend.poll(job, offset)
+    final = LocalBackend.poll_folder(job, offset)
     assert proc.returncode == 0 and final.status == "succeeded", log_of(job)
     resumed = [e for e in final.events if e["message"].startswith("Resumed from checkpoint")]
     assert resumed and resumed[0]["data"]["epoch"] == last_epoch
@@ -196,8 +196,8 @@ def test_resume_after_kill_continues_from_last_checkpoint(tmp_path: Path) -> Non
 def test_bad_training_file_fails_with_clear_error(tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps(chat_record(*QUESTIONS[0])) + "\n{not json\n")
-    job = LocalTrainingBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train)
-    proc = LocalTrainingBackend.start(job)
+    job = LocalBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train)
+    proc = LocalBackend.start_worker(job)
     progress, events = finish(job, proc)
     assert proc.returncode == 1
     assert progress.status == "failed"
@@ -211,7 +211,7 @@ def test_bad_training_file_fails_with_clear_error(tmp_path: Path) -> None:
 def test_start_refuses_a_finished_job(tmp_path: Path, train_file: Path) -> None:
     from distillery.errors import ConflictError
 
-    job = LocalTrainingBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train_file)
+    job = LocalBackend.write_job(tmp_path / "job", LocalSFTConfig(**TINY), train_file)
     (job / "result.json").write_text('{"status": "succeeded"}')
     with pytest.raises(ConflictError):
-        LocalTrainingBackend.start(job)
+        LocalBackend.start_worker(job)

@@ -5,9 +5,10 @@ The routes read their bodies themselves (bounded reads, OpenAI-style 400s with `
 FastAPI's document (paths, query and path parameters) and fills in, per operation:
 
 - the request body: a JSON schema from the pydantic model that validates it where one exists
-  (``QueueSpec``, ``RouteSpec``...), else the documented shape in ``distillery.wire``;
+  (``QueueSpec``, ``RouteSpec``...), else the documented shape in ``distillery.wire`` (a
+  fine-tuning job's in ``training.job_wire``, beside the code that checks and builds it);
   ``POST /v1/files`` is ``multipart/form-data``;
-- the answer: the ``wire`` model of the object, inside the cursor-list envelope for lists;
+- the answer: the wire model of the object, inside the cursor-list envelope for lists;
 - the error statuses the operation can answer, each with the ``ErrorResponse`` envelope: 400
   for every operation (parameters, the ``Host`` check), 401 and 403 where a key is required,
   404 with a path parameter or an ``after`` cursor, 413 with a body, 415 with a JSON body, and
@@ -37,6 +38,12 @@ from distillery.annotations.service import ItemUpdate, QueueSpec
 from distillery.datasets.service import DatasetSpec, ImportSpec
 from distillery.evals.calibration import CalibrationSpec
 from distillery.routing.spec import RouteSpec
+from distillery.training.job_wire import (
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    JobCreateParams,
+)
 from distillery.wire.chat import (
     ChatCompletion,
     ChatCompletionCreateParams,
@@ -58,12 +65,6 @@ from distillery.wire.evals import (
     RunDeleteResponse,
 )
 from distillery.wire.files import FileCreateParams, FileDeleted, FileObject
-from distillery.wire.fine_tuning import (
-    FineTuningJob,
-    FineTuningJobCheckpoint,
-    FineTuningJobEvent,
-    JobCreateParams,
-)
 from distillery.wire.models import Model, ModelDeleted
 from distillery.wire.resources import (
     AnnotationItem,

@@ -25,8 +25,12 @@ from distillery.datasets.specs import DatasetSpec, ImportSpec
 from distillery.datasets.split import SPLITS, assign, group_key
 from distillery.errors import InvalidRequestError
 from distillery.store.datasets import NewDatasetItem
-from distillery.wire.fine_tuning import auto_n_epochs
-from distillery.wire.fine_tuning_jsonl import TokenCounter, example_problems, example_tokens
+from distillery.wire.fine_tuning_jsonl import (
+    TokenCounter,
+    auto_n_epochs,
+    example_problems,
+    example_tokens,
+)
 
 MAX_LISTED = 1000  # duplicates / invalid rows listed in a version's stats (counts are complete)
 

@@ -44,7 +44,7 @@ from distillery.demo.dataset import (
 )
 from distillery.demo.stack import LocalStack
 from distillery.progress import ProgressCallback, ProgressEvent, report
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.services import Services
 from distillery.weights import (
     DEMO_STUDENT,

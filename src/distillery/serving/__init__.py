@@ -6,6 +6,6 @@ functions that use them, on the first request of a model.
 
 from distillery.serving.adapters import AdapterRef
 from distillery.serving.engine import EngineStatus
-from distillery.serving.local_provider import AdapterResolver, LocalProvider
+from distillery.serving.local import AdapterResolver, LocalProvider
 
 __all__ = ["AdapterRef", "AdapterResolver", "EngineStatus", "LocalProvider"]

@@ -8,43 +8,39 @@ checkpoint), is claimed as ``running`` when the worker has room for its provider
 ``concurrency``) and gets a started :class:`~distillery.training.job_runner.JobRunner`. A job
 whose backend cannot be had fails (``backend_unavailable``) under a claim, so only one worker
 fails it. Workers send heartbeats for the jobs they hold and release them on shutdown, so that
-another worker may resume them at once.
+another worker may resume them at once. A claimed job runs the spec its stored record describes
+(:func:`spec_of`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from distillery.errors import DistilleryError
 from distillery.store.jobs import JobRecord, JobsRepo
-from distillery.training.base import JobError
+from distillery.training.base import FineTuneSpec, Hyperparameters, JobError
 from distillery.training.job_files import check_file
 from distillery.training.job_ledger import JobLedger
 from distillery.training.job_runner import JobRunner
-from distillery.training.job_wire import spec_of
 from distillery.training.registry import TrainingRegistry
 from distillery.wire.fine_tuning_jsonl import MIN_EXAMPLES
 
 STALE_AFTER_S = 60.0
 
 
+@dataclass(eq=False)
 class JobClaims:
-    def __init__(
-        self,
-        jobs: JobsRepo,
-        registry: TrainingRegistry,
-        ledger: JobLedger,
-        *,
-        jobs_root: Path,
-        stale_after_s: float = STALE_AFTER_S,
-    ) -> None:
-        self.jobs = jobs
-        self.registry = registry
-        self.ledger = ledger
-        self.jobs_root = jobs_root
-        self.stale_after_s = stale_after_s
+    """The claims of the workers on the jobs in ``jobs`` (a job's folder: under ``jobs_root``)."""
+
+    jobs: JobsRepo
+    registry: TrainingRegistry
+    ledger: JobLedger
+    _: KW_ONLY
+    jobs_root: Path
+    stale_after_s: float = STALE_AFTER_S  # a running job whose worker is silent this long is free
 
     def claim_next(self, worker_id: str, *, busy: Mapping[str, int]) -> JobRunner | None:
         """Claim the oldest job this worker can take now (``busy``: runs per provider)."""
@@ -141,3 +137,30 @@ class JobClaims:
         )
         if updated is not None:
             self.ledger.event(job_id, "Files validated, moving job to queued state")
+
+
+def spec_of(job: JobRecord, jobs_root: Path) -> FineTuneSpec:
+    """The spec a backend runs for a stored job (its folder under ``jobs_root``)."""
+    body, state = job.body, job.state
+    hyper = body.get("hyperparameters") or {}
+    return FineTuneSpec(
+        job_id=job.id,
+        model=body["model"],
+        provider=str(state.get("provider")),
+        training_file=body["training_file"],
+        training_path=Path(state["training_path"]),
+        validation_file=body.get("validation_file"),
+        validation_path=Path(state["validation_path"]) if state.get("validation_path") else None,
+        hyperparameters=Hyperparameters(
+            n_epochs=hyper.get("n_epochs", "auto"),
+            batch_size=hyper.get("batch_size", "auto"),
+            learning_rate_multiplier=hyper.get("learning_rate_multiplier", "auto"),
+        ),
+        seed=int(body["seed"]),
+        suffix=body.get("user_provided_suffix"),
+        job_dir=jobs_root / job.id,
+        training_examples=int(state.get("training_examples") or 0),
+        method=state.get("method") or {"type": "supervised", "supervised": {}},
+        extras=state.get("extras") or {},
+        model_path=state.get("model_path"),
+    )

@@ -3,8 +3,8 @@
 Shared by the service (create, cancel, file validation, claiming) and the runner (a claimed
 job's run), so both record the same way:
 
-- an event is a ``fine_tuning.job.event``; one given a ``key`` gets a stable id, so recording it
-  again (a resumed worker) stores it once;
+- an event is a ``fine_tuning.job.event``; one given a ``key`` (every event a backend reports
+  has one) gets a stable id, so recording it again (a resumed worker) stores it once;
 - a failure is a conditional update to ``failed`` (only from the statuses given and only by the
   worker that holds the job), with the ``JobError`` as the job's ``error`` and an error event;
   it returns whether this worker made it;
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from distillery import ids
 from distillery.store.jobs import JobsRepo
 from distillery.store.models import FineTunedModel, FineTunedModelsRepo
-from distillery.training.base import JobError
+from distillery.training.base import JobError, Level, TrainingEvent
 from distillery.training.inputs import FileSource
 from distillery.training.job_files import result_file
 from distillery.training.job_ids import stable_id
@@ -51,20 +51,32 @@ class JobLedger:
         job_id: str,
         message: str,
         *,
-        level: str = "info",
-        type: str = "message",
+        level: Level = "info",
         data: dict[str, Any] | None = None,
         key: str | None = None,
-        created_at: int | None = None,
     ) -> None:
+        """Record one event of the service's own (a ``message``)."""
         event_id = (
             stable_id(ids.FINE_TUNING_EVENT, job_id, key)
             if key is not None
             else ids.new_id(ids.FINE_TUNING_EVENT)
         )
-        created = created_at or int(time.time())
-        body = event_body(event_id, created, level=level, message=message, type=type, data=data)
+        created = int(time.time())
+        body = event_body(
+            event_id, created, TrainingEvent(key or event_id, message, level, data=data)
+        )
         self.jobs.add_events(job_id, [(event_id, created, body)])
+
+    def backend_events(self, job_id: str, events: Iterable[TrainingEvent]) -> None:
+        """Record the events a backend reported, in one write; each id is derived from the
+        event's key, so a resumed worker that reads the backend's output again stores it once."""
+        rows = []
+        for event in events:
+            event_id = stable_id(ids.FINE_TUNING_EVENT, job_id, "backend", event.key)
+            created = int(event.created_at or time.time())
+            rows.append((event_id, created, event_body(event_id, created, event)))
+        if rows:
+            self.jobs.add_events(job_id, rows)
 
     def fail(
         self,

@@ -36,7 +36,7 @@ from distillery.training.base import (
 )
 from distillery.training.job_ids import checkpoint_model_id, stable_id
 from distillery.training.job_ledger import JobLedger
-from distillery.training.job_wire import checkpoint_body, event_body, hyperparameters_patch
+from distillery.training.job_wire import checkpoint_body, hyperparameters_patch
 
 log = logging.getLogger("distillery.training")
 
@@ -254,29 +254,16 @@ class JobRunner:
     # -- mirroring -------------------------------------------------------------------------------
 
     def _mirror(self, job: JobRecord, progress: JobProgress) -> None:
-        batch = []
+        self.ledger.backend_events(self.job_id, progress.events)
         for event in progress.events:
-            event_id = stable_id(ids.FINE_TUNING_EVENT, self.job_id, "backend", event.key)
-            created = int(event.created_at or time.time())
-            body = event_body(
-                event_id,
-                created,
-                level=event.level,
-                message=event.message,
-                type=event.type,
-                data=event.data,
-            )
-            batch.append((event_id, created, body))
             self.seen_messages.add(event.message)
             if event.type == "metrics" and event.data:
                 self.progress.update(
                     {k: v for k, v in event.data.items() if isinstance(v, int | float | str)}
                 )
-        if batch:
-            self.jobs.add_events(self.job_id, batch)
         for checkpoint in progress.checkpoints:
             self._checkpoint(job, checkpoint)
-        changed = bool(batch)
+        changed = bool(progress.events)
         if progress.step is not None and progress.step != self.progress.get("step"):
             self.progress["step"] = progress.step
             changed = True

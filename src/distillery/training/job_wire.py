@@ -1,4 +1,12 @@
-"""The OpenAI shapes of a fine-tuning job's records, and the spec a stored job describes.
+"""The wire shape of a fine-tuning job (OpenAI's ``/v1/fine_tuning/jobs``), in one place: the
+create request checked as OpenAI checks it, the bodies stored and returned, and their
+documentation models for the OpenAPI document.
+
+``POST /v1/fine_tuning/jobs`` (:func:`parse_create`, a 400 with ``param`` for what is wrong):
+both the deprecated top-level ``hyperparameters`` and ``method`` are accepted; ``n_epochs``,
+``batch_size`` and ``learning_rate_multiplier`` are each a number or ``"auto"``. distillery's own
+options (for the local trainer: ``max_length``, ``lora_r``...) travel in a ``distillery`` object,
+which the openai SDK sends with ``extra_body={"distillery": {...}}``.
 
 A job is stored as its ``fine_tuning.job`` body (what ``GET /v1/fine_tuning/jobs/{id}`` returns,
 patched as the job goes) plus a private ``state`` (paths, provider, progress, restarts...). Its
@@ -6,17 +14,217 @@ events (``fine_tuning.job.event``) and checkpoints (``fine_tuning.job.checkpoint
 their bodies too. The hyperparameters a backend resolves (``auto`` made concrete) are written into
 both ``hyperparameters`` and ``method.<type>.hyperparameters``, as OpenAI shows them. Checkpoint
 metrics hold only what was measured: the SDK types declare each optional (absent, not null).
+
+The pydantic models (:class:`JobCreateParams`, :class:`FineTuningJob`...), named as in
+``openai.types.fine_tuning``, document these shapes in the OpenAPI document (``api.openapi``);
+the bodies themselves are built here as plain dicts.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+
+from distillery.errors import InvalidRequestError
 from distillery.store.jobs import JobRecord
-from distillery.training.base import FineTuneSpec, Hyperparameters, TrainingCheckpoint
+from distillery.training.base import Hyperparameters, TrainingCheckpoint, TrainingEvent
 from distillery.training.inputs import InputFile
-from distillery.training.params import CreateRequest
+from distillery.wire.base import WireModel
+from distillery.wire.chat import validate_metadata
+
+# --- the create request -------------------------------------------------------------------------
+
+SUFFIX_MAX = 64
+SEED_MAX = 2**31 - 1
+METHODS = ("supervised", "dpo", "reinforcement")
+KNOWN_PARAMS = frozenset(
+    {
+        "model",
+        "training_file",
+        "validation_file",
+        "suffix",
+        "seed",
+        "metadata",
+        "method",
+        "hyperparameters",
+        "integrations",
+        "distillery",
+    }
+)
+_LIMITS: dict[str, tuple[float, float]] = {
+    "n_epochs": (1, 50),
+    "batch_size": (1, 256),
+    "learning_rate_multiplier": (1e-6, 100.0),
+}
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A create request that passed the checks (:func:`parse_create`), defaults filled in."""
+
+    model: str
+    training_file: str
+    validation_file: str | None
+    suffix: str | None
+    seed: int
+    metadata: dict[str, str] | None
+    method_type: str
+    method: dict[str, Any]  # the client's `method` object (other fields than hyperparameters kept)
+    hyperparameters: Hyperparameters
+    integrations: list[Any] | None
+    extras: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None  # the trainer kind asked for (``distillery.backend``)
+
+
+def _string(body: Mapping[str, Any], key: str, *, required: bool) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequestError(f"Missing required parameter: '{key}'.", param=key)
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError(f"Invalid '{key}': expected a non-empty string.", param=key)
+    return value
+
+
+def _suffix(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError("Invalid 'suffix': expected a string.", param="suffix")
+    if len(value) > SUFFIX_MAX:
+        raise InvalidRequestError(
+            f"Invalid 'suffix': string too long. Expected a string with maximum length "
+            f"{SUFFIX_MAX}, but got a string with length {len(value)} instead.",
+            param="suffix",
+            code="string_above_max_length",
+        )
+    if ":" in value or any(ch.isspace() for ch in value):
+        raise InvalidRequestError(
+            "Invalid 'suffix': it may not contain ':' or whitespace.", param="suffix"
+        )
+    return value
+
+
+def _seed(value: Any) -> int:
+    if value is None:
+        return secrets.randbelow(SEED_MAX)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise InvalidRequestError(
+            f"Invalid 'seed': expected an integer between 0 and {SEED_MAX}.", param="seed"
+        )
+    return value
+
+
+def _number(name: str, value: Any, param: str) -> int | float | str:
+    if value is None or value == "auto":
+        return "auto"
+    low, high = _LIMITS[name]
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and name != "learning_rate_multiplier":
+        ok = float(value).is_integer()
+        value = int(value) if ok else value
+    if not ok or not low <= value <= high:
+        kind = "a number" if name == "learning_rate_multiplier" else "an integer"
+        raise InvalidRequestError(
+            f"Invalid '{param}': expected \"auto\" or {kind} between {low:g} and {high:g}, "
+            f"got {value!r}.",
+            param=param,
+        )
+    return float(value) if name == "learning_rate_multiplier" else value
+
+
+def parse_hyperparameters(value: Any, prefix: str) -> Hyperparameters:
+    """A ``hyperparameters`` object (at ``prefix`` in the body); absent ones are ``"auto"``."""
+    if value is None:
+        return Hyperparameters()
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(f"Invalid '{prefix}': expected an object.", param=prefix)
+    unknown = sorted(set(value) - set(_LIMITS) - {"beta"})
+    if unknown:
+        raise InvalidRequestError(
+            f"Unrecognized hyperparameter '{unknown[0]}'.", param=f"{prefix}.{unknown[0]}"
+        )
+    got = {k: _number(k, value.get(k), f"{prefix}.{k}") for k in _LIMITS}
+    return Hyperparameters(**got)  # type: ignore[arg-type]
+
+
+def _method(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], Hyperparameters]:
+    top = body.get("hyperparameters")
+    method = body.get("method")
+    if method is None:
+        return "supervised", {}, parse_hyperparameters(top, "hyperparameters")
+    if not isinstance(method, Mapping):
+        raise InvalidRequestError("Invalid 'method': expected an object.", param="method")
+    mtype = method.get("type", "supervised")
+    if mtype not in METHODS:
+        raise InvalidRequestError(
+            f"Invalid 'method.type': expected one of {', '.join(METHODS)}.", param="method.type"
+        )
+    section = method.get(mtype) or {}
+    if not isinstance(section, Mapping):
+        raise InvalidRequestError(f"Invalid 'method.{mtype}'.", param=f"method.{mtype}")
+    prefix = f"method.{mtype}.hyperparameters"
+    hyper = parse_hyperparameters(section.get("hyperparameters"), prefix)
+    if top:
+        legacy = parse_hyperparameters(top, "hyperparameters")
+        if section.get("hyperparameters") and legacy != hyper:
+            raise InvalidRequestError(
+                "Specify hyperparameters either in 'method' or in the deprecated top-level "
+                "'hyperparameters', not both.",
+                param="hyperparameters",
+            )
+        hyper = legacy
+    return str(mtype), dict(section), hyper
+
+
+def parse_create(body: Any) -> CreateRequest:
+    """Check a ``POST /v1/fine_tuning/jobs`` body as OpenAI does (a 400 naming the ``param``)."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    unknown = sorted(set(body) - KNOWN_PARAMS)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0]
+        )
+    model = _string(body, "model", required=True)
+    training_file = _string(body, "training_file", required=True)
+    assert model is not None and training_file is not None
+    mtype, section, hyper = _method(body)
+    integrations = body.get("integrations")
+    if integrations is not None and not isinstance(integrations, list):
+        raise InvalidRequestError("Invalid 'integrations': expected a list.", param="integrations")
+    raw_extras = body.get("distillery") or {}
+    if not isinstance(raw_extras, Mapping):
+        raise InvalidRequestError("Invalid 'distillery': expected an object.", param="distillery")
+    extras = dict(raw_extras)
+    backend = extras.pop("backend", None)
+    if backend is not None and not (isinstance(backend, str) and backend):
+        raise InvalidRequestError(
+            "Invalid 'distillery.backend': expected the name of a trainer kind.",
+            param="distillery.backend",
+        )
+    return CreateRequest(
+        model=model,
+        training_file=training_file,
+        validation_file=_string(body, "validation_file", required=False),
+        suffix=_suffix(body.get("suffix")),
+        seed=_seed(body.get("seed")),
+        metadata=validate_metadata(body.get("metadata")),
+        method_type=mtype,
+        method=section,
+        hyperparameters=hyper,
+        integrations=integrations,
+        extras=extras,
+        backend=backend,
+    )
+
+
+# --- the stored bodies --------------------------------------------------------------------------
 
 ORGANIZATION_ID = "org-distillery"
 CHECKPOINT_METRICS = (
@@ -69,24 +277,16 @@ def job_body(
     }
 
 
-def event_body(
-    event_id: str,
-    created_at: int,
-    *,
-    level: str,
-    message: str,
-    type: str,
-    data: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """A ``fine_tuning.job.event``."""
+def event_body(event_id: str, created_at: int, event: TrainingEvent) -> dict[str, Any]:
+    """A ``fine_tuning.job.event`` (its ``id`` stands for the event's ``key``)."""
     return {
         "id": event_id,
         "object": "fine_tuning.job.event",
         "created_at": created_at,
-        "level": level,
-        "message": message,
-        "type": type,
-        "data": data,
+        "level": event.level,
+        "message": event.message,
+        "type": event.type,
+        "data": event.data,
     }
 
 
@@ -134,28 +334,66 @@ def hyperparameters_patch(job: JobRecord, hyper: Hyperparameters) -> dict[str, A
     return {"hyperparameters": values, "method": method}
 
 
-def spec_of(job: JobRecord, jobs_root: Path) -> FineTuneSpec:
-    """The spec a backend runs for a stored job (its folder under ``jobs_root``)."""
-    body, state = job.body, job.state
-    hyper = body.get("hyperparameters") or {}
-    return FineTuneSpec(
-        job_id=job.id,
-        model=body["model"],
-        provider=str(state.get("provider")),
-        training_file=body["training_file"],
-        training_path=Path(state["training_path"]),
-        validation_file=body.get("validation_file"),
-        validation_path=Path(state["validation_path"]) if state.get("validation_path") else None,
-        hyperparameters=Hyperparameters(
-            n_epochs=hyper.get("n_epochs", "auto"),
-            batch_size=hyper.get("batch_size", "auto"),
-            learning_rate_multiplier=hyper.get("learning_rate_multiplier", "auto"),
-        ),
-        seed=int(body["seed"]),
-        suffix=body.get("user_provided_suffix"),
-        job_dir=jobs_root / job.id,
-        training_examples=int(state.get("training_examples") or 0),
-        method=state.get("method") or {"type": "supervised", "supervised": {}},
-        extras=state.get("extras") or {},
-        model_path=state.get("model_path"),
-    )
+# --- the documentation models (api.openapi) -----------------------------------------------------
+
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobCreateParams(WireModel):
+    """``POST /v1/fine_tuning/jobs``; distillery's own training options go in ``distillery``."""
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, max_length=SUFFIX_MAX)
+    seed: int | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    method: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    distillery: dict[str, Any] | None = None
+
+
+class _JobObject(WireModel):
+    """What the job, its events and its checkpoints share: an OpenAI object's head, and stored
+    bodies that may hold more than is documented."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str  # each subclass names its own (the field keeps its place)
+    created_at: int
+
+
+class FineTuningJob(_JobObject):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    model: str
+    status: JobStatus
+    training_file: str
+    validation_file: str | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    error: dict[str, Any] | None
+    hyperparameters: dict[str, Any]
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    trained_tokens: int | None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] | None = None
+
+
+class FineTuningJobEvent(_JobObject):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] | None = None
+    data: dict[str, Any] | None = None
+
+
+class FineTuningJobCheckpoint(_JobObject):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, float]

@@ -21,10 +21,12 @@ client sees the job succeed. Each checkpoint is registered too, as
 ``ft:<base>:<suffix>:<short-id>:ckpt-step-<N>``.
 
 The parts: ``job_files`` (inputs checked at create and by a worker, the result file),
-``job_wire`` (the OpenAI bodies of jobs, events and checkpoints; the spec a stored job
-describes), ``job_ledger`` (events, failures and model announcements, shared by the service and
-the runner), ``job_claims`` (claims, heartbeats, releases) and ``job_runner`` (a claimed job's
-run). This module is the service the HTTP and CLI edges and the worker call.
+``job_wire`` (the job's wire shape: the create request, the OpenAI bodies of jobs, events and
+checkpoints), ``job_ledger`` (events, failures and model announcements, shared by the service and
+the runner), ``job_claims`` (claims, heartbeats, releases; the spec a stored job describes) and
+``job_runner`` (a claimed job's run). This module is the service the HTTP and CLI edges call; the
+job worker calls its ``claims`` directly, and ``on_model`` (who serves a new model) is its
+``ledger``'s.
 """
 
 from __future__ import annotations
@@ -48,12 +50,16 @@ from distillery.training.job_files import FINE_TUNE_PURPOSE, count_examples, inp
 from distillery.training.job_ids import fine_tuned_model_id, new_worker_id
 from distillery.training.job_ledger import JobLedger
 from distillery.training.job_runner import JobRunner
-from distillery.training.job_wire import checkpoint_public, job_body, spec_of
-from distillery.training.params import parse_create
+from distillery.training.job_wire import checkpoint_public, job_body, parse_create
 from distillery.training.registry import TrainingRegistry
+
+HEARTBEAT_S = 5.0  # how often a job run inline (``wait(inline=True)``) tells it is alive
 
 
 class FineTuningService:
+    """The jobs behind the API: ``ledger`` records each job's story (and tells ``on_model`` of
+    new models), ``claims`` hands jobs to the workers that run them."""
+
     def __init__(
         self,
         *,
@@ -74,24 +80,6 @@ class FineTuningService:
         self.claims = JobClaims(
             jobs, registry, self.ledger, jobs_root=self.jobs_root, stale_after_s=stale_after_s
         )
-
-    @property
-    def on_model(self) -> Callable[[FineTunedModel], None] | None:
-        """Told of every fine-tuned model (and checkpoint) registered: the providers serve it."""
-        return self.ledger.on_model
-
-    @on_model.setter
-    def on_model(self, value: Callable[[FineTunedModel], None] | None) -> None:
-        self.ledger.on_model = value
-
-    @property
-    def stale_after_s(self) -> float:
-        """A running job whose worker is silent this long is claimed by another."""
-        return self.claims.stale_after_s
-
-    @stale_after_s.setter
-    def stale_after_s(self, value: float) -> None:
-        self.claims.stale_after_s = value
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -269,74 +257,37 @@ class FineTuningService:
         progress: ProgressCallback | None = None,
         poll_s: float = 0.5,
         timeout_s: float | None = None,
+        inline: bool = False,
     ) -> dict[str, Any]:
-        """Follow a job (run by some worker) until it ends; ``progress`` gets step/total/loss."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job = self.jobs.get(job_id)
-            report_job(progress, job)
-            if job.finished:
-                return job.to_object()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status}")
-            time.sleep(poll_s)
+        """Follow a job until it ends and return it; ``progress`` gets step/total/loss.
 
-    def run(
-        self,
-        job_id: str,
-        *,
-        progress: ProgressCallback | None = None,
-        poll_s: float = 0.5,
-        worker_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Run a job in this process (claiming it like a worker) and return it once it ends.
-
-        If another worker holds the job, this follows it instead.
+        With ``inline`` this process runs the job (claiming it like a worker) whenever no worker
+        holds it, as a script without a job worker needs; a job another worker holds is followed.
         """
-        worker_id = worker_id or new_worker_id("inline")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        worker_id = new_worker_id("inline")
         runner: JobRunner | None = None
         beat = time.monotonic()
         try:
             while True:
-                if runner is None:
-                    job = self.jobs.get(job_id)
-                    report_job(progress, job)
-                    if job.finished:
-                        return job.to_object()
-                    runner = self.try_claim(job, worker_id, busy={})
-                if runner is not None:
-                    if runner.step():
-                        runner = None
-                        continue
-                    report_job(progress, self.jobs.get(job_id))
-                    if time.monotonic() - beat > 5:
-                        self.heartbeat(worker_id, [job_id])
-                        beat = time.monotonic()
+                job = self.jobs.get(job_id)
+                report_job(progress, job)
+                if runner is None and job.finished:
+                    return job.to_object()
+                if runner is None and inline:
+                    runner = self.claims.try_claim(job, worker_id, busy={})
+                if runner is not None and runner.step():
+                    runner = None  # it ended: the next poll returns it
+                    continue
+                if runner is not None and time.monotonic() - beat > HEARTBEAT_S:
+                    self.claims.heartbeat(worker_id, [job_id])
+                    beat = time.monotonic()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} is still {job.status}")
                 time.sleep(poll_s)
         finally:
             if runner is not None:
-                self.release(worker_id, [job_id])
-
-    # -- worker side (``job_claims``) -------------------------------------------------------------
-
-    def claim_next(self, worker_id: str, *, busy: Mapping[str, int]) -> JobRunner | None:
-        """Claim the oldest job this worker can take now (``busy``: runs per provider)."""
-        return self.claims.claim_next(worker_id, busy=busy)
-
-    def try_claim(
-        self, job: JobRecord, worker_id: str, *, busy: Mapping[str, int]
-    ) -> JobRunner | None:
-        return self.claims.try_claim(job, worker_id, busy=busy)
-
-    def heartbeat(self, worker_id: str, job_ids: builtins.list[str]) -> set[str]:
-        return self.claims.heartbeat(worker_id, job_ids)
-
-    def release(self, worker_id: str, job_ids: builtins.list[str]) -> None:
-        """Give jobs back (worker shutdown): another worker may resume them at once."""
-        self.claims.release(worker_id, job_ids)
-
-    def spec_of(self, job: JobRecord) -> FineTuneSpec:
-        return spec_of(job, self.jobs_root)
+                self.claims.release(worker_id, [job_id])
 
 
 def report_job(progress: ProgressCallback | None, job: JobRecord) -> None:

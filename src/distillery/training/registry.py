@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from distillery import plugins
 from distillery.errors import ConfigError, InvalidRequestError, NotFoundError
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.settings import ProviderConfig, TrainingConfig
 from distillery.training.base import TrainerContext, TrainerKind, TrainingBackend
 

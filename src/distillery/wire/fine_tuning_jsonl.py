@@ -24,6 +24,9 @@ characters per token, so the approximation over-counts it; Japanese text can be 
 token per character, so it under-counts Japanese: convert the embedded model (any local use of it
 does) for exact counts. The per-example formula is the cookbook's: 3 tokens per message, the
 tokens of every value, 1 more per ``name``, and 3 for the reply priming.
+
+How many epochs ``n_epochs: "auto"`` trains a file for (:func:`auto_n_epochs`) is here too: the
+local trainer runs OpenAI's rule, and a dataset's cost estimate bills it.
 """
 
 from __future__ import annotations
@@ -70,6 +73,26 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 65_536
 MAX_LISTED = 100  # issues listed one by one; counts are always complete
 EMBEDDED_TOKENIZER_MODEL = "smollm2-135m-instruct"
+
+# OpenAI's rule for ``n_epochs: "auto"`` (3 epochs, raised so a small file is seen ~100 times,
+# lowered so a large one is seen at most ~25,000 times): the local trainer runs it, and a dataset's
+# cost estimate bills it.
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+
+
+def auto_n_epochs(n_examples: int) -> int:
+    """OpenAI's documented rule for ``n_epochs="auto"``: how often a file of ``n_examples``
+    examples is seen in training."""
+    n = max(1, n_examples)
+    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
+    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
+    return TARGET_EPOCHS
 
 
 # --- reading ------------------------------------------------------------------------------------

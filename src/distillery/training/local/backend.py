@@ -1,12 +1,26 @@
-"""``LocalTrainingBackend``: run, watch and cancel the fine-tuning worker subprocess.
+"""``LocalBackend``: the local trainer behind the ``TrainingBackend`` seam, one worker subprocess
+per job.
 
-The gateway never imports torch: it writes ``job.json`` (:meth:`LocalTrainingBackend.write_job`),
-starts ``python -m distillery.training.local.worker <job_dir>`` in its own process group
-(:meth:`start`), reads new events and the result from the folder (:meth:`poll`) and cancels with
-SIGTERM plus a ``cancel`` file (:meth:`cancel`). See ``worker.py`` for the folder protocol.
-A job folder with checkpoints and no ``result.json`` (the worker was killed) resumes from its
-last checkpoint when started again. A job whose config has ``devices`` > 1 is started under torch's
-elastic launcher, one worker process per device (:func:`worker_command`, ``parallel.py``).
+The gateway never imports torch. A run is a job folder and the worker subprocess
+``python -m distillery.training.local.worker <job_dir>`` (``worker.py`` has the folder protocol).
+The class holds both sides of it:
+
+- the folder and its worker, usable without a job service (the tests drive a run with these):
+  :meth:`LocalBackend.write_job` writes ``job.json``, :meth:`~LocalBackend.start_worker` starts the
+  worker in its own process group, :meth:`~LocalBackend.poll_folder` reads the new events and the
+  result, :meth:`~LocalBackend.cancel_worker` cancels with a ``cancel`` file plus SIGTERM. A job
+  folder with checkpoints and no ``result.json`` (the worker was killed) resumes from its last
+  checkpoint when started again. A job whose config has ``devices`` > 1 is started under torch's
+  elastic launcher, one worker process per device (:func:`worker_command`, ``parallel.py``);
+- the seam (``validate``, ``start``, ``poll``, ``cancel``), which the job service drives: the handle
+  is the job folder; OpenAI's hyperparameters and the ``distillery`` extension fields become a
+  ``LocalSFTConfig``; ``"auto"`` is resolved with the trainer's own ``resolve_auto``; trainer
+  events become job events (keyed by line number, so re-reading the file after a restart mirrors
+  each once) and checkpoint events become checkpoints; a worker that died without a result is
+  reported ``lost`` so the job service starts it again, which resumes from its last checkpoint.
+
+``LOCAL_TRAINER`` is the ``local`` trainer kind (``plugins.BUILTIN``): it trains the models of a
+``local`` provider, with that provider's paths and chat templates.
 """
 
 from __future__ import annotations
@@ -17,13 +31,31 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from distillery.errors import ConflictError
+from pydantic import ValidationError
+
+from distillery.errors import ConflictError, InvalidRequestError
+from distillery.providers.local_config import LocalProviderConfig
+from distillery.settings import ProviderConfig
+from distillery.training.base import (
+    FineTuneSpec,
+    Hyperparameters,
+    JobError,
+    JobProgress,
+    TrainerContext,
+    TrainerKind,
+    TrainingCheckpoint,
+    TrainingEvent,
+    level_of,
+)
 from distillery.training.local.config import LocalSFTConfig
+from distillery.wire.params import invalid_request
 
 JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
@@ -35,6 +67,14 @@ LOG_FILE = "worker.log"
 JobStatus = Literal["running", "succeeded", "failed", "cancelled"]
 WORKER_MODULE = "distillery.training.local.worker"
 LAUNCHER_MODULE = "torch.distributed.run"
+# set through OpenAI's own parameters, not through the `distillery` extension
+_RESERVED = frozenset(
+    {
+        "base_model", "base_model_path", "n_epochs", "batch_size", "learning_rate_multiplier",
+        "seed", "chat_template",  # the provider's setting: trained as it is served
+    }
+)  # fmt: skip
+_KILL_AFTER_S = 15.0
 
 
 def worker_command(job_dir: Path, devices: int = 1) -> list[str]:
@@ -143,11 +183,186 @@ def _checkpoint_epochs(job_dir: Path) -> list[int]:
     return checkpoint_epochs(job_dir)
 
 
-class LocalTrainingBackend:
-    """Local LoRA / full fine-tuning in a subprocess, one folder per job."""
+class LocalBackend:
+    """LoRA (or full) fine-tuning of a local provider's model, one subprocess per job."""
 
     name: ClassVar[str] = "local"
     hyperparameters: ClassVar[type[LocalSFTConfig]] = LocalSFTConfig
+
+    def __init__(
+        self,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        concurrency: int = 1,
+        provider: LocalProviderConfig | None = None,
+    ) -> None:
+        """``provider``: the local provider serving the base models (its ``chat_template``)."""
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+        self.provider = provider
+        self.concurrency = concurrency
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._offsets: dict[str, tuple[int, int]] = {}  # handle -> (byte offset, lines read)
+        self._cancelled_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def config(self, spec: FineTuneSpec) -> LocalSFTConfig:
+        method = str(spec.method.get("type") or "supervised")
+        if method != "supervised":
+            raise InvalidRequestError(
+                f"Method '{method}' is not available for local models; use 'supervised'.",
+                param="method.type",
+            )
+        reserved = sorted(set(spec.extras) & _RESERVED)
+        if reserved:
+            raise InvalidRequestError(
+                f"'distillery.{reserved[0]}' is set through the job's own parameters.",
+                param=f"distillery.{reserved[0]}",
+            )
+        hyper = spec.hyperparameters
+        values: dict[str, Any] = {
+            **self.defaults,
+            **spec.extras,
+            "base_model": spec.model,
+            "base_model_path": spec.model_path,
+            "chat_template": self.provider.chat_template_for(spec.model) if self.provider else None,
+            "n_epochs": hyper.n_epochs,
+            "batch_size": hyper.batch_size,
+            "learning_rate_multiplier": hyper.learning_rate_multiplier,
+            "seed": spec.seed,
+        }
+        try:
+            return LocalSFTConfig.model_validate(values)
+        except ValidationError as exc:
+            top = str(exc.errors()[0].get("loc", ("",))[0])
+            prefix = "distillery" if top in spec.extras else None
+            raise invalid_request(exc, prefix=prefix) from None
+
+    def validate(self, spec: FineTuneSpec) -> Hyperparameters:
+        resolved = self.config(spec).resolve_auto(spec.training_examples)
+        return Hyperparameters(
+            n_epochs=int(resolved.n_epochs),
+            batch_size=int(resolved.batch_size),
+            learning_rate_multiplier=float(resolved.learning_rate_multiplier),
+        )
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start(self, spec: FineTuneSpec, *, resume: str | None = None) -> str:
+        job_dir = Path(resume) if resume else spec.job_dir
+        handle = str(job_dir)
+        if worker_alive(_read_pid(job_dir)) or (job_dir / RESULT_FILE).exists():
+            return handle  # still running (re-attach), or finished: poll reports it
+        if not (job_dir / JOB_FILE).exists():
+            config = self.config(spec).resolve_auto(spec.training_examples)
+            self.write_job(job_dir, config, spec.training_path, spec.validation_path)
+        try:
+            proc = self.start_worker(job_dir)
+        except ConflictError:
+            return handle
+        with self._lock:
+            self._procs[handle] = proc
+        return handle
+
+    def poll(self, handle: str) -> JobProgress:
+        job_dir = Path(handle)
+        with self._lock:
+            offset, lines = self._offsets.get(handle, (0, 0))
+            found = self.poll_folder(job_dir, offset)
+            self._offsets[handle] = (found.next_offset, lines + len(found.events))
+            proc = self._procs.get(handle)
+            if proc is not None and proc.poll() is not None:
+                self._procs.pop(handle, None)  # reaped
+        events, checkpoints, step, total = self._convert(found.events, lines)
+        result = found.result or {}
+        status = found.status
+        if status == "running":
+            self._kill_if_stuck(handle)
+            return JobProgress(
+                status="running", events=events, checkpoints=checkpoints, step=step,
+                total_steps=total,
+            )  # fmt: skip
+        hyper = result.get("hyperparameters")
+        common: dict[str, Any] = {
+            "events": events,
+            "checkpoints": checkpoints,
+            "step": step,
+            "total_steps": total,
+            "trained_tokens": result.get("trained_tokens"),
+            "metrics": result.get("metrics") or {},
+            "hyperparameters": Hyperparameters(**hyper) if isinstance(hyper, dict) else None,
+        }
+        if status == "succeeded":
+            return JobProgress(
+                status="succeeded", adapter_path=result.get("adapter_path"), **common
+            )
+        if status == "cancelled" or handle in self._cancelled_at:
+            return JobProgress(status="cancelled", **common)
+        if found.resumable:
+            return JobProgress(status="lost", **common)
+        err = result.get("error") or {}
+        error = JobError(
+            code=str(err.get("code") or "training_error"),
+            message=str(err.get("message") or "the training failed"),
+        )
+        return JobProgress(status="failed", error=error, **common)
+
+    def cancel(self, handle: str) -> None:
+        self._cancelled_at.setdefault(handle, time.monotonic())
+        self.cancel_worker(Path(handle))
+
+    def _kill_if_stuck(self, handle: str) -> None:
+        asked = self._cancelled_at.get(handle)
+        if asked is not None and time.monotonic() - asked > _KILL_AFTER_S:
+            self.cancel_worker(Path(handle), timeout=1.0)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _convert(
+        raw: list[dict[str, Any]], first_line: int
+    ) -> tuple[list[TrainingEvent], list[TrainingCheckpoint], int | None, int | None]:
+        events: list[TrainingEvent] = []
+        checkpoints: list[TrainingCheckpoint] = []
+        step = total = None
+        for i, e in enumerate(raw):
+            data = e.get("data") if isinstance(e.get("data"), dict) else None
+            created = e.get("created_at")
+            created_at = int(created) if isinstance(created, int | float) else None
+            if e.get("type") == "checkpoint" and data is not None:
+                metrics = {
+                    k: float(v)
+                    for k, v in (data.get("metrics") or {}).items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+                checkpoints.append(
+                    TrainingCheckpoint(
+                        step=int(data.get("step") or 0),
+                        epoch=data.get("epoch"),
+                        metrics=metrics,
+                        adapter_path=str(data["path"]) if data.get("path") else None,
+                        created_at=created_at,
+                    )
+                )
+                continue
+            is_metrics = e.get("type") == "metrics"
+            if is_metrics and data is not None:
+                step = data.get("step", step)
+                total = data.get("total_steps", total)
+            events.append(
+                TrainingEvent(
+                    key=f"line:{first_line + i}",
+                    message=str(e.get("message") or ""),
+                    level=level_of(e.get("level")),
+                    type="metrics" if is_metrics else "message",
+                    data=data,
+                    created_at=created_at,
+                )
+            )
+        return events, checkpoints, step, total
+
+    # -- the job folder and its worker -----------------------------------------------------------
 
     @staticmethod
     def write_job(
@@ -172,7 +387,9 @@ class LocalTrainingBackend:
         return path
 
     @staticmethod
-    def start(job_dir: str | Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        job_dir: str | Path, *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start (or resume) the worker on ``job_dir``; stdout/stderr go to ``worker.log``."""
         path = Path(job_dir).resolve()
         if (path / RESULT_FILE).exists():
@@ -197,7 +414,7 @@ class LocalTrainingBackend:
             )
 
     @staticmethod
-    def poll(job_dir: str | Path, offset: int = 0) -> FolderProgress:
+    def poll_folder(job_dir: str | Path, offset: int = 0) -> FolderProgress:
         """Status, new events since ``offset`` and the result once there is one."""
         path = Path(job_dir)
         events, next_offset = read_events(path, offset)
@@ -227,7 +444,7 @@ class LocalTrainingBackend:
         return FolderProgress("failed", events, next_offset, died, pid, epochs, True)
 
     @staticmethod
-    def cancel(
+    def cancel_worker(
         job_dir: str | Path, pid: int | None = None, *, timeout: float | None = None
     ) -> None:
         """Ask the worker to stop (``cancel`` file + SIGTERM to its process group).
@@ -260,3 +477,25 @@ class LocalTrainingBackend:
                     "metrics": {},
                 },
             )
+
+
+def _trains(config: ProviderConfig) -> bool:
+    """Models whose weights are here: a ``local`` provider's (embedded or at a path)."""
+    return isinstance(config, LocalProviderConfig)
+
+
+def _build(context: TrainerContext) -> LocalBackend:
+    config = context.provider_config
+    assert isinstance(config, LocalProviderConfig)
+    training = context.training
+    defaults = {"device": training.device, "threads": training.threads, "devices": training.devices}
+    return LocalBackend(defaults=defaults, provider=config)
+
+
+LOCAL_TRAINER = TrainerKind(
+    kind="local",
+    trains=_trains,
+    build=_build,
+    summary="LoRA or full fine-tuning in a subprocess on this machine (transformers + PEFT), "
+    "checkpointed and resumable.",
+)

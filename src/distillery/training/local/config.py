@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillery.weights import EMBEDDED_MODEL
-from distillery.wire.fine_tuning import auto_n_epochs
+from distillery.wire.fine_tuning_jsonl import auto_n_epochs
 
 Auto = Literal["auto"]
 
@@ -47,7 +47,7 @@ def auto_batch_size(n_examples: int) -> int:
 
 
 class LocalSFTConfig(BaseModel):
-    """Hyperparameters of :class:`~distillery.training.local.backend.LocalTrainingBackend`."""
+    """Hyperparameters of :class:`~distillery.training.local.backend.LocalBackend`."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from distillery import chat_templates, weights
 from distillery.errors import InvalidRequestError, NotFoundError
 from distillery.progress import ProgressCallback, ProgressEvent
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.settings import ProviderConfig
 from distillery.store.models import FineTunedModel, FineTunedModelsRepo
 

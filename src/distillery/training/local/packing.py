@@ -74,9 +74,20 @@ def pack(examples: Sequence[TokenizedExample]) -> ModelBatch:
         positions.extend(range(ex.n_tokens))
         targets.extend(shifted_targets(ex))
         bounds.append(bounds[-1] + ex.n_tokens)
+    inputs = _packed_inputs(examples, ids, positions, bounds)
+    return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), len(ids))
+
+
+def _packed_inputs(
+    examples: Sequence[TokenizedExample], ids: list[int], positions: list[int], bounds: list[int]
+) -> dict[str, Any]:
+    """The model inputs of one packed row: its tokens and positions, and the segment boundaries
+    (``cu_seq_lens``) and longest example that flash-attention-style kernels take."""
+    import torch
+
     cu = torch.tensor(bounds, dtype=torch.int32)
     longest = max(ex.n_tokens for ex in examples)
-    inputs = {
+    return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([positions], dtype=torch.long),
         "cu_seq_lens_q": cu,
@@ -84,7 +95,6 @@ def pack(examples: Sequence[TokenizedExample]) -> ModelBatch:
         "max_length_q": longest,
         "max_length_k": longest,
     }
-    return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), len(ids))
 
 
 MIN_SHARED_PREFIX = 32
@@ -134,17 +144,7 @@ def pack_shared(examples: Sequence[TokenizedExample], prefix: int) -> ModelBatch
         positions.extend(range(prefix, ex.n_tokens))
         targets.extend(shifted_targets(ex)[prefix:])
         bounds.append(bounds[-1] + ex.n_tokens - prefix)
-    cu = torch.tensor(bounds, dtype=torch.int32)
-    longest = max(ex.n_tokens for ex in examples)
-    inputs = {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
-        "cu_seq_lens_q": cu,
-        "cu_seq_lens_k": cu,
-        "max_length_q": longest,
-        "max_length_k": longest,
-        "shared_prefix": prefix,
-    }
+    inputs = {**_packed_inputs(examples, ids, positions, bounds), "shared_prefix": prefix}
     n_example_tokens = sum(ex.n_tokens for ex in examples)
     return ModelBatch(inputs, torch.tensor(targets, dtype=torch.long), n_example_tokens)
 

@@ -1,6 +1,6 @@
 """Data parallelism of the local trainer: one process per device (``devices`` > 1).
 
-``LocalTrainingBackend.start`` launches the worker with torch's elastic launcher
+``LocalBackend.start_worker`` launches the worker with torch's elastic launcher
 (``python -m torch.distributed.run --standalone --nproc_per_node N -m
 distillery.training.local.worker DIR``), which sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in
 each process. :class:`DataParallel` is what a process knows of its place:

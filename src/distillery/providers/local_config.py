@@ -1,8 +1,8 @@
 """The table of a ``local`` provider: the models served and trained in-process.
 
 It lives here, below both of its readers: ``serving`` builds the ``local`` provider from it
-(``serving/local_kind.py``) and the local trainer reads the same paths and chat templates, so a
-student is trained as it is served.
+(``serving/local.py``) and the local trainer (``training/local/``) reads the same paths and chat
+templates, so a student is trained as it is served.
 """
 
 from __future__ import annotations

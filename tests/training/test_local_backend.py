@@ -1,4 +1,4 @@
-"""LocalRunBackend's job config: the local provider's chat template reaches the trainer."""
+"""LocalBackend's job config: the local provider's chat template reaches the trainer."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from distillery.errors import InvalidRequestError
-from distillery.providers.local import LocalProviderConfig
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.services import _training_registry
 from distillery.settings import Config
 from distillery.training.base import FineTuneSpec, Hyperparameters
-from distillery.training.local_runs import LocalRunBackend
+from distillery.training.local.backend import LocalBackend
 
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"
 
@@ -47,14 +47,14 @@ def test_the_providers_chat_template_is_trained_with(tmp_path: Path) -> None:
     )
     registry = _training_registry(config, tmp_path)
     backend = registry.resolve("student").backend
-    assert isinstance(backend, LocalRunBackend)
+    assert isinstance(backend, LocalBackend)
     assert backend.config(spec(tmp_path)).chat_template == TEMPLATE
     assert backend.config(spec(tmp_path, "other")).chat_template is None
-    assert LocalRunBackend().config(spec(tmp_path)).chat_template is None
+    assert LocalBackend().config(spec(tmp_path)).chat_template is None
 
 
 def test_a_job_cannot_set_its_own_template(tmp_path: Path) -> None:
-    backend = LocalRunBackend(provider=LocalProviderConfig(models=["student"]))
+    backend = LocalBackend(provider=LocalProviderConfig(models=["student"]))
     with pytest.raises(InvalidRequestError) as info:
         backend.config(spec(tmp_path, chat_template=TEMPLATE))
     assert info.value.param == "distillery.chat_template"
