@@ -408,7 +408,7 @@ class ResponsesService(Adapter):
             else:
                 ended = DistilleryError("The upstream's stream ended without a response.")
                 await self.failed(call.record, error or ended)
-        if on_done is not None and final is not None and final.get("status") == "completed":
+        if on_done is not None and final is not None and final.get("status") != "failed":
             on_done(final, stored_id)
 
     def _relayed(self, call: _Call, event: bytes, shown: _Shown) -> bytes:
@@ -521,7 +521,7 @@ class ResponsesService(Adapter):
         if call.should_store:
             response = await self._store(call, response)
             stored_id = response["id"]
-        if on_done is not None and response.get("status") == "completed":
+        if on_done is not None and response.get("status") != "failed":
             on_done(response, stored_id)
         yield events.final(response)
 

@@ -1,4 +1,5 @@
-"""Route modules mirror the URL tree (``chat_completions.py`` serves ``/v1/chat/completions``).
+"""Route modules mirror the URL tree (``chat_completions.py`` serves ``/v1/chat/completions``),
+but for the gateway's create endpoints, together in ``capture.py``.
 
 Add a router to ``ROUTERS`` to mount it.
 """
@@ -7,8 +8,8 @@ from fastapi import APIRouter
 
 from distillery.api.routes import (
     annotations,
+    capture,
     chat_completions,
-    completions,
     costs,
     datasets,
     embeddings,
@@ -25,6 +26,7 @@ from distillery.api.routes import (
 )
 
 ROUTERS: list[APIRouter] = [
+    capture.router,  # the gateway: create on every endpoint that captures
     chat_completions.router,
     models.router,
     files.router,
@@ -35,7 +37,6 @@ ROUTERS: list[APIRouter] = [
     evals.router,
     eval_comparisons.router,
     embeddings.router,
-    completions.router,
     routes.router,
     lineage.router,
     judge_calibrations.router,

@@ -1,4 +1,5 @@
-"""``/v1/chat/completions``: create (the gateway) and the stored-completions endpoints."""
+"""``/v1/chat/completions``: the stored-completions endpoints (create is the gateway's:
+``api/routes/capture.py``)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,13 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from distillery.api.deps import ADMIN, INGEST, ServicesDep, caller_of
-from distillery.api.responses import gateway_response, list_response, metadata_filter, read_json
+from distillery.api.deps import ADMIN, ServicesDep
 from distillery.api.responses import json_response as _json
+from distillery.api.responses import list_response, metadata_filter, read_json
 from distillery.errors import InvalidRequestError
 from distillery.wire.chat import validate_metadata
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
-
-
-@router.post("", dependencies=[INGEST])
-async def create_chat_completion(request: Request, services: ServicesDep) -> Response:
-    # no depth walk on the hot path: the provider refuses a body it cannot encode (400)
-    body = await read_json(request, services.config.gateway.max_body_bytes, check_depth=False)
-    return await gateway_response(services.gateway, services.chat, body, caller_of(request))
 
 
 @router.get("", dependencies=[ADMIN])

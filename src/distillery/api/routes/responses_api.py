@@ -1,15 +1,15 @@
-"""``/v1/responses``: OpenAI's Responses API, proxied or answered by local models and captured
-(``distillery.capture.responses``)."""
+"""``/v1/responses``: the stored responses of OpenAI's Responses API (``distillery.capture.responses``;
+create is the gateway's: ``api/routes/capture.py``)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from distillery.api.deps import ADMIN, INGEST, ServicesDep, caller_of
-from distillery.api.responses import gateway_response, json_response, list_response, read_json
+from distillery.api.deps import ADMIN, ServicesDep
+from distillery.api.responses import json_response, list_response
 from distillery.capture.responses import ResponsesService
 from distillery.errors import InvalidRequestError
 from distillery.services import Services
@@ -20,16 +20,6 @@ router = APIRouter(prefix="/v1/responses", tags=["responses"])
 def responses_service(services: Services) -> ResponsesService:
     """The process's Responses API service (``Services.responses``)."""
     return services.responses
-
-
-@router.post("", dependencies=[INGEST])
-async def create_response(request: Request, services: ServicesDep) -> Response:
-    """Create a response (streamed as ``response.*`` events with ``stream: true``); stored unless
-    ``store: false``; routed like a chat completion (``x-distillery-route``)."""
-    body = await read_json(request, services.config.gateway.max_body_bytes)
-    return await gateway_response(
-        services.gateway, responses_service(services), body, caller_of(request)
-    )
 
 
 @router.get("/{response_id}", dependencies=[ADMIN])
