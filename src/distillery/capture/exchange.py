@@ -74,7 +74,7 @@ class Exchange:
     chat: dict[str, Any]  # the chat completions request it amounts to (routes and cache read it)
     should_store: bool
     metadata: dict[str, str] | None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # what only its endpoint reads
+    extra: object = None  # what only its endpoint reads, of the endpoint's own type
 
     @property
     def model(self) -> str:

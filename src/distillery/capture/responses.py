@@ -76,6 +76,22 @@ class _Target:
 
 
 @dataclass(frozen=True)
+class _Conversation:
+    """What a Responses exchange carries beyond its chat view (``Exchange.extra``): its input as
+    items, the previous response's conversation, who asked, and who answers it as asked."""
+
+    items: list[dict[str, Any]]
+    context: list[dict[str, Any]]
+    key_id: str | None  # the API key that asked (its stored responses are its own)
+    target: _Target
+
+
+def _conversation(exchange: Exchange) -> _Conversation:
+    assert isinstance(exchange.extra, _Conversation)
+    return exchange.extra
+
+
+@dataclass(frozen=True)
 class _Call:
     """One provider call for a Responses exchange."""
 
@@ -98,7 +114,7 @@ class _Call:
 
     @property
     def context(self) -> list[dict[str, Any]]:
-        return list(self.exchange.extra["context"])
+        return _conversation(self.exchange).context
 
     @property
     def created_at(self) -> int:
@@ -111,10 +127,11 @@ def _stored_request(
     """The record's request: the chat request, with the Responses request under ``responses``
     (``input`` as items, ``context`` the previous conversation, ``key_id`` who asked)."""
     responses = dict(body)
-    responses["input"] = exchange.extra["items"]
-    responses["context"] = exchange.extra["context"]
-    if exchange.extra.get("key_id") is not None:
-        responses["key_id"] = exchange.extra["key_id"]
+    conversation = _conversation(exchange)
+    responses["input"] = conversation.items
+    responses["context"] = conversation.context
+    if conversation.key_id is not None:
+        responses["key_id"] = conversation.key_id
     return {**chat, "responses": responses}
 
 
@@ -208,7 +225,7 @@ class ResponsesService(Adapter):
         # a primary-key read, on a thread: the event loop never waits on the database
         context = await asyncio.to_thread(self._context, previous, caller) if previous else []
         target = self._target(request, items, context)
-        extra = {"items": items, "context": context, "key_id": caller.key_id, "target": target}
+        extra = _Conversation(items, context, caller.key_id, target)
         return Exchange("responses", request, target.chat, should_store, metadata, extra)
 
     def _target(
@@ -229,10 +246,11 @@ class ResponsesService(Adapter):
     def _call(self, exchange: Exchange, by: Answering, stream: bool) -> _Call:
         """The call of ``by.model`` (the one asked for unless given) for ``exchange``."""
         body = exchange.asked_of(by)
-        target: _Target = exchange.extra["target"]
+        conversation = _conversation(exchange)
+        target = conversation.target
         if body["model"] != exchange.model:
             try:
-                target = self._target(body, exchange.extra["items"], exchange.extra["context"])
+                target = self._target(body, conversation.items, conversation.context)
             except DistilleryError as exc:
                 raise _renamed(exc) from None
         request = _stored_request(exchange, body, target.chat)
