@@ -37,6 +37,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "azure": "distillery.providers.openai_compatible:AZURE",
         "vllm": "distillery.providers.vllm:VLLM",
         "local": "distillery.serving.local:LOCAL",
+        "replay": "distillery.providers.replay:REPLAY",
     },
     TRAINERS_GROUP: {
         "local": "distillery.training.local.backend:LOCAL_TRAINER",

@@ -207,7 +207,7 @@ class ProviderConfig(BaseModel):
     kind: str = Field(
         description="The provider's kind: `openai` (any OpenAI-compatible endpoint), `azure` "
         "(Azure OpenAI), `local` (the students served in-process), `vllm` (a vLLM or SGLang server "
-        "with runtime LoRA loading), or a plugin's kind; each kind's own keys are below.",
+        "with runtime LoRA loading), `replay` (a recorded teacher), or a plugin's kind; each kind's own keys are below.",
     )
     models: list[str] = Field(default_factory=list, description="Model names this provider serves.")
     terms: ModelTerms | dict[str, ModelTerms] | None = Field(

@@ -81,11 +81,19 @@ def _tables(
             },
             "tiny-gemma3",
         ),
+        "replay": ({"kind": "replay", "recordings": [_recording(tmp)]}, "teacher-1"),
         "echo": ({"kind": "echo", "models": ["parrot-1"], "prefix": ">> "}, "parrot-1"),
     }
 
 
-KINDS = ["openai", "azure", "vllm", "local", "echo"]
+def _recording(tmp: Path) -> str:
+    """A replay recording of the contract's request (``_body``), relative to the home."""
+    line = {**_body("teacher-1"), "response": "pong", "metadata": {"source": "contract"}}
+    (tmp / "recordings.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n", "utf-8")
+    return "recordings.jsonl"
+
+
+KINDS = ["openai", "azure", "vllm", "local", "replay", "echo"]
 
 
 @pytest.fixture

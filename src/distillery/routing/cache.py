@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from distillery.store.routes import CachedResponse, RoutesRepo
+from distillery.wire.chat import ANSWER_NEUTRAL_FIELDS, normalised_request
 
-UNCACHED_FIELDS = ("stream", "stream_options", "user", "store", "metadata", "service_tier")
+UNCACHED_FIELDS = ANSWER_NEUTRAL_FIELDS  # one normalisation: ``wire.chat.normalised_request``
 
 
 def deterministic(upstream: Mapping[str, Any]) -> bool:
@@ -34,7 +35,7 @@ def cache_key(
     upstream: Mapping[str, Any], *, serving: str, scope: Mapping[str, Any] | None = None
 ) -> str:
     """The key of ``upstream`` answered by ``serving`` (``scope``: the route and its match)."""
-    normal = {k: v for k, v in upstream.items() if k not in UNCACHED_FIELDS}
+    normal = normalised_request(upstream)
     normal["model"] = serving
     key = {"request": normal, "scope": scope}
     return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()

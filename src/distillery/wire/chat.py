@@ -7,9 +7,11 @@ parameter for the provider to judge, as a proxy must.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import orjson
 from pydantic import ConfigDict, Field
 
 from distillery.errors import InvalidRequestError
@@ -97,6 +99,28 @@ def output_text(completion: Mapping[str, Any]) -> str:
         return ""
     message = choices[0].get("message") or {}
     return message_text(message) if isinstance(message, Mapping) else ""
+
+
+# -- what an answer depends on --------------------------------------------------------------------
+
+# Request fields that do not change the answer: how it is delivered (``stream``, its options),
+# who asked (``user``), what is kept of it (``store``, ``metadata``) and how it is billed.
+ANSWER_NEUTRAL_FIELDS = ("stream", "stream_options", "user", "store", "metadata", "service_tier")
+
+
+def normalised_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the answer to a chat request depends on: every field but
+    :data:`ANSWER_NEUTRAL_FIELDS`, and no field set to ``null`` (the default either way).
+
+    The one normalisation the response cache (``routing.cache``) and the ``replay`` provider's
+    recordings are keyed by."""
+    return {k: v for k, v in body.items() if k not in ANSWER_NEUTRAL_FIELDS and v is not None}
+
+
+def request_digest(body: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of :func:`normalised_request`, its keys sorted at every depth."""
+    normal = orjson.dumps(normalised_request(body), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(normal).hexdigest()
 
 
 # -- the documented shapes (OpenAPI document: ``api/openapi.py``) --------------------------------
