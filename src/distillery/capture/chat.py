@@ -123,7 +123,7 @@ class Relaying(Adapter):
     async def from_cache(
         self, exchange: Exchange, answer: Mapping[str, Any], by: Answering
     ) -> dict[str, Any]:
-        response = {**answer, "id": ids.new_id(self.failure_prefix), "created": int(time.time())}
+        response = {**answer, "id": ids.new_id(self.id_prefix), "created": int(time.time())}
         if exchange.should_store:
             _, _, call = self._call(exchange, AS_ASKED, exchange.streamed)
             call = replace(call, model=by.model or call.model, tag=by.tag).cached()

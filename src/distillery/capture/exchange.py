@@ -222,7 +222,7 @@ class Adapter(Endpoint):
     """What every endpoint's adapter shares: who serves a model, the recorder, the store rule,
     and how a provider's answer (or its failure) is taken."""
 
-    failure_prefix = ids.CHAT_COMPLETION  # the id of a failed exchange's record
+    id_prefix = ids.CHAT_COMPLETION  # the ids this endpoint mints (failed exchanges, cache hits)
 
     def __init__(
         self, *, providers: ProviderRegistry, recorder: Recorder, gateway: GatewayConfig
@@ -304,5 +304,5 @@ class Adapter(Endpoint):
     async def failed(self, call: Call, exc: DistilleryError) -> None:
         """Record an exchange that got no answer (when it is stored)."""
         if call.store:
-            record = self.recorder.failed(call, exc, id=ids.new_id(self.failure_prefix))
+            record = self.recorder.failed(call, exc, id=ids.new_id(self.id_prefix))
             await self.recorder.write(record)

@@ -139,7 +139,7 @@ class LegacyCompletions(Relaying):
     """``/v1/completions``: forward to the provider, record the exchange when storing."""
 
     name = "completions"
-    failure_prefix = LEGACY_PREFIX
+    id_prefix = LEGACY_PREFIX
 
     async def prepare(self, body: Any, caller: Caller = NOBODY) -> Exchange:
         upstream, should_store, metadata = self.admit(validate_body(body))

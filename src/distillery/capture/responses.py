@@ -158,7 +158,7 @@ def _renamed(exc: DistilleryError) -> DistilleryError:
 
 class ResponsesService(Adapter):
     name = "responses"
-    failure_prefix = wire.RESPONSE_PREFIX
+    id_prefix = wire.RESPONSE_PREFIX
 
     def __init__(
         self,
