@@ -147,6 +147,27 @@ def test_blocking_grader_falls_back_on_responses(
     assert any(r.startswith("student_error:") for r in reasons)
 
 
+def test_what_the_student_cannot_take_falls_back_to_the_teacher(
+    client: openai.OpenAI, routes: Routes
+) -> None:
+    """A hosted tool the teacher's Responses API has and a local student does not: the student's
+    request is refused before it runs, and the teacher answers (counted), not the client's 400."""
+    route = routes.ok(
+        routes.create(
+            name="hosted",
+            match={"model": "gpt-4o", "metadata": PROMPT},
+            student=STUDENT,
+            mode="full",
+            force=True,
+        )
+    )
+    answer, headers = respond(client, "今日のニュースは？", tools=[{"type": "web_search_preview"}])
+    assert headers["x-distillery-served-by"] == "fallback"
+    assert answer.model == "gpt-4o" and answer.output_text == "echo: 今日のニュースは？"
+    reasons = until(lambda: routes.stats(route["id"])["fallback_reasons"], what="the fallback")
+    assert reasons == {"student_error:unsupported_value": 1}  # the 400 a local model gives
+
+
 def test_shadow_grades_the_student_on_responses_traffic(
     client: openai.OpenAI, routes: Routes
 ) -> None:
