@@ -232,6 +232,8 @@ def test_health_lists_every_component_running(gateway: LiveServer) -> None:
         assert components[name]["state"] == "running", (name, components[name])
         assert components[name]["restarts"] == 0 and components[name]["last_error"] is None
     assert body["status"] == "ok" and "writer_restarts" in body and "routes" in body
+    memory = body["memory"]  # the server process's resident memory, now and at its peak (MiB)
+    assert 0 < memory["rss_mb"] <= memory["peak_rss_mb"]
 
 
 def test_a_failed_model_preparation_is_reported_until_one_succeeds(

@@ -78,6 +78,8 @@ def test_local_job_trains_and_its_model_is_served(client: openai.OpenAI, home: P
     assert {e.data["step"] for e in metrics} == {1, 2}  # type: ignore[index]
     assert f"New fine-tuned model created: {done.fine_tuned_model}" in texts
     assert texts.count("The job has successfully completed") == 1
+    (completed,) = [e for e in events if e.message == "The job has successfully completed"]
+    assert completed.data and completed.data["peak_rss_mb"] > 100  # type: ignore[index]  # the worker's
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [2, 1]

@@ -13,6 +13,7 @@ from distillery.api import errors, openapi
 from distillery.api.deps import KeyCache
 from distillery.api.responses import json_response
 from distillery.api.routes import ROUTERS
+from distillery.memory import resident_memory
 from distillery.providers.base import HoldsSecrets
 from distillery.security import redact
 from distillery.security.origins import trusted_hosts
@@ -82,6 +83,7 @@ def build_api(services: Services) -> FastAPI:
             # routes: background shadow/grading work, the outcome writer, failures counted
             "routes": routes,
             "components": components,
+            "memory": resident_memory(),  # this process: resident now and its peak, MiB
         }
         return json_response(body, 503 if problem else 200)
 

@@ -51,6 +51,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from distillery.errors import DistilleryError
+from distillery.memory import resident_memory
 from distillery.training.local.backend import (
     CANCEL_FILE,
     EVENTS_FILE,
@@ -206,11 +207,11 @@ def run_job(job_dir: Path, parallel: DataParallel | None = None) -> int:
         )
         if outcome.merged_path is not None:
             result["merged_path"] = str(outcome.merged_path)
-        events("message", "info", "The job has successfully completed", None)
+        events("message", "info", "The job has successfully completed", resident_memory())
         code = 0
     except TrainingCancelled:
         result["status"] = "cancelled"
-        events("message", "info", "The job was cancelled", None)
+        events("message", "info", "The job was cancelled", resident_memory())
         code = 0
     except BaseException as exc:  # everything else is a failure with a message, never a hang
         error = _error_of(exc, trainer.config if trainer is not None else None)
@@ -220,7 +221,8 @@ def run_job(job_dir: Path, parallel: DataParallel | None = None) -> int:
         elif parallel.enabled:
             error = _rank_error(job_dir) or error
         result["error"] = error
-        events("message", "error", f"The job failed: {result['error']['message']}", None)
+        message = f"The job failed: {result['error']['message']}"
+        events("message", "error", message, resident_memory())
         traceback.print_exc()
         code = 1
     if trainer is not None and result["hyperparameters"] is None:
