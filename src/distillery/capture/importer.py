@@ -23,7 +23,7 @@ from distillery.errors import InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.store.completions import CompletionsRepo
 from distillery.store.records import NewCompletion, StoredCompletion
-from distillery.wire.chat import validate_metadata
+from distillery.wire.chat import recorded_exchange, validate_metadata
 
 
 @dataclass
@@ -31,24 +31,6 @@ class ImportReport:
     imported: int = 0
     errors: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-
-
-def _response_from_text(model: str, text: str, created: int) -> dict[str, Any]:
-    return {
-        "id": ids.new_id(ids.CHAT_COMPLETION),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": None,
-    }
 
 
 def parse_line(
@@ -59,35 +41,20 @@ def parse_line(
     now: int,
     prices: PriceTable | None = None,
 ) -> NewCompletion:
-    messages = line.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
-    response = line.get("response", line.get("completion"))
-    if response is None:
-        if messages[-1].get("role") != "assistant":
-            raise ValueError("no 'response' and the last message is not an assistant message")
-        response = messages[-1].get("content") or ""
-        messages = messages[:-1]
-    model = line.get("model") or default_model
-    if not isinstance(model, str) or not model:
+    if not (line.get("model") or default_model):
         raise ValueError("no 'model' (give one per line or --model)")
-    if isinstance(response, str):
-        response = _response_from_text(model, response, int(line.get("created_at") or now))
-    if not isinstance(response, dict) or "choices" not in response:
-        raise ValueError("'response' must be a ChatCompletion object or a string")
+    created = int(line.get("created_at") or now)
+    request, response = recorded_exchange(line, default_model=default_model, created=created)
+    model = request["model"]
     metadata = {**(line.get("metadata") or {}), **extra_metadata}
     validate_metadata(metadata or None)
     usage = Usage.of(response)
-    request = {
-        k: v
-        for k, v in line.items()
-        if k not in ("response", "completion", "metadata", "created_at", "id")
-    }
-    request["messages"] = messages
-    request["model"] = model
     rid = line.get("id") or response.get("id")
+    rid = rid if isinstance(rid, str) and rid else ids.new_id(ids.CHAT_COMPLETION)
+    if not response.get("id"):  # an answer given as text: it takes the record's id
+        response = {**response, "id": rid}
     return NewCompletion(
-        id=rid if isinstance(rid, str) and rid else ids.new_id(ids.CHAT_COMPLETION),
+        id=rid,
         created_at=int(line.get("created_at") or response.get("created") or now),
         model=model,
         provider="import",

@@ -35,10 +35,8 @@ from distillery import ids
 from distillery.errors import ConfigError, NotFoundError
 from distillery.providers.base import ModelInfo, ProviderContext, ProviderKind
 from distillery.settings import ProviderConfig
-from distillery.wire.chat import request_digest
+from distillery.wire.chat import recorded_exchange, request_digest
 from distillery.wire.sse import completion_events
-
-_NOT_REQUEST = ("response", "completion", "metadata", "created_at", "id")
 
 
 class ReplayProviderConfig(ProviderConfig):
@@ -57,29 +55,6 @@ class ReplayProviderConfig(ProviderConfig):
     )
 
 
-def _completion(model: str, response: Any, created: int) -> dict[str, Any]:
-    """The recorded answer as a ChatCompletion (a plain string becomes its one choice)."""
-    if isinstance(response, str):
-        return {
-            "id": "",
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": response, "refusal": None},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": None,
-        }
-    if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
-        raise ValueError("'response' must be a ChatCompletion object or a string")
-    return {**response, "model": response.get("model") or model}
-
-
 # what a stored completion's export carries beside the ChatCompletion, not part of the answer
 _STORED_FIELDS = ("request", "metadata", "request_id", "latency_ms", "cost_usd", "status", "error")
 
@@ -96,24 +71,13 @@ def parse_recording(line: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     if isinstance(line.get("request"), Mapping) and "choices" in line:
         line = _exported(line)
     messages = line.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+    if isinstance(messages, list) and not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
+    ):
         raise ValueError("each message must be an object with a 'role'")
-    response = line.get("response", line.get("completion"))
-    if response is None:
-        if messages[-1].get("role") != "assistant":
-            raise ValueError("no 'response' and the last message is not an assistant message")
-        response = messages[-1].get("content") or ""
-        messages = messages[:-1]
-        if not messages:
-            raise ValueError("no request messages before the assistant's answer")
-    model = line.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValueError("no 'model'")
-    answer = _completion(model, response, int(line.get("created_at") or 0))
-    request = {k: v for k, v in line.items() if k not in _NOT_REQUEST}
-    request["messages"] = messages
+    request, answer = recorded_exchange(line, created=int(line.get("created_at") or 0))
+    if not request["messages"]:
+        raise ValueError("no request messages before the assistant's answer")
     return request, answer
 
 

@@ -123,6 +123,58 @@ def request_digest(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(normal).hexdigest()
 
 
+# -- a recorded exchange (the JSONL of ``distillery completions import`` and of ``replay``) ---------
+
+# the fields of a recorded line that are not part of its request
+RECORD_FIELDS = ("response", "completion", "metadata", "created_at", "id")
+
+
+def text_completion(model: str, text: str, created: int) -> dict[str, Any]:
+    """A ChatCompletion whose one choice is ``text`` (a recorded answer given as plain text)."""
+    message = {"role": "assistant", "content": text, "refusal": None}
+    choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+    return {
+        "id": "",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": None,
+    }
+
+
+def recorded_exchange(
+    line: Mapping[str, Any], *, default_model: str | None = None, created: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(request, answer)`` of one recorded line: ``messages``, ``model`` (else
+    ``default_model``), any other request field, ``response`` (a ChatCompletion, or the
+    assistant's text; ``completion`` is another name for it; with neither, a last ``assistant``
+    message is the answer, as in OpenAI's fine-tuning JSONL) and :data:`RECORD_FIELDS` that are not
+    part of the request. ``created``: the answer's time when it is given as text. A
+    ``ValueError`` says what is wrong."""
+    messages = line.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    response = line.get("response", line.get("completion"))
+    if response is None:
+        last = messages[-1]
+        if not isinstance(last, Mapping) or last.get("role") != "assistant":
+            raise ValueError("no 'response' and the last message is not an assistant message")
+        response = last.get("content") or ""
+        messages = messages[:-1]
+    model = line.get("model") or default_model
+    if not isinstance(model, str) or not model:
+        raise ValueError("no 'model'")
+    if isinstance(response, str):
+        response = text_completion(model, response, created)
+    if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
+        raise ValueError("'response' must be a ChatCompletion object or a string")
+    request = {k: v for k, v in line.items() if k not in RECORD_FIELDS}
+    request["messages"] = messages
+    request["model"] = model
+    return request, {**response, "model": response.get("model") or model}
+
+
 # -- the documented shapes (OpenAPI document: ``api/openapi.py``) --------------------------------
 
 
