@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.routes import PROMPT, STUDENT, Routes, until
+from tests.support.routes import PROMPT, SAME_AS_TEACHER, STUDENT, Routes, until
 
 SCHEMA = {
     "type": "object",
@@ -60,15 +60,7 @@ def streamed(
 def test_full_route_answers_responses_with_the_student(
     client: openai.OpenAI, routes: Routes, gateway
 ) -> None:  # type: ignore[no-untyped-def]
-    route = routes.ok(
-        routes.create(
-            name="responses",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student="echo-1",
-            mode="full",
-            force=True,
-        )
-    )
+    route = routes.add("responses", "echo-1", mode="full", force=True)
     first, headers = respond(client, "経費はどこで精算しますか？")
     assert headers["x-distillery-route"] == route["id"]
     assert headers["x-distillery-served-by"] == "student"
@@ -101,15 +93,13 @@ def test_full_route_answers_responses_with_the_student(
 def test_blocking_grader_falls_back_on_responses(
     client: openai.OpenAI, routes: Routes, gateway
 ) -> None:  # type: ignore[no-untyped-def]
-    route = routes.ok(
-        routes.create(
-            name="json",
-            match={"model": "json-1", "metadata": PROMPT},
-            student="echo-1",  # answers prose: fails the schema
-            mode="full",
-            force=True,
-            graders=[{"type": "json_schema", "name": "schema", "schema": SCHEMA, "blocking": True}],
-        )
+    route = routes.add(
+        "json",
+        "echo-1",
+        model="json-1",
+        mode="full",
+        force=True,
+        graders=[{"type": "json_schema", "name": "schema", "schema": SCHEMA, "blocking": True}],
     )
     answer, headers = respond(client, "where do I file expenses?", model="json-1")
     assert headers["x-distillery-served-by"] == "fallback"
@@ -152,15 +142,7 @@ def test_what_the_student_cannot_take_falls_back_to_the_teacher(
 ) -> None:
     """A hosted tool the teacher's Responses API has and a local student does not: the student's
     request is refused before it runs, and the teacher answers (counted), not the client's 400."""
-    route = routes.ok(
-        routes.create(
-            name="hosted",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student=STUDENT,
-            mode="full",
-            force=True,
-        )
-    )
+    route = routes.add("hosted", STUDENT, mode="full", force=True)
     answer, headers = respond(client, "今日のニュースは？", tools=[{"type": "web_search_preview"}])
     assert headers["x-distillery-served-by"] == "fallback"
     assert answer.model == "gpt-4o" and answer.output_text == "echo: 今日のニュースは？"
@@ -171,22 +153,11 @@ def test_what_the_student_cannot_take_falls_back_to_the_teacher(
 def test_shadow_grades_the_student_on_responses_traffic(
     client: openai.OpenAI, routes: Routes
 ) -> None:
-    route = routes.ok(
-        routes.create(
-            name="shadowed",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student="echo-1",
-            mode="shadow",
-            graders=[
-                {
-                    "type": "string_check",
-                    "name": "same_as_teacher",
-                    "input": "{{sample.output_text}}",
-                    "reference": "{{item.teacher}}",
-                    "operation": "eq",
-                }
-            ],
-        )
+    route = routes.add(
+        "shadowed",
+        "echo-1",
+        mode="shadow",
+        graders=[SAME_AS_TEACHER],
     )
     for i in range(3):
         answer, headers = respond(client, f"shadow question {i}")
@@ -206,15 +177,7 @@ def test_shadow_grades_the_student_on_responses_traffic(
 def test_response_cache_answers_a_repeated_response(
     client: openai.OpenAI, routes: Routes, fake_openai
 ) -> None:  # type: ignore[no-untyped-def]
-    route = routes.ok(
-        routes.create(
-            name="cached",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student="echo-1",
-            mode="off",
-            cache={"enabled": True, "ttl_s": 60},
-        )
-    )
+    route = routes.add("cached", "echo-1", mode="off", cache={"enabled": True, "ttl_s": 60})
     first, headers = respond(client, "cache me")
     assert headers["x-distillery-served-by"] == "teacher"
 
@@ -250,15 +213,7 @@ def test_response_cache_answers_a_repeated_response(
 
 
 def test_legacy_completions_are_routed(client: openai.OpenAI, routes: Routes, gateway) -> None:  # type: ignore[no-untyped-def]
-    route = routes.ok(
-        routes.create(
-            name="legacy",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student="echo-1",
-            mode="full",
-            force=True,
-        )
-    )
+    route = routes.add("legacy", "echo-1", mode="full", force=True)
     raw = client.completions.with_raw_response.create(
         model="gpt-4o",
         prompt="say hi",
@@ -288,16 +243,7 @@ def test_legacy_completions_are_routed(client: openai.OpenAI, routes: Routes, ga
 @pytest.mark.local_model
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_embedded_student_answers_responses(client: openai.OpenAI, routes: Routes, gateway) -> None:  # type: ignore[no-untyped-def]
-    route = routes.ok(
-        routes.create(
-            name="embedded",
-            match={"model": "gpt-4o", "metadata": PROMPT},
-            student=STUDENT,
-            mode="canary",
-            percent=100,
-            force=True,
-        )
-    )
+    route = routes.add("embedded", STUDENT, mode="canary", percent=100, force=True)
     teacher_turn = client.responses.create(model="gpt-4o", input="Hello!", store=True)
     events, headers = streamed(
         client,

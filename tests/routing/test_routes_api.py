@@ -12,7 +12,7 @@ import json
 import openai
 import pytest
 
-from tests.support.routes import PROMPT, STUDENT, Routes, ask, eval_runs, until
+from tests.support.routes import PROMPT, SAME_AS_TEACHER, STUDENT, Routes, ask, eval_runs, until
 
 SCHEMA = {
     "type": "object",
@@ -284,15 +284,7 @@ def test_embedded_student_canary_and_shadow(client: openai.OpenAI, routes: Route
             student=STUDENT,
             mode="shadow",
             sticky_key="user",
-            graders=[
-                {
-                    "type": "string_check",
-                    "name": "same_as_teacher",
-                    "input": "{{sample.output_text}}",
-                    "reference": "{{item.teacher}}",
-                    "operation": "eq",
-                }
-            ],
+            graders=[SAME_AS_TEACHER],
         )
     )
     # shadow: the teacher answers every user; the student answers the same requests after

@@ -11,6 +11,14 @@ import openai
 
 STUDENT = "smollm2-135m-instruct"  # the embedded student
 PROMPT = {"prompt": "router"}
+# a route grader: the student said exactly what the teacher said (graded in shadow mode)
+SAME_AS_TEACHER = {
+    "type": "string_check",
+    "name": "same_as_teacher",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.teacher}}",
+    "operation": "eq",
+}
 
 
 class Routes:
@@ -26,6 +34,13 @@ class Routes:
         assert response.status_code == 200, response.text
         data: dict[str, Any] = response.json()
         return data
+
+    def add(
+        self, name: str, student: str, *, model: str = "gpt-4o", **fields: Any
+    ) -> dict[str, Any]:
+        """A route created (it must be) for the prompt's traffic to ``model``."""
+        match = {"model": model, "metadata": PROMPT}
+        return self.ok(self.create(name=name, match=match, student=student, **fields))
 
     def get(self, route_id: str) -> dict[str, Any]:
         return self.ok(self.http.get(f"/routes/{route_id}"))
