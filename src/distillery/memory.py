@@ -14,20 +14,24 @@ from pathlib import Path
 _STATUS = Path("/proc/self/status")
 
 
-def _status_mb(field: str) -> float | None:
+def _status_mb() -> dict[str, float]:
+    """The ``Vm*`` sizes of ``/proc/self/status`` in MiB (empty where there is no such file)."""
+    sizes: dict[str, float] = {}
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)  # the kernel writes kB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+            name, _, value = line.partition(":")
+            if name.startswith("Vm") and value.strip().endswith("kB"):
+                sizes[name] = round(int(value.split()[0]) / 1024, 1)  # the kernel writes kB
+    except (OSError, ValueError):
+        return {}
+    return sizes
 
 
 def resident_memory() -> dict[str, float | None]:
     """``{"rss_mb": now, "peak_rss_mb": the peak so far}`` of this process, in MiB."""
-    peak = _status_mb("VmHWM")
+    sizes = _status_mb()
+    peak = sizes.get("VmHWM")
     if peak is None:
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = round(maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-    return {"rss_mb": _status_mb("VmRSS"), "peak_rss_mb": peak}
+    return {"rss_mb": sizes.get("VmRSS"), "peak_rss_mb": peak}
