@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from distillery.charts import FONT_STACK, bar_chart, line_chart, nice_ticks
+import pytest
+
+from distillery.charts import FONT_STACK, PALETTE, bar_chart, line_chart, nice_ticks, timeline_chart
 
 NS = "{http://www.w3.org/2000/svg}"
 NASTY = '<b>"x" & y</b>'
@@ -97,3 +99,88 @@ def test_nice_ticks() -> None:
     assert len(flat) > 1 and flat[0] <= 5 <= flat[-1]
     ticks = nice_ticks(-3, 7)
     assert ticks[0] <= -3 and ticks[-1] >= 7
+
+
+def test_timeline_chart_lanes_bands_and_marks() -> None:
+    items = ["teacher"] * 3 + ["student", "fallback", "student"] + ["teacher"] * 2
+    svg = timeline_chart(
+        ["teacher", "student", "fallback", "cache"],
+        items,
+        title="問い合わせの振り分け",
+        bands=[(0, "shadow"), (3, "canary 50%"), (6, "shadow")],
+        marks=[(6, "rolled back"), (3, "gate passed")],
+    )
+    root = parse(svg)
+    assert root.find(f"{NS}title").text == "問い合わせの振り分け"  # type: ignore[union-attr]
+    desc = root.find(f"{NS}desc").text or ""  # type: ignore[union-attr]
+    assert desc.startswith("8 requests; teacher: 5, student: 2, fallback: 1, cache: 0")
+    assert "phases: shadow, canary 50%, shadow" in desc
+    assert "gate passed at request 4" in desc and "rolled back at request 7" in desc
+    # a lane per kind, an empty one too; a tick per item in its lane's colour
+    lanes = root.find(f".//{NS}g[@class='lanes']")
+    assert lanes is not None
+    assert [t.text for t in lanes.iter(f"{NS}text")] == [
+        "teacher (5)",
+        "student (2)",
+        "fallback (1)",
+        "cache (0)",
+    ]
+    ticks = lanes.findall(f"{NS}rect")
+    assert len(ticks) == 8
+    by_colour = {c: sum(1 for t in ticks if t.get("fill") == c) for c in PALETTE[:3]}
+    assert by_colour == {PALETTE[0]: 5, PALETTE[1]: 2, PALETTE[2]: 1}
+    xs = [float(t.get("x") or 0) for t in ticks if t.get("fill") == PALETTE[0]]
+    assert xs == sorted(xs)  # in order along x
+    # shaded phases from their first item to the next phase, labelled
+    bands = root.findall(f".//{NS}g[@class='bands']/{NS}rect")
+    assert [b.find(f"{NS}title").text for b in bands] == [  # type: ignore[union-attr]
+        "shadow: requests 1-3",
+        "canary 50%: requests 4-6",
+        "shadow: requests 7-8",
+    ]
+    widths = [float(b.get("width") or 0) for b in bands]
+    assert widths[0] == pytest.approx(widths[1]) and widths[2] == pytest.approx(widths[0] * 2 / 3)
+    # dashed marks in order, on the band boundaries they name
+    marks = root.find(f".//{NS}g[@class='marks']")
+    assert marks is not None
+    assert [t.text for t in marks.iter(f"{NS}text")] == ["gate passed", "rolled back"]
+    lines = marks.findall(f"{NS}line")
+    assert all(line.get("stroke-dasharray") for line in lines)
+    starts = [float(b.get("x") or 0) for b in bands]
+    assert [float(line.get("x1") or 0) for line in lines] == pytest.approx(starts[1:])
+    assert texts(root)[-1] == "8 requests"
+
+
+def test_timeline_chart_escapes_and_handles_no_data() -> None:
+    svg = timeline_chart(
+        [NASTY, "生徒"],
+        [NASTY, "生徒", NASTY],
+        title=NASTY,
+        bands=[(0, NASTY)],
+        marks=[(1, NASTY)],
+    )
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    root = parse(svg)
+    assert root.find(f"{NS}title").text == NASTY  # type: ignore[union-attr]
+    labels = texts(root)
+    assert labels.count(NASTY) == 3  # heading, band, mark
+    assert f"{NASTY} (2)" in labels and "生徒 (1)" in labels  # the lanes
+    band = root.find(f".//{NS}g[@class='bands']/{NS}rect/{NS}title")
+    assert band is not None and band.text == f"{NASTY}: requests 1-3"
+    assert f"events: {NASTY} at request 2" in (root.find(f"{NS}desc").text or "")  # type: ignore[union-attr]
+    empty = parse(timeline_chart(["teacher", "student"], [], title="nothing yet"))
+    assert texts(empty) == ["nothing yet", "no data"]  # the heading, and no lanes
+    assert (empty.find(f"{NS}desc").text or "").startswith("0 requests; teacher: 0, student: 0")  # type: ignore[union-attr]
+    assert empty.find(f".//{NS}g[@class='lanes']") is None
+    # bands and marks past the end are clamped; a band with nothing in it is not drawn
+    root = parse(
+        timeline_chart(
+            ["a"], ["a", "a"], title="t", bands=[(0, "one"), (2, "two")], marks=[(9, "late")]
+        )
+    )
+    assert [t.text for t in root.findall(f".//{NS}g[@class='bands']/{NS}text")] == ["one"]
+    (line,) = root.findall(f".//{NS}g[@class='marks']/{NS}line")
+    band = root.find(f".//{NS}g[@class='bands']/{NS}rect")
+    assert band is not None
+    right = float(band.get("x") or 0) + float(band.get("width") or 0)
+    assert float(line.get("x1") or 0) == pytest.approx(right)

@@ -1,6 +1,6 @@
 """Small, dependency-free SVG charts for the dashboard and the demo's HTML report.
 
-Two functions, each returning one standalone ``<svg>`` element as a string that can be inlined into
+Three functions, each returning one standalone ``<svg>`` element as a string that can be inlined into
 HTML or written to a ``.svg`` file:
 
 - ``bar_chart(series, title=...)``: grouped bars. ``series`` maps a series name (a model, a run)
@@ -8,6 +8,8 @@ HTML or written to a ``.svg`` file:
   labelled with its value; a value axis with gridlines and a legend are drawn.
 - ``line_chart(points_by_series, title=...)``: lines over numeric x (loss curves). Each series is a
   sequence of ``(x, y)`` pairs.
+- ``timeline_chart(lanes, items, title=...)``: events in order, one lane per kind, with shaded
+  phases and marked moments (who answered each request of a route, through its phases).
 
 Every chart carries an accessible ``<title>`` and ``<desc>`` (``role="img"``), escapes every label,
 and uses a font stack that renders Japanese. This module is a leaf: it imports only the standard
@@ -21,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
-__all__ = ["PALETTE", "bar_chart", "line_chart"]
+__all__ = ["PALETTE", "bar_chart", "line_chart", "timeline_chart"]
 
 #: Series colours (Okabe-Ito, distinguishable with colour-vision deficiencies).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -342,5 +344,98 @@ def line_chart(
         )
     out.append("</g>")
     out += _legend(names, right + 16, top + 10)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def timeline_chart(
+    lanes: Sequence[str],
+    items: Sequence[str],
+    *,
+    title: str,
+    bands: Sequence[tuple[int, str]] = (),
+    marks: Sequence[tuple[int, str]] = (),
+    x_label: str = "request",
+    width: int = 720,
+    height: int | None = None,
+) -> str:
+    """Events in order, one row (lane) per kind: ``items[i]`` is the lane of the i-th event
+    (who answered the i-th request: ``teacher``, ``student``, ``fallback``), drawn as a tick in
+    its lane's colour. ``bands`` shade stretches of the x axis, each ``(first index, label)`` up
+    to the next band (a route's phases); ``marks`` are dashed lines ``(index, label)`` (a gate
+    decision, a rollback). Lanes with no item are still drawn, so an empty lane says *none*."""
+    n = len(items)
+    counts = {lane: sum(1 for item in items if item == lane) for lane in lanes}
+    desc = f"{n} {x_label}s; " + ", ".join(f"{lane}: {counts[lane]}" for lane in lanes)
+    if bands:
+        desc += "; phases: " + ", ".join(label for _, label in bands)
+    if marks:
+        desc += "; events: " + ", ".join(f"{label} at {x_label} {i + 1}" for i, label in marks)
+    lane_h = 28.0
+    left, top = 84.0, 52.0
+    bottom = top + lane_h * max(len(lanes), 1)
+    height = height or int(bottom + 64)
+    right = width - 16.0
+    chart_id = _chart_id("timeline", title, desc)
+    out = _open_svg(chart_id, width, height, title, desc)
+    if n == 0:
+        out.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="{_AXIS}">no data</text></svg>'
+        )
+        return "\n".join(out)
+
+    def sx(index: float) -> float:
+        return left + index / n * (right - left)
+
+    out.append('<g class="bands">')
+    starts = sorted((max(0, min(i, n)), label) for i, label in bands)
+    for k, (start, label) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else n
+        if end <= start:
+            continue
+        shade = "#f3f6fa" if k % 2 == 0 else "#e6edf5"
+        out.append(
+            f'<rect x="{_num(sx(start))}" y="{_num(top - 16)}" width="{_num(sx(end) - sx(start))}" '
+            f'height="{_num(bottom - top + 16)}" fill="{shade}"><title>{_esc(label)}: '
+            f"{x_label}s {start + 1}-{end}</title></rect>"
+            f'<text x="{_num((sx(start) + sx(end)) / 2)}" y="{_num(top - 4)}" '
+            f'text-anchor="middle" fill="{_AXIS}">{_esc(label)}</text>'
+        )
+    out.append("</g>")
+    out.append('<g class="lanes">')
+    tick = max(1.0, min(6.0, (right - left) / n - 0.5))
+    for li, lane in enumerate(lanes):
+        y = top + li * lane_h
+        colour = PALETTE[li % len(PALETTE)]
+        out.append(
+            f'<text x="{_num(left - 8)}" y="{_num(y + lane_h / 2 + 4)}" text-anchor="end">'
+            f"{_esc(lane)} ({counts[lane]})</text>"
+        )
+        for i, item in enumerate(items):
+            if item == lane:
+                out.append(
+                    f'<rect x="{_num(sx(i + 0.5) - tick / 2)}" y="{_num(y + 6)}" '
+                    f'width="{_num(tick)}" height="{_num(lane_h - 12)}" fill="{colour}"/>'
+                )
+    out.append("</g>")
+    out.append('<g class="marks">')
+    for k, (index, label) in enumerate(sorted(marks)):
+        x = sx(max(0, min(index, n)))
+        y = bottom + 28 + (k % 2) * 14  # alternate rows so close labels do not overlap
+        out.append(
+            f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(top - 16)}" y2="{_num(y - 10)}" '
+            f'stroke="#D55E00" stroke-dasharray="4 3"/>'
+            f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="middle" fill="#D55E00">'
+            f"{_esc(label)}</text>"
+        )
+    out.append("</g>")
+    out.append(
+        f'<g class="axis x"><line x1="{_num(left)}" x2="{_num(right)}" y1="{_num(bottom)}" '
+        f'y2="{_num(bottom)}" stroke="{_AXIS}"/>'
+        f'<text x="{_num(left)}" y="{_num(bottom + 14)}" fill="{_AXIS}">1</text>'
+        f'<text x="{_num(right)}" y="{_num(bottom + 14)}" text-anchor="end" fill="{_AXIS}">'
+        f"{n} {_esc(x_label)}s</text></g>"
+    )
     out.append("</svg>")
     return "\n".join(out)

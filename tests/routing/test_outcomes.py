@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from distillery.routing.grading import grading_item
 from distillery.routing.outcomes import OutcomeLog, RollbackWatch
 from distillery.routing.table import RouteTable, build_route
 from distillery.store import Store
@@ -50,6 +51,29 @@ def test_canary_buckets_are_sticky_and_proportional() -> None:
     # without the sticky key: by the request, so the same question lands on the same side
     one = route.to_student(None, upstream)
     assert all(route.to_student(None, upstream) == one for _ in range(10))
+
+
+def test_graders_that_read_the_teachers_answer_are_known() -> None:
+    judge_input = [
+        {"role": "user", "content": "Same as {{ item.teacher }}? {{sample.output_text}}"}
+    ]
+    graders = [
+        {"type": "string_check", "name": "field", "reference": "{{item.teacher_json.category}}"},
+        {"type": "label_model", "name": "judge", "input": judge_input},
+        {"type": "string_check", "name": "own", "reference": "{{item.teachers}}"},
+        {"type": "valid_json", "name": "json"},
+    ]
+    route = _table(_record("r", {"model": "t"}, graders=graders)).get("r")
+    assert route is not None
+    needs = {g.name: g.needs_teacher for g in route.graders}
+    assert needs == {"field": True, "judge": True, "own": False, "json": False}
+    # the teacher's answer as the graders see it: its text, and the same parsed as JSON
+    upstream = {"messages": [{"role": "user", "content": "請求書が届きません"}]}
+    item = grading_item(upstream, None, '{"category": "請求", "reason": "invoice"}')
+    assert item["teacher_json"] == {"category": "請求", "reason": "invoice"}
+    assert item["input"] == "請求書が届きません"
+    assert grading_item(upstream, None, "billing, I think")["teacher_json"] is None
+    assert grading_item(upstream, None, None)["teacher_json"] is None
 
 
 def test_outcome_writer_survives_store_failures(tmp_path: Path) -> None:

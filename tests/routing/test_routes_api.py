@@ -12,7 +12,16 @@ import json
 import openai
 import pytest
 
-from tests.support.routes import PROMPT, SAME_AS_TEACHER, STUDENT, Routes, ask, eval_runs, until
+from tests.support.routes import (
+    PROMPT,
+    SAME_AS_TEACHER,
+    STUDENT,
+    Labeller,
+    Routes,
+    ask,
+    eval_runs,
+    until,
+)
 
 SCHEMA = {
     "type": "object",
@@ -206,6 +215,123 @@ def test_online_pass_rate_below_the_floor_rolls_back(client: openai.OpenAI, rout
     (entry,) = [r for r in report["routes"] if r["route_id"] == route["id"]]
     assert entry["by_served"]["student"] == 5
     assert entry["saved_usd"] == pytest.approx(stats["costs"]["saved_usd"])
+
+
+def test_a_student_that_stops_answering_rolls_back(client: openai.OpenAI, routes: Routes) -> None:
+    """Its provider errors: each fallback is a failed answer in the live window (as in the
+    stored outcomes), streamed or not, so the route drops to shadow by itself."""
+    rollback = {"floor": 0.5, "window": 10, "min_samples": 3}
+    route = routes.add("failing", "fail-500", mode="full", force=True, rollback=rollback)
+    for i in range(3):
+        answer, headers = ask(client, f"question {i}")
+        assert headers["x-distillery-served-by"] == "fallback" and answer.model == "gpt-4o"
+    until(lambda: routes.get(route["id"])["mode"] == "shadow", what="the rollback")
+    event = next(e for e in routes.events(route["id"]) if e["type"] == "rolled_back")
+    assert event["actor"] == "system:rollback" and event["from"] == "full"
+    assert event["pass_rate"] == 0.0 and event["window"] == 3
+    _, headers = ask(client, "after the rollback")
+    assert headers["x-distillery-served-by"] == "teacher"
+    stats = routes.stats(route["id"])
+    assert stats["by_served"]["fallback"] == 3
+    assert stats["fallback_reasons"] == {"student_error:bad_gateway": 3}  # its 500, upstream
+    assert stats["online"]["graded"] == 3 and stats["online"]["pass_rate"] == 0.0
+    # streamed (no blocking grader: streamed through), the teacher's stream instead
+    metadata = {"prompt": "streamed"}
+    streamed = routes.ok(
+        routes.create(
+            name="streamed",
+            match={"model": "gpt-4o", "metadata": metadata},
+            student="fail-500",
+            mode="canary",
+            percent=100,
+            force=True,
+            rollback={"floor": 0.5, "window": 10, "min_samples": 2},
+        )
+    )
+    for i in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": f"streamed {i}"}],
+            store=True,
+            metadata=metadata,
+            stream=True,
+        )
+        assert raw.headers["x-distillery-served-by"] == "fallback"
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        assert text == f"echo: streamed {i}"
+    until(lambda: routes.get(streamed["id"])["mode"] == "shadow", what="the streamed rollback")
+    event = next(e for e in routes.events(streamed["id"]) if e["type"] == "rolled_back")
+    assert event["from"] == "canary" and event["pass_rate"] == 0.0 and event["window"] == 2
+
+
+def test_graders_compare_a_field_of_the_teachers_json(
+    client: openai.OpenAI, routes: Routes, gateway
+) -> None:  # type: ignore[no-untyped-def]
+    """``{{item.teacher_json.category}}``: the student agrees when it files the inquiry under the
+    teacher's category, whatever else either says; on the student's answers to users (no teacher
+    answer to compare with) that grader is skipped, and the others give the verdict."""
+    from distillery.store.tables import RouteOutcomeRow
+
+    _, headers = ask(client, "an invoice question")
+    assert "x-distillery-route" not in headers  # the fake upstream's echo teacher, unrouted
+    # a teacher served in process, before the configured provider of the same model
+    gateway.services.providers.add(Labeller(), first=True)
+    answer, _ = ask(client, "an invoice question", max_tokens=64)
+    assert json.loads(answer.choices[0].message.content or "")["category"] == "billing"
+    same_category = {
+        "type": "string_check",
+        "name": "same_category",
+        "input": "{{sample.output_json.category}}",
+        "reference": "{{item.teacher_json.category}}",
+        "operation": "eq",
+    }
+    route = routes.add(
+        "labels",
+        Labeller.STUDENT,
+        graders=[same_category, {"type": "valid_json", "name": "json"}],
+    )
+    questions = ["invoice 1", "invoice 2", "login fails"]
+    for text in questions:
+        _, headers = ask(client, text, max_tokens=64)
+        assert headers["x-distillery-served-by"] == "teacher"
+    stats = until(
+        lambda: (s := routes.stats(route["id"]))["shadow"]["graded"] == 3 and s,
+        what="3 graded shadow pairs",
+    )
+    assert stats["shadow"]["passed"] == 2  # billing = billing twice; billing != technical
+    # the whole answers differ every time: only the field is compared
+    students = client.chat.completions.list(model=Labeller.STUDENT, metadata=PROMPT, limit=10)
+    teachers = client.chat.completions.list(model="gpt-4o", metadata=PROMPT, limit=10)
+    said = {c.choices[0].message.content for c in teachers.data}
+    assert len(students.data) == 3 and not said & {
+        c.choices[0].message.content for c in students.data
+    }
+    # full: the student answers users; nothing of the teacher's to compare with
+    routes.ok(routes.promote(route["id"], mode="full", force=True))
+    for text in ("invoice 3", "vpn is down"):
+        _, headers = ask(client, text, max_tokens=64)
+        assert headers["x-distillery-served-by"] == "student"
+    stats = until(
+        lambda: (s := routes.stats(route["id"]))["online"]["graded"] == 2 and s,
+        what="2 online verdicts",
+    )
+    assert stats["online"]["pass_rate"] == 1.0  # valid JSON both times
+    with gateway.services.store.read() as session:
+        rows = session.query(RouteOutcomeRow).filter_by(route_id=route["id"])
+        grades = {
+            (row.mode, row.shadow): [(g["name"], g["passed"], g["error"]) for g in row.grades or []]
+            for row in rows.order_by(RouteOutcomeRow.seq)
+        }
+        shadow = [
+            [(g["name"], g["passed"], g["error"]) for g in row.grades]
+            for row in rows.filter_by(shadow=True).order_by(RouteOutcomeRow.seq)
+        ]
+    assert [pair[0] for pair in shadow] == [
+        ("same_category", True, None),
+        ("same_category", True, None),
+        ("same_category", False, None),
+    ]
+    assert grades[("full", False)] == [("json", True, None)]  # same_category skipped, not failed
 
 
 def test_a_judge_that_fails_counts_but_does_not_block(

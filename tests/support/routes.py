@@ -141,3 +141,60 @@ def eval_runs(client: openai.OpenAI, teacher: str, student: str, n: int = 30) ->
             what=f"eval run {run_id}",
         )
     return run_ids[0], run_ids[1]
+
+
+class Labeller:
+    """An in-process provider of inquiry labels as JSON: the teacher (``gpt-4o``, served before
+    the fake upstream's) and a student (``label-student``) answer the same ``category`` in their
+    own words, except that the student files everything under ``billing``."""
+
+    kind = "scripted"
+    TEACHER, STUDENT = "gpt-4o", "label-student"
+
+    def __init__(self, name: str = "labeller") -> None:
+        self.name = name
+
+    def models(self) -> list[Any]:
+        from distillery.providers.base import ModelInfo
+
+        return [ModelInfo(id=m, owned_by=self.name) for m in (self.TEACHER, self.STUDENT)]
+
+    def serves(self, model: str) -> bool:
+        return model in (self.TEACHER, self.STUDENT)
+
+    def answer(self, model: str, question: str) -> dict[str, Any]:
+        if model == self.STUDENT:
+            return {"category": "billing", "confidence": 0.9}
+        category = "billing" if "invoice" in question else "technical"
+        return {"reason": f"the teacher read {question!r}", "category": category}
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        question = next(
+            (str(m.get("content")) for m in reversed(body["messages"]) if m["role"] == "user"), ""
+        )
+        text = json.dumps(self.answer(body["model"], question), ensure_ascii=False)
+        return {
+            "id": f"chatcmpl-label{time.time_ns()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+        }
+
+    async def stream(self, body: dict[str, Any]) -> Any:
+        from distillery.wire.sse import completion_events
+
+        for event in completion_events(await self.create(body), include_usage=False):
+            yield event
+
+    async def aclose(self) -> None:
+        return None

@@ -54,6 +54,24 @@ def test_routes_pages_show_traffic_and_roll_back(
     main = page.locator("main").inner_text()
     assert "fallback" in main and "grader:schema: 3" in main
     assert "gate_bypassed" in main and "created" in main
+    # the timeline: who answered each request, and the phases
+    timeline = page.locator("section#timeline")
+    assert timeline.get_by_role("heading", name="Timeline").count() == 1
+    chart = timeline.locator("figure svg[role=img]")
+    assert chart.count() == 1
+    assert chart.locator("g.lanes text").all_text_contents() == [
+        "teacher (0)",
+        "student (0)",
+        "fallback (3)",
+    ]
+    assert chart.locator("g.lanes rect").count() == 3
+    assert chart.locator("g.bands text").all_text_contents() == ["full"]
+    assert chart.locator("g.marks text").all_text_contents() == ["gate bypassed"]
+    rows = timeline.locator("#phases tbody tr")
+    assert rows.count() == 1
+    cells = rows.first.locator("td").all_inner_texts()
+    assert cells[0] == "full" and cells[2:6] == ["3", "0", "0", "3"]
+    assert cells[6] == "0.0% passes (0–0%)"  # each fallback is a failed answer to a user
     # the student's attempt, stored under its own model, names the route and the requested model
     attempt = client.chat.completions.list(model="echo-1").data[0]
     page.goto(gateway.url + f"/completions/{attempt.id}")
@@ -64,6 +82,13 @@ def test_routes_pages_show_traffic_and_roll_back(
     page.wait_for_url(f"**/routes/{route['id']}")
     assert "Rolled back to shadow." in page.locator(".flash").inner_text()
     assert page.locator(".event-rolled_back").count() == 1
+    rows = page.locator("#phases tbody tr")
+    assert rows.count() == 2
+    assert rows.nth(1).get_attribute("class") == "phase-rolled_back"
+    assert rows.nth(1).locator("td").first.inner_text() == "shadow (rolled back)"
+    assert rows.nth(1).locator("td").nth(2).inner_text() == "0"
+    marks = page.locator("section#timeline g.marks text").all_text_contents()
+    assert marks == ["gate bypassed", "rolled back"]
     assert routes.get(route["id"])["mode"] == "shadow"
     assert page.get_by_role("button", name="Roll back to shadow").count() == 0
     assert page.dialogs == []

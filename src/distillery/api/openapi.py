@@ -86,6 +86,7 @@ from distillery.wire.resources import (
     RoutePromoteParams,
     RouteRollbackParams,
     RouteStats,
+    RouteTimeline,
     SelfConsistencyParams,
 )
 from distillery.wire.responses import (
@@ -276,6 +277,7 @@ OPERATIONS: dict[str, Doc] = {
     "GET /v1/distillery/routes/{route_id}/gate": Doc(returns=RouteGate),
     "GET /v1/distillery/routes/{route_id}/events": Doc(returns=RouteEvent, page=True),
     "GET /v1/distillery/routes/{route_id}/stats": Doc(returns=RouteStats),
+    "GET /v1/distillery/routes/{route_id}/timeline": Doc(returns=RouteTimeline),
     # costs
     "GET /v1/distillery/costs": Doc(returns=CostsReport),
 }

@@ -69,8 +69,12 @@ class ProviderRegistry:
             built[name] = provider
         return cls(built)
 
-    def add(self, provider: Provider) -> None:
-        self.providers[provider.name] = provider
+    def add(self, provider: Provider, *, first: bool = False) -> None:
+        """Serve ``provider`` too; ``first``: before the others, for the models both serve."""
+        others = {k: v for k, v in self.providers.items() if k != provider.name}
+        self.providers = (
+            {provider.name: provider, **others} if first else others | {provider.name: provider}
+        )
         self._routes.clear()
 
     def route(self, model: str) -> Provider:

@@ -198,8 +198,11 @@ class RoutedGateway:
         """The teacher's answer instead of the student's; counted with ``reason``."""
         teacher = await prepared.create(Answering(tag=tag))
         student_response, verdict = student if student is not None else ({}, Verdict())
-        if verdict.passed is not None and route.mode.student_answers:
-            self._observe(route, bool(verdict.passed))
+        # a student that failed to answer failed the user too: the window counts it, as the
+        # outcome stored below does (``passed`` False), so a restart seeds the same window
+        passed = verdict.passed if student is not None else False
+        if passed is not None and route.mode.student_answers:
+            self._observe(route, passed)
         student_cost = self.prices.cost_of(route.student, student_response) if student else None
         self.outcomes.add(
             self._served(
@@ -207,7 +210,7 @@ class RoutedGateway:
                 "fallback",
                 teacher,
                 student_completion_id=_id_of(student_response),
-                passed=verdict.passed if student is not None else False,
+                passed=passed,
                 reason=reason[:256],
                 cost_usd=_sum(self.prices.cost_of(route.teacher, teacher), student_cost),
                 grades=verdict.grades or None,
@@ -339,6 +342,8 @@ class RoutedGateway:
     ) -> None:
         answer = {**completion, "id": stored_id}
         self.outcomes.add(self._served(route, "fallback", answer, passed=False, reason=reason))
+        if route.mode.student_answers:
+            self._observe(route, False)
 
     def _served(
         self, route: Route, served_by: str, answer: Mapping[str, Any], **fields: Any

@@ -36,7 +36,9 @@ class Verdict:
 def grading_item(
     upstream: Mapping[str, Any], metadata: Mapping[str, str] | None, teacher: str | None
 ) -> dict[str, Any]:
-    """The ``item`` namespace of a route grader."""
+    """The ``item`` namespace of a route grader: ``teacher`` is the teacher's answer (shadow mode
+    and fallbacks), ``teacher_json`` the same parsed as JSON (``None`` when it is not JSON), as
+    ``sample.output_json`` is the student's: ``{{item.teacher_json.category}}``."""
     messages = upstream.get("messages")
     messages = list(messages) if isinstance(messages, list) else []
     last_user = next(
@@ -47,6 +49,7 @@ def grading_item(
         "input": message_text(last_user) if last_user is not None else "",
         "messages": messages,
         "teacher": teacher,
+        "teacher_json": sample_from_output(teacher)["output_json"] if teacher is not None else None,
         "metadata": dict(metadata or {}),
     }
 
@@ -61,7 +64,8 @@ async def grade(
 ) -> Verdict:
     """Grade ``answer`` with the blocking graders (or with the others)."""
     verdict = Verdict()
-    chosen = [g for g in graders if g.blocking == blocking]
+    compared = item.get("teacher") is not None
+    chosen = [g for g in graders if g.blocking == blocking and (compared or not g.needs_teacher)]
     if not chosen:
         return verdict
     draw = (rng or random).random

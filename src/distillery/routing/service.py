@@ -8,7 +8,8 @@ The parity gate (``check_gate``) allows a route into ``canary`` or ``full`` only
    end of the bootstrap confidence interval* of that ratio, and
 2. when the route has at least ``gate.min_shadow_pairs`` graded shadow pairs, their agreement
    (the share of the student's shadow answers that passed the route's graders against the
-   teacher's) is at or above the same percentage. Fewer pairs are reported, not counted.
+   teacher's) is at or above ``gate.min_shadow_agreement`` percent (unset: the same percentage).
+   Fewer pairs are reported, not counted.
 
 A refusal is a 409 whose message and ``error.gate`` carry the numbers; ``force`` (recorded as an
 event) bypasses the gate. Every change is an event naming who or what made it.
@@ -25,6 +26,7 @@ from distillery.errors import ConflictError, DistilleryError, InvalidRequestErro
 from distillery.evals.compare import pass_rate_interval
 from distillery.evals.graders.base import Grader
 from distillery.providers.registry import ProviderRegistry
+from distillery.routing import timeline
 from distillery.routing.spec import RouteSpec, route_fields
 from distillery.routing.table import Route, RouteTable, build_route
 from distillery.store.routes import RouteEvent, RouteRecord, RoutesRepo
@@ -34,6 +36,7 @@ from distillery.wire.route_modes import PROMOTE_TARGETS, ROLLBACK_TARGETS, Route
 Compare = Callable[[list[str], str], dict[str, Any]]
 GraderFactory = Callable[[dict[str, Any], str], Grader]
 MAX_VERDICTS = 100_000  # verdicts read for online pass rates and shadow agreement
+TIMELINE_LIMIT = 5_000  # requests a timeline shows, the newest
 
 
 class GateRefused(ConflictError):
@@ -126,7 +129,14 @@ class RoutesService:
         events: list[dict[str, Any]] = []
         if spec.mode.student_answers:
             events.append(self._gate_event(spec, None, force=force, actor=actor))
-        created = {"type": "created", "actor": actor, "mode": spec.mode, "student": spec.student}
+        created: dict[str, Any] = {
+            "type": "created",
+            "actor": actor,
+            "mode": spec.mode,
+            "student": spec.student,
+        }
+        if spec.mode.splits_traffic:
+            created["percent"] = spec.percent
         route_id = self.repo.create(spec.name, spec.mode, _dump(spec), created)
         for event in events:
             self.repo.add_event(route_id, event)
@@ -152,9 +162,11 @@ class RoutesService:
                 route_id, self._gate_event(spec, route_id, force=force, actor=actor)
             )
         changed = sorted(k for k in body if body[k] != current.body.get(k))
-        event = {"type": "updated", "actor": actor, "changed": changed}
+        event: dict[str, Any] = {"type": "updated", "actor": actor, "changed": changed}
         if spec.mode != before.mode:
             event |= {"type": "mode_changed", "from": before.mode, "to": spec.mode}
+            if spec.mode.splits_traffic:
+                event["percent"] = spec.percent
         self.repo.update(
             route_id,
             body=_dump(spec),
@@ -304,16 +316,20 @@ class RoutesService:
             verdicts = self.repo.graded(route_id, limit=MAX_VERDICTS, shadow=True)
             agreement = sum(verdicts) / len(verdicts) if verdicts else 0.0
             counted = len(verdicts) >= gate.min_shadow_pairs
+            required = (
+                gate.min_shadow_agreement if gate.min_shadow_agreement is not None else threshold
+            )
             decision["shadow"] = {
                 "pairs": len(verdicts),
                 "agreed": sum(verdicts),
                 "agreement": agreement if verdicts else None,
                 "required_pairs": gate.min_shadow_pairs,
+                "required_agreement_percent": required,
                 "counted": counted,
             }
-            if counted and 100 * agreement < threshold:
+            if counted and 100 * agreement < required:
                 decision["reasons"].append(
-                    f"shadow agreement {agreement:.1%} over {len(verdicts)} pairs < {threshold:g}%"
+                    f"shadow agreement {agreement:.1%} over {len(verdicts)} pairs < {required:g}%"
                 )
         decision["allowed"] = not decision["reasons"]
         return decision
@@ -366,6 +382,24 @@ class RoutesService:
         return {"object": "distillery.route_gate", "route_id": route_id} | self.check_gate(
             spec, route_id
         )
+
+    def timeline(self, route_id: str, *, limit: int = TIMELINE_LIMIT) -> dict[str, Any]:
+        """The route's phases (who answered in each mode, fallbacks, online pass rates with
+        intervals, realised cost and savings) and its newest ``limit`` requests in order, with
+        the events a chart marks (``routing.timeline``)."""
+        self.before_read()
+        self.repo.get(route_id)
+        events = [_event_object(e) for e in self.repo.history(route_id)]
+        outcomes = self.repo.outcomes(route_id, limit=limit)
+        phases, requests = timeline.history(events, outcomes)
+        return {
+            "object": "distillery.route_timeline",
+            "route_id": route_id,
+            "phases": [p.to_dict() for p in phases],
+            "requests": requests,
+            "marks": timeline.marks(events, requests, phases),
+            "truncated": len(outcomes) == limit,
+        }
 
     def stats(self, route_id: str) -> dict[str, Any]:
         self.before_read()

@@ -12,8 +12,9 @@ instead), ``sample_rate`` (the share of answers graded, for judges that cost a m
 and ``block_on_error`` (a grader that errors, e.g. a judge whose provider is down, blocks the
 answer too; by default it is counted and the answer passes).
 A grader sees ``{{sample.output_text}}`` (the student's answer) and the ``item`` namespace
-``{"input", "messages", "teacher", "metadata"}``, where ``item.teacher`` is the teacher's answer
-(present in shadow mode and after a fallback).
+``{"input", "messages", "teacher", "teacher_json", "metadata"}``, where ``item.teacher`` is the
+teacher's answer (present in shadow mode and after a fallback) and ``item.teacher_json`` the same
+parsed as JSON.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class Gate(_Spec):
     student_run: str | None = Field(default=None, description="Eval run of the student.")
     min_percent_of_teacher: float = Field(default=95.0, gt=0, le=1000)
     min_shadow_pairs: int = Field(default=50, ge=1, le=1_000_000)
+    min_shadow_agreement: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Percent of the shadow pairs that must pass the graders; unset: the same "
+        "as min_percent_of_teacher. Lower it when graders compare with a teacher known to be "
+        "wrong at times (a student trained on corrected answers disagrees with its mistakes).",
+    )
 
 
 class Rollback(_Spec):

@@ -8,6 +8,7 @@ the store when a route changes (here or in another process: ``refresh`` compares
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ class RouteGrader:
     blocking: bool
     sample_rate: float
     block_on_error: bool
+    # reads ``{{item.teacher}}``/``{{item.teacher_json}}``: grades only answers the teacher also
+    # answered (shadow pairs, fallbacks), never a student's answer with nothing to compare to
+    needs_teacher: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def build_route(record: RouteRecord, grader_factory: GraderFactory) -> Route:
                 blocking=blocking,
                 sample_rate=rate,
                 block_on_error=bool(raw.get("block_on_error", False)),
+                needs_teacher=_reads_teacher(config),
             )
         )
     return Route(
@@ -119,6 +124,20 @@ def build_route(record: RouteRecord, grader_factory: GraderFactory) -> Route:
         pairs=tuple(sorted(spec.match.pairs().items())),
         graders=tuple(graders),
     )
+
+
+_TEACHER_FIELD = re.compile(r"\{\{\s*item\.teacher(_json)?\b")
+
+
+def _reads_teacher(config: Any) -> bool:
+    """Whether a grader config's templates read the teacher's answer."""
+    if isinstance(config, str):
+        return _TEACHER_FIELD.search(config) is not None
+    if isinstance(config, dict):
+        return any(_reads_teacher(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_reads_teacher(v) for v in config)
+    return False
 
 
 class _ModelRoutes:

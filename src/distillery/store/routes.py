@@ -212,6 +212,13 @@ class RoutesRepo:
             rows = list(session.scalars(query.order_by(desc(RouteEventRow.seq)).limit(limit + 1)))
             return Page([_event(r) for r in rows[:limit]], len(rows) > limit)
 
+    def history(self, route_id: str, *, limit: int = 10_000) -> list[RouteEvent]:
+        """The route's newest ``limit`` events, oldest first."""
+        with self.store.read() as session:
+            query = select(RouteEventRow).where(RouteEventRow.route_id == route_id)
+            rows = list(session.scalars(query.order_by(desc(RouteEventRow.seq)).limit(limit)))
+            return [_event(r) for r in reversed(rows)]
+
     # --- outcomes --------------------------------------------------------------------------------
     def add_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
@@ -238,6 +245,23 @@ class RoutesRepo:
                 query = query.where(RouteOutcomeRow.shadow.is_(shadow))
             found = session.scalars(query.order_by(desc(RouteOutcomeRow.seq)).limit(limit))
             return [bool(v) for v in reversed(list(found))]
+
+    def outcomes(self, route_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` outcomes in the order they were written: when, in which mode,
+        who answered, the student's verdict, the reason of a fallback, cost and saving."""
+        c = RouteOutcomeRow
+        columns = (c.created_at, c.mode, c.served_by, c.shadow, c.passed, c.reason)
+        with self.store.read() as session:
+            rows = session.execute(
+                select(*columns, c.cost_usd, c.saved_usd)
+                .where(c.route_id == route_id)
+                .order_by(desc(c.seq))
+                .limit(limit)
+            ).all()
+        keys = ("created_at", "mode", "served_by", "shadow", "passed", "reason")
+        return [
+            dict(zip((*keys, "cost_usd", "saved_usd"), row, strict=True)) for row in reversed(rows)
+        ]
 
     def outcome_totals(self, route_id: str, since: int = 0) -> list[dict[str, Any]]:
         """Per (served_by, model, shadow): requests, graded, passed, cost and savings."""

@@ -601,6 +601,22 @@ class RateLine:
 
 
 @dataclass(frozen=True)
+class PhaseLine:
+    """One stretch of a route in one mode: who answered, fallbacks, pass rate, cost."""
+
+    label: str  # "shadow", "canary 50%", "full"
+    cause: str  # created, mode_changed, rolled_back
+    started_at: int
+    requests: int
+    teacher: int
+    student: int
+    fallback: int
+    rate: RateLine  # the student's answers to users; in shadow, its agreement with the teacher
+    cost_per_1k: float | None
+    saved_usd: float
+
+
+@dataclass(frozen=True)
 class RoutePage:
     route: RouteLine
     served: list[tuple[str, int]]
@@ -617,6 +633,8 @@ class RoutePage:
     payback_days: float | None
     events: list[RouteEventLine]
     spec_json: str
+    phases: list[PhaseLine]
+    timeline_chart: str  # SVG: who answered each request, the phases, the gate and rollbacks
 
 
 # --- judges --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Route pages: every route with its live numbers, and one route's traffic, grades, costs and
-events, with a rollback button (the emergency stop: it needs no gate)."""
+"""Route pages: every route with its live numbers, and one route's timeline (who answered each
+request through its phases), traffic, grades, costs and events, with a rollback button (the
+emergency stop: it needs no gate)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from distillery.routing.timeline import chart as timeline_chart
+from distillery.routing.timeline import phase_label
 from distillery.web.auth import LOGIN
-from distillery.web.contexts import RateLine, RouteEventLine, RouteLine, RoutePage, RoutesPage
+from distillery.web.contexts import (
+    PhaseLine,
+    RateLine,
+    RouteEventLine,
+    RouteLine,
+    RoutePage,
+    RoutesPage,
+)
 from distillery.web.render import PageRoute, redirect, render, services_of, url_with
 from distillery.wire.route_modes import RouteMode
 
@@ -68,7 +78,39 @@ def _gate_sentence(route: dict[str, Any]) -> str:
     return (
         f"Student run {gate['student_run']} against teacher run {gate['teacher_run']}: at least "
         f"{gate['min_percent_of_teacher']:g}% of the teacher at the lower end of the 95% "
-        f"interval, and the same shadow agreement over {gate['min_shadow_pairs']}+ pairs."
+        f"interval, and a shadow agreement of "
+        f"{gate.get('min_shadow_agreement') or gate['min_percent_of_teacher']:g}% over "
+        f"{gate['min_shadow_pairs']}+ pairs."
+    )
+
+
+def _phase_line(phase: dict[str, Any]) -> PhaseLine:
+    shadow = phase["mode"] == "shadow"
+    graded, passed = (
+        (phase["shadow_graded"], phase["shadow_passed"])
+        if shadow
+        else (phase["online_graded"], phase["online_passed"])
+    )
+    ci = phase["shadow_agreement_ci" if shadow else "online_pass_rate_ci"]
+    served = phase["served"]
+    label = "agrees with the teacher" if shadow else "passes"
+    return PhaseLine(
+        label=phase_label(phase),
+        cause=phase["cause"],
+        started_at=phase["started_at"],
+        requests=phase["requests"],
+        teacher=served.get("teacher", 0),
+        student=served.get("student", 0),
+        fallback=served.get("fallback", 0),
+        rate=RateLine(
+            label,
+            graded,
+            passed / graded if graded else None,
+            ci[0] if ci else None,
+            ci[1] if ci else None,
+        ),
+        cost_per_1k=phase["cost_per_1k"],
+        saved_usd=float(phase["saved_usd"]),
     )
 
 
@@ -78,6 +120,7 @@ def route_page(request: Request, route_id: str) -> Response:
     route = svc.get(route_id)
     stats = svc.stats(route_id)
     events, _ = svc.events(route_id, after=None, limit=100)
+    timeline = svc.timeline(route_id)
     costs = stats["costs"]
     page = RoutePage(
         route=route_line(route, stats),
@@ -105,6 +148,8 @@ def route_page(request: Request, route_id: str) -> Response:
             ensure_ascii=False,
             indent=2,
         ),
+        phases=[_phase_line(p) for p in timeline["phases"]],
+        timeline_chart=timeline_chart(timeline),
     )
     return render(request, "route.html", page, title=f"Route {route['name']}", nav="routes")
 

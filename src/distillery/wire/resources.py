@@ -108,6 +108,15 @@ class RouteStats(_Object):
     requests: int
 
 
+class RouteTimeline(_Object):
+    object: Literal["distillery.route_timeline"] = "distillery.route_timeline"
+    route_id: str
+    phases: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    marks: list[dict[str, Any]]
+    truncated: bool
+
+
 class CostsReport(_Object):
     object: Literal["distillery.costs_report"] = "distillery.costs_report"
     generated_at: int

@@ -10,7 +10,9 @@
 - ``GET .../{id}/gate``: what the parity gate decides now (changes nothing);
 - ``GET .../{id}/events``: every change, gate decision and rollback, newest first;
 - ``GET .../{id}/stats``: requests by serving model, fallbacks, online pass rates with
-  intervals, cost per 1,000 requests and realised savings.
+  intervals, cost per 1,000 requests and realised savings;
+- ``GET .../{id}/timeline``: the same per phase (each stretch in one mode), and the requests in
+  order with the events a chart marks.
 
 A gate refusal is a 409 whose ``error.gate`` holds the numbers.
 """
@@ -153,6 +155,17 @@ async def route_events(
         services.routes.events, route_id, after=after, limit=limit
     )
     return _list(data, has_more)
+
+
+@router.get("/{route_id}/timeline")
+async def route_timeline(
+    route_id: str,
+    services: ServicesDep,
+    limit: int = Query(default=5000, ge=1, le=50_000),
+) -> Response:
+    """The route's phases (who answered in each mode, fallbacks, online pass rates with
+    intervals, realised cost and savings) and its newest ``limit`` requests, for a timeline."""
+    return _json(await run_in_threadpool(services.routes.timeline, route_id, limit=limit))
 
 
 @router.get("/{route_id}/stats")
