@@ -423,10 +423,12 @@ def timeline_chart(
     for k, (index, label) in enumerate(sorted(marks)):
         x = sx(max(0, min(index, n)))
         y = bottom + 28 + (k % 2) * 14  # alternate rows so close labels do not overlap
+        # a label at either end of the axis runs inwards, so it is not cut off
+        anchor = "end" if x > right - 60 else "start" if x < left + 60 else "middle"
         out.append(
             f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(top - 16)}" y2="{_num(y - 10)}" '
             f'stroke="#D55E00" stroke-dasharray="4 3"/>'
-            f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="middle" fill="#D55E00">'
+            f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" fill="#D55E00">'
             f"{_esc(label)}</text>"
         )
     out.append("</g>")

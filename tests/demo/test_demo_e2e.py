@@ -74,6 +74,20 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     assert out["trained_tokens"] > 0 and out["teacher_cost_per_1k"] > 0
     assert report.is_file()
 
+    # the rollout: the 6 held-out questions sent to the recorded teacher through the gateway,
+    # the route's phases counted from the routed requests, the gate's numbers shown
+    rollout = out["rollout"]
+    assert rollout["recorded_teacher"] and rollout["student"] == distilled["model"]
+    sent = sum(s["requests"] for s in rollout["sent"])
+    assert sum(p["requests"] for p in rollout["phases"]) == sent >= 6
+    first = rollout["phases"][0]  # every request of the shadow phase was shadowed and graded
+    assert first["mode"] == "shadow" and first["shadow_graded"] == first["requests"] >= 2
+    assert rollout["gate"]["offline"]["items"] == 6
+    assert rollout["gate"]["shadow"]["pairs"] == 2
+    if not rollout["promoted"]:  # a refusal keeps the student in shadow; the demo goes on
+        assert rollout["final_mode"] == "shadow" and sent == 6
+        assert rollout["events"] == ["created", "gate_refused"]
+
     # a second run reuses every artifact: same job, same fine-tuned model
     again = subprocess.run(args, env=env, capture_output=True, timeout=900)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
@@ -98,7 +112,12 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
         )
         page = browser.new_page(viewport={"width": 1100, "height": 1400})
         page.goto(report.as_uri())
-        assert page.locator("svg[role=img]").count() == 4
+        assert page.locator("svg[role=img]").count() == 5  # 4 charts and the rollout's timeline
+        phases = page.locator("#rollout-phases tbody tr")
+        assert phases.count() == len(rollout["phases"])
+        assert phases.nth(0).inner_text().startswith("shadow")
+        assert "gate" in page.locator("#rollout-gate").inner_text()
+        assert page.locator("#rollout-mode").inner_text() == rollout["final_mode"]
         rows = page.locator("#results tbody tr")
         assert rows.count() == 3
         assert "distilled student" in rows.nth(2).inner_text()

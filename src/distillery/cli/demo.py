@@ -56,11 +56,31 @@ def demo(
     every_epoch: Annotated[
         bool, typer.Option(help="Also evaluate every epoch's checkpoint on the test split.")
     ] = False,
+    rollout: Annotated[
+        bool,
+        typer.Option(
+            "--rollout/--no-rollout",
+            help="After the report, move the held-out traffic to the student through a route: "
+            "shadow, the parity gate, canary, full, and an incident that falls back and rolls "
+            "back.",
+        ),
+    ] = True,
+    gate_percent: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            max=100,
+            help="The rollout's parity gate: the student's share of the teacher's pass rate, at "
+            "the lower end of its 95% interval [default: 90].",
+        ),
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Where to write the HTML report.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Capture → evaluate → distill → evaluate → report, on the inquiry-routing demo data."""
-    from distillery.demo.report import print_report, write_html
+    """Capture → evaluate → distill → evaluate → report → rollout, on the inquiry-routing demo
+    data."""
+    from distillery.demo.report import print_report, rollout_summary, write_html
+    from distillery.demo.rollout import RolloutOptions
     from distillery.demo.run import Demo, DemoOptions
 
     svc = services()
@@ -79,6 +99,10 @@ def demo(
         test_limit=test_limit,
         requests_per_day=requests_per_day,
         evaluate_checkpoints=every_epoch,
+        rollout=rollout,
+        rollout_options=RolloutOptions()
+        if gate_percent is None
+        else RolloutOptions(min_percent_of_teacher=gate_percent),
         **{k: v for k, v in recipe.items() if v is not None},  # type: ignore[arg-type]
     )
     say = (lambda m: err_console.print(f"[cyan]•[/cyan] {m}")) if not json_out else (lambda m: None)
@@ -104,6 +128,7 @@ def demo(
                 "teacher_cost_per_1k": result.teacher_cost_per_1k,
                 "student_cost_per_1k": result.student_cost_per_1k,
                 "payback_days": result.payback_days,
+                "rollout": rollout_summary(result.rollout) if result.rollout else None,
                 "html": str(path),
             }
         )

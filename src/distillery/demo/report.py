@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -12,7 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from distillery.charts import bar_chart, line_chart
+from distillery.demo.rollout import RolloutReport
 from distillery.demo.run import DemoReport, RunResult
+from distillery.routing.timeline import chart as timeline_chart
+from distillery.routing.timeline import phase_label
 
 
 def _pct(x: float) -> str:
@@ -96,8 +100,147 @@ def print_report(report: DemoReport, console: Console) -> None:
         f"Payback at {report.options.requests_per_day:,.0f} requests/day: "
         f"[bold]{payback_text(report)}[/bold] (saves {_money(report.daily_saving)}/day)."
     )
+    if report.rollout is not None:
+        print_rollout(report.rollout, console)
     if report.html_path:
         console.print(f"HTML report: {report.html_path}", overflow="fold")
+
+
+# -- the rollout -------------------------------------------------------------------------------
+
+
+def interval(rate: float | None, ci: list[float] | None) -> str:
+    """``96.7% [88.6-99.1]``; ``-`` when nothing was graded."""
+    if rate is None:
+        return "-"
+    if not ci:
+        return _pct(rate)
+    return f"{100 * rate:.1f}% [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]"
+
+
+def gate_sentence(gate: dict[str, Any]) -> str:
+    """The gate's decision and its numbers, in one sentence."""
+    offline = gate.get("offline") or {}
+    parts = []
+    if offline.get("percent_of_teacher") is not None:
+        low = (offline.get("percent_of_teacher_ci") or [None])[0]
+        parts.append(
+            f"held-out: student at {offline['percent_of_teacher']:.1f}% of the teacher"
+            + (f" (lower bound {low:.1f}%)" if low is not None else "")
+        )
+    shadow = gate.get("shadow") or {}
+    if shadow.get("agreement") is not None:
+        parts.append(f"shadow agreement {_pct(shadow['agreement'])} over {shadow['pairs']} pairs")
+    verdict = "passed" if gate.get("allowed") else "refused"
+    need = f"needs {gate.get('threshold_percent_of_teacher', 0):g}%"
+    text = f"gate {verdict} ({need}): " + "; ".join(parts)
+    if not gate.get("allowed") and gate.get("reasons"):
+        text += ". Refused because " + "; ".join(gate["reasons"])
+    return text
+
+
+def event_sentence(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    if kind == "created":
+        return f"created in {event.get('mode')}"
+    if kind == "mode_changed":
+        to = phase_label({"mode": event.get("to"), "percent": event.get("percent")})
+        return f"{event.get('from')} -> {to}"
+    if kind == "rolled_back":
+        why = f": {event['reason']}" if event.get("reason") else ""
+        return f"rolled back {event.get('from')} -> {event.get('to')} by {event.get('actor')}{why}"
+    return str(kind).replace("_", " ")
+
+
+def rollout_summary(rollout: RolloutReport) -> dict[str, Any]:
+    """The rollout as JSON (``distillery demo --json``)."""
+    return {
+        "route_id": rollout.route_id,
+        "student": rollout.student,
+        "recorded_teacher": rollout.recorded_teacher,
+        "promoted": rollout.promoted,
+        "final_mode": rollout.final_mode,
+        "seconds": rollout.seconds,
+        "capacity": rollout.capacity,
+        "gate": rollout.gate,
+        "sent": [s.__dict__ for s in rollout.sent],
+        "phases": rollout.timeline["phases"],
+        "stats": rollout.stats,
+        "events": [e["type"] for e in rollout.events],
+    }
+
+
+def print_rollout(rollout: RolloutReport, console: Console) -> None:
+    """Who answered the routed requests in each phase; the gate; the incident; the savings."""
+    teacher = f"the recorded {rollout.teacher}" if rollout.recorded_teacher else rollout.teacher
+    console.print(
+        f"\n[bold]Rollout[/bold]: {sum(s.requests for s in rollout.sent)} requests sent to "
+        f"{rollout.teacher} through the gateway ({teacher} answers as the teacher); route "
+        f"{rollout.route_name}, {rollout.seconds:.0f} s.",
+        overflow="fold",
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("phase", "requests", "teacher", "student", "fallback", "pass rate", "$/1k req"):
+        table.add_column(col, justify="left" if col == "phase" else "right", no_wrap=True)
+    for phase in rollout.timeline["phases"]:
+        served = phase["served"]
+        shadow = phase["mode"] == "shadow"
+        rate, ci = (
+            (phase["shadow_agreement"], phase["shadow_agreement_ci"])
+            if shadow
+            else (phase["online_pass_rate"], phase["online_pass_rate_ci"])
+        )
+        cost = phase["cost_per_1k"]
+        table.add_row(
+            phase_label(phase),
+            str(phase["requests"]),
+            str(served.get("teacher", 0)),
+            str(served.get("student", 0)),
+            str(served.get("fallback", 0)),
+            interval(rate, ci),
+            "-" if cost is None else _money(cost),
+        )
+    console.print(table)
+    console.print("  pass rate: the student's answers graded (in shadow: against the teacher's)")
+    console.print("  " + gate_sentence(rollout.gate), overflow="fold")
+    burst = next((s for s in rollout.sent if s.stage == "burst"), None)
+    if burst is not None:
+        served = ", ".join(f"{k} {v}" for k, v in sorted(burst.served.items()))
+        console.print(
+            f"  incident: {burst.requests} requests at once ({rollout.capacity} fit the student's "
+            f"server): {served}; {burst.errors} errors",
+            overflow="fold",
+        )
+    stats = rollout.stats
+    online = stats["online"]
+    costs = stats["costs"]
+    fallback = stats.get("fallback_rate")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats["fallback_reasons"].items()))
+    console.print(
+        f"  fallback rate {'-' if fallback is None else _pct(fallback)}"
+        + (f" ({reasons})" if reasons else "")
+        + f"; online pass rate {interval(online['pass_rate'], online['pass_rate_ci'])} over "
+        f"{online['graded']} answers",
+        overflow="fold",
+    )
+    teacher_1k, student_1k = costs["teacher_cost_per_1k"], costs["student_cost_per_1k"]
+    console.print(
+        "  realised: teacher "
+        + ("-" if teacher_1k is None else _money(teacher_1k))
+        + " / 1k requests, student "
+        + ("-" if student_1k is None else _money(student_1k))
+        + f"; saved {_money(costs['saved_usd'])} on these requests",
+        overflow="fold",
+    )
+    for event in rollout.events:
+        if event["type"] in ("created", "mode_changed", "rolled_back", "gate_refused"):
+            console.print(f"  - {event_sentence(event)}", overflow="fold")
+    ending = {
+        "full": "the student answers every request",
+        "canary": "the student answers part of the users",
+        "shadow": "the teacher answers the users; the student is graded beside it",
+    }.get(rollout.final_mode, "the teacher answers the users")
+    console.print(f"Route now: [bold]{rollout.final_mode}[/bold] ({ending}).")
 
 
 def write_html(report: DemoReport, path: Path) -> Path:
@@ -140,6 +283,12 @@ def write_html(report: DemoReport, path: Path) -> Path:
     loss = line_chart(
         {"train loss": report.loss_curve}, title="Training loss", x_label="step", y_label="loss"
     )
+    rollout = report.rollout
+    timeline = (
+        timeline_chart(rollout.timeline, title="Who answered each routed request")
+        if rollout is not None
+        else ""
+    )
     html = env.get_template("report.html.j2").render(
         report=report,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -148,7 +297,14 @@ def write_html(report: DemoReport, path: Path) -> Path:
             "langs": Markup(langs),
             "costs": Markup(costs),
             "loss": Markup(loss),
+            "timeline": Markup(timeline),
         },
+        rollout=rollout,
+        interval=interval,
+        gate_sentence=gate_sentence,
+        event_sentence=event_sentence,
+        phase_label=phase_label,
+        clock=lambda t: time.strftime("%H:%M:%S", time.localtime(t)),
         pct=_pct,
         money=_money,
         share=lambda r: percent_of_teacher(report, r),

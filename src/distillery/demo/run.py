@@ -10,7 +10,11 @@
    (claim, correct, rate, accept), unless ``--no-corrections``; then build a dataset snapshot
    from the train traffic (corrections in place of the originals) and export it;
 5. distill the student with LoRA (or full fine-tuning; a fine-tuning job) and evaluate it;
-6. measure tokens, cost per 1,000 requests, training cost and payback.
+6. measure tokens, cost per 1,000 requests, training cost and payback;
+7. roll out: the held-out questions go to the teacher through the gateway as the application
+   sends them, and the prompt's route moves them to the student through shadow, the parity gate,
+   canary and full, then survives an incident by falling back and rolling back
+   (``demo/rollout.py``).
 
 Every step is tagged with a fingerprint of its inputs, so a second run reuses what it can, and an
 interrupted run resumes (the fine-tuning job restarts from its last checkpoint).
@@ -42,7 +46,9 @@ from distillery.demo.dataset import (
     system_prompt,
     teacher_output,
 )
+from distillery.demo.rollout import Rollout, RolloutOptions, RolloutReport
 from distillery.demo.stack import LocalStack
+from distillery.demo.stack import check_response as _check
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.local_config import LocalProviderConfig
 from distillery.services import Services
@@ -56,6 +62,7 @@ from distillery.weights import (
 )
 
 PROMPT = "inquiry-router"
+DEMO_QUEUE = 8  # requests the local student queues beyond its running batch, in the demo
 TESTING_CRITERIA: list[dict[str, Any]] = [
     {
         "type": "string_check",
@@ -99,6 +106,9 @@ class DemoOptions:
     report_dir: Path | None = None
     # also evaluate every epoch's checkpoint (the accuracy curve of `bench_distill.py`)
     evaluate_checkpoints: bool = False
+    # after the report: move the held-out traffic to the student through a route
+    rollout: bool = True
+    rollout_options: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 @dataclass
@@ -138,6 +148,7 @@ class DemoReport:
     loss_curve: list[tuple[int, float]]
     html_path: Path | None = None
     checkpoints: list[tuple[int, RunResult]] = field(default_factory=list)  # (step, result)
+    rollout: RolloutReport | None = None
 
     def result(self, label: str) -> RunResult:
         return next(r for r in self.results if r.label == label)
@@ -275,6 +286,7 @@ class Demo:
                         "messages": messages,
                         "response_format": response_format(),
                         "temperature": 0,
+                        "max_tokens": self.options.max_tokens,
                         "response": response,
                         "metadata": {
                             **meta,
@@ -308,6 +320,7 @@ class Demo:
                 model=self.options.teacher or "",
                 messages=messages_for(inquiry),
                 response_format=response_format(),
+                max_tokens=self.options.max_tokens,
                 store=True,
                 metadata={
                     **meta,
@@ -640,8 +653,16 @@ class Demo:
         # The demo generates and trains one after the other, never at once: local generation may
         # use every core instead of keeping one spare for a concurrent training.
         for provider in self.services.config.providers.values():
-            if isinstance(provider, LocalProviderConfig) and provider.threads is None:
+            if not isinstance(provider, LocalProviderConfig):
+                continue
+            if provider.threads is None:
                 provider.threads = usable_cores()
+            # A short queue beyond the running batch (the evaluations' 32 at a time fit it):
+            # past it the student refuses at once (a 429 the rollout's incident falls back
+            # from) instead of queueing requests it would answer minutes later on 2 cores. A
+            # configured queue stays.
+            if "max_queue" not in provider.model_fields_set:
+                provider.max_queue = DEMO_QUEUE
         self.prepare_student()
         with LocalStack(self.services) as stack:
             # the Evals API through distillery.client: the same calls, whatever the SDK's evals
@@ -671,12 +692,41 @@ class Demo:
                 else []
             )
             http.close()
-        report = self._report(
-            teacher_label, [teacher, base, distilled], job, losses, n_train, n_val
-        )
-        report.corrected_examples = corrected
-        report.checkpoints = checkpoints
+            report = self._report(
+                teacher_label, [teacher, base, distilled], job, losses, n_train, n_val
+            )
+            report.corrected_examples = corrected
+            report.checkpoints = checkpoints
+            if self.options.rollout:
+                report.rollout = self.rollout(stack.url, job.fine_tuned_model, teacher, distilled)
         return report
+
+    # -- 7. rollout ------------------------------------------------------------------------------
+
+    def rollout(
+        self, url: str, student: str, teacher: RunResult, distilled: RunResult
+    ) -> RolloutReport:
+        """The held-out questions sent to the teacher as the application would; the prompt's
+        route moves them to the student through shadow, the gate, canary and full."""
+        assert teacher.run_id is not None and distilled.run_id is not None
+        return Rollout(
+            self.services,
+            fingerprint=self.fp,
+            prompt=PROMPT,
+            prompt_version=self.version,
+            teacher=self.teacher_model(),
+            recorded_teacher=self.options.teacher is None,
+            questions=self.test,
+            options=self.options.rollout_options,
+            progress=self.progress,
+            say=self.say,
+        ).run(
+            url,
+            student=student,
+            teacher_run=teacher.run_id,
+            student_run=distilled.run_id,
+            captured=self._meta("test"),
+        )
 
     def evaluate_checkpoints(
         self, client: openai.OpenAI, eval_id: str, job: Any
@@ -767,12 +817,3 @@ def _split_counts(version: dict[str, Any]) -> dict[str, int]:
     for name, value in splits.items():
         out[name] = int(value["examples"] if isinstance(value, dict) else value)
     return out
-
-
-def _check(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except Exception:
-            message = response.text[:300]
-        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {message}")

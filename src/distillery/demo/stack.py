@@ -7,6 +7,7 @@ import threading
 import time
 from types import TracebackType
 
+import httpx
 import uvicorn
 
 from distillery.app import create_app
@@ -55,3 +56,13 @@ class LocalStack:
     ) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def check_response(response: httpx.Response) -> None:
+    """Raise the API's error message (``error.message``) of a failed call to the stack."""
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except Exception:
+            message = response.text[:300]
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {message}")
