@@ -36,6 +36,7 @@ import httpx
 import openai
 
 from distillery.capture.importer import export_lines
+from distillery.capture.stored import StoredCompletion
 from distillery.demo.dataset import Inquiry, messages_for, response_format, response_schema
 from distillery.demo.stack import check_response as _check
 from distillery.progress import ProgressCallback, ProgressEvent, report
@@ -137,13 +138,12 @@ class Rollout:
 
     # -- the teacher -------------------------------------------------------------------------
 
-    def record_teacher(self, metadata: dict[str, str]) -> Path:
-        """Serve the teacher from the captured traffic: the stored completions selected by
-        ``metadata`` exported as recordings, answered by a ``replay`` provider."""
+    def record_teacher(self, stored: Sequence[StoredCompletion]) -> Path:
+        """Serve the teacher from the captured traffic: the ``stored`` completions exported as
+        recordings, answered by a ``replay`` provider."""
         home = self.services.settings.home
         path = home / "demo" / f"recorded-teacher-{self.fp}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        stored = self.services.stored_completions.iterate(metadata=metadata)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as out:
             for line in export_lines(stored):
@@ -234,11 +234,12 @@ class Rollout:
 
     # -- the traffic -------------------------------------------------------------------------
 
-    def _captured_requests(self, metadata: dict[str, str]) -> dict[str, dict[str, Any]]:
+    @staticmethod
+    def _captured_requests(captured: Sequence[StoredCompletion]) -> dict[str, dict[str, Any]]:
         """The application's captured request for each question (by the ``item`` metadata):
         the rollout sends them again exactly, so the recorded teacher has each one."""
         found: dict[str, dict[str, Any]] = {}
-        for stored in self.services.stored_completions.iterate(metadata=metadata):
+        for stored in captured:
             item = stored.metadata.get("item")
             if item is not None:
                 found[item] = {k: v for k, v in stored.request.items() if k in _REQUEST_FIELDS}
@@ -311,9 +312,10 @@ class Rollout:
         captured: dict[str, str],
     ) -> RolloutReport:
         started = time.perf_counter()
-        self.captured = self._captured_requests(captured)
+        stored = list(self.services.stored_completions.iterate(metadata=captured))
+        self.captured = self._captured_requests(stored)
         if self.recorded_teacher:
-            path = self.record_teacher(captured)
+            path = self.record_teacher(stored)
             self.say(f"rollout: the recorded teacher answers {self.teacher} from {path.name}")
         with httpx.Client(base_url=base_url, timeout=600) as http:
             route = self.create_route(http, self.route_body(student, teacher_run, student_run))
@@ -357,11 +359,15 @@ class Rollout:
             else:
                 _check(promoted)
                 label = f"canary {self.options.canary_percent:g}%"
-                sent.append(await self.send(client, label, "canary", canary_q, concurrency=8))
+                sent.append(
+                    await self.send(client, label, "canary", canary_q, concurrency=CONCURRENCY)
+                )
                 _check(
                     http.post(f"/v1/distillery/routes/{route_id}/promote", json={"mode": "full"})
                 )
-                sent.append(await self.send(client, "full", "full", full_q, concurrency=8))
+                sent.append(
+                    await self.send(client, "full", "full", full_q, concurrency=CONCURRENCY)
+                )
                 if capacity is not None:
                     sent.append(await self._incident(client, http, route_id, capacity))
             await asyncio.to_thread(self._wait_for_shadow, http, route_id, 0)
