@@ -26,6 +26,9 @@ from typing import Any
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="60 train / 20 test items, 1 epoch")
+    parser.add_argument(
+        "--auto", action="store_true", help="the trainer's automatic recipe (OpenAI's defaults)"
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr-multiplier", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -45,10 +48,11 @@ def main() -> int:
         from distillery.demo.run import Demo, DemoOptions
         from distillery.services import build_services
 
+        auto = "auto" if args.auto else None
         recipe: dict[str, Any] = {
-            "n_epochs": 1 if args.quick else args.epochs,
-            "learning_rate_multiplier": args.lr_multiplier,
-            "batch_size": args.batch_size,
+            "n_epochs": 1 if args.quick else args.epochs or auto,
+            "learning_rate_multiplier": args.lr_multiplier or auto,
+            "batch_size": args.batch_size or auto,
             "lora_r": args.lora_r,
             "method": args.method,
             "student": args.student,
@@ -58,6 +62,7 @@ def main() -> int:
             test_limit=20 if args.quick else None,
             evaluate_checkpoints=args.every_epoch,
             corrections=not args.no_corrections,
+            rollout=False,
             **{k: v for k, v in recipe.items() if v is not None},
         )
         services = build_services()
@@ -68,12 +73,14 @@ def main() -> int:
             services.close_sync()
         total = time.perf_counter() - started
 
-    o = report.options
+    o, h = report.options, report.hyperparameters
     print(
-        f"\nrecipe: {o.method}, {o.n_epochs} epochs, batch {o.batch_size}, lr multiplier "
-        f"{o.learning_rate_multiplier}, LoRA r={o.lora_r}; {report.train_examples} train / "
-        f"{report.test_examples} test examples"
+        f"\nrecipe{' (automatic)' if args.auto else ''}: {o.method}, {h.get('n_epochs')} epochs, "
+        f"batch {h.get('batch_size')}, lr multiplier {h.get('learning_rate_multiplier')}, LoRA "
+        f"r={o.lora_r}; {report.train_examples} train / {report.test_examples} test examples"
     )
+    if report.selection:
+        print(report.selection)
     rows = [("base student", report.result("base student"))]
     rows += [(f"checkpoint step {step}", r) for step, r in report.checkpoints]
     rows += [("distilled student", report.result("distilled student"))]

@@ -83,7 +83,7 @@ def test_create_resolves_auto_and_echoes_parameters(client: openai.OpenAI) -> No
     assert job.seed == 1234 and job.metadata == {"prompt": "router", "lang": "ja"}
     # OpenAI's rules via the trainer's resolve_auto: 12 examples -> 100 // 12 epochs, batch 4
     assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (8, 4)
-    assert job.hyperparameters.learning_rate_multiplier == 1.0
+    assert job.hyperparameters.learning_rate_multiplier == 1.77  # 2.5 x sqrt(4 / 8)
     assert job.method is not None and job.method.type == "supervised"
     assert job.method.supervised is not None
     assert job.method.supervised.hyperparameters is not None

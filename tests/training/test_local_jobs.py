@@ -57,7 +57,8 @@ def test_local_job_trains_and_its_model_is_served(client: openai.OpenAI, home: P
         suffix="router",
         seed=7,
         method=_method(2, 12),  # one step per epoch
-        extra_body={"distillery": TINY},
+        # both epochs run whatever the validation measure says (no early stop)
+        extra_body={"distillery": {**TINY, "early_stopping_patience": 0}},
     )
     assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (2, 12)
     done = wait_for(client, job.id)
@@ -66,7 +67,14 @@ def test_local_job_trains_and_its_model_is_served(client: openai.OpenAI, home: P
     assert done.fine_tuned_model == f"ft:{LOCAL}:router:{short}"
     assert done.trained_tokens and done.trained_tokens > 0
     assert done.finished_at is not None and done.estimated_finish is None
-    assert len(done.result_files) == 1
+    # the step metrics, and the task's measure per epoch with the epoch kept
+    steps_csv, selection_csv = (
+        client.files.content(f).text.splitlines() for f in done.result_files
+    )
+    assert steps_csv[0].startswith("step,train_loss")
+    assert selection_csv[0] == "epoch,valid_exact_match,valid_loss,kept"  # labels as answers
+    assert [row.split(",")[0] for row in selection_csv[1:]] == ["0", "1", "2"]
+    assert sum(int(row.split(",")[-1]) for row in selection_csv[1:]) == 1
     assert (home / "jobs" / job.id / "adapter" / "adapter_config.json").is_file()
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))

@@ -62,7 +62,7 @@ def test_real_training_run(tmp_path: Path, train_file: Path, valid_file: Path) -
 
     from distillery import weights
 
-    config = LocalSFTConfig(n_epochs=2, merge_adapter=True, **TINY)
+    config = LocalSFTConfig(n_epochs=2, merge_adapter=True, early_stopping_patience=0, **TINY)
     job = LocalBackend.write_job(tmp_path / "job", config, train_file, valid_file)
     proc = LocalBackend.start_worker(job)
     progress, events = finish(job, proc)
@@ -73,7 +73,7 @@ def test_real_training_run(tmp_path: Path, train_file: Path, valid_file: Path) -
     assert result["hyperparameters"] == {
         "n_epochs": 2,
         "batch_size": 4,
-        "learning_rate_multiplier": 1.0,
+        "learning_rate_multiplier": 1.77,  # LoRA's automatic rate at batch 4: 2.5 x sqrt(4 / 8)
     }
     assert int((job / "worker.pid").read_text()) == proc.pid
 
@@ -101,6 +101,20 @@ def test_real_training_run(tmp_path: Path, train_file: Path, valid_file: Path) -
     assert states[0]["optimizer"] is None  # only the latest checkpoint keeps it, for resuming
     assert states[1]["optimizer"]["state"] and states[1]["scheduler"] and states[1]["rng"]
     assert result["trained_tokens"] > 0 and result["metrics"]["valid_loss"] > 0
+
+    # the task's measure, before training and after each epoch, chose the adapter kept
+    before = next(e["data"] for e in events if (e["data"] or {}).get("epoch") == 0)
+    assert before["measure"]["fields"] == ["reason", "category"]  # both repeat per label
+    assert 0 <= before["metrics"]["valid_field_match"] <= 1
+    selection = next(e["data"]["selection"] for e in events if "selection" in (e["data"] or {}))
+    assert [p["epoch"] for p in selection["curve"]] == [0, 1, 2]
+    kept = selection["chosen_epoch"]
+    assert result["metrics"]["epoch"] == kept
+    best = max(selection["curve"], key=lambda p: (p["score"], -p["valid_loss"], -p["epoch"]))
+    assert kept == best["epoch"] and kept >= 1, selection  # it learns on its own questions
+    chosen = load_file(str(job / "checkpoints" / f"epoch-{kept}" / "adapter_model.safetensors"))
+    final = load_file(str(Path(result["adapter_path"]) / "adapter_model.safetensors"))
+    assert all(torch.equal(chosen[k], final[k]) for k in chosen)
 
     # every LoRA parameter moved away from its (seeded) initialisation
     source = weights.resolve_source(weights.EMBEDDED_MODEL)

@@ -96,6 +96,15 @@ def print_report(report: DemoReport, console: Console) -> None:
         f"{corrected}), {report.trained_tokens:,} tokens in "
         f"{report.training_seconds / 60:.1f} min; training cost {_money(report.training_cost_usd)}.",
     )
+    if report.hyperparameters:
+        h = report.hyperparameters
+        console.print(
+            f"Recipe: {h['n_epochs']} epoch(s) at most, batch {h['batch_size']}, learning-rate "
+            f"multiplier {h['learning_rate_multiplier']}"
+            + (" (automatic)" if report.options.n_epochs == "auto" else "")
+            + (f". {report.selection}" if report.selection else "."),
+            overflow="fold",
+        )
     console.print(
         f"Payback at {report.options.requests_per_day:,.0f} requests/day: "
         f"[bold]{payback_text(report)}[/bold] (saves {_money(report.daily_saving)}/day)."

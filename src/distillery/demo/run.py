@@ -90,11 +90,11 @@ class DemoOptions:
     corrections: bool = True
     # The sweep is in benchmarks/RESULTS.md: gemma-3-270m reaches 92% (ja 96, en 88) after 2
     # epochs; 2 keep the demo inside its 15-minute budget on 2 CPU cores.
-    n_epochs: int = 2
+    n_epochs: int | Literal["auto"] = 2
     # LoRA learns the routing from a few hundred examples only with a high rate: the
     # multiplier scales the LoRA base rate of 2e-4 (5.0 -> 1e-3).
-    learning_rate_multiplier: float = 5.0
-    batch_size: int = 8
+    learning_rate_multiplier: float | Literal["auto"] = 5.0
+    batch_size: int | Literal["auto"] = 8
     train_limit: int | None = None  # use only the first N train items (quick runs, tests)
     test_limit: int | None = None
     lora_r: int = 16
@@ -148,6 +148,8 @@ class DemoReport:
     loss_curve: list[tuple[int, float]]
     html_path: Path | None = None
     checkpoints: list[tuple[int, RunResult]] = field(default_factory=list)  # (step, result)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # as the job resolved them
+    selection: str | None = None  # which epoch's weights the job kept, and why
     rollout: RolloutReport | None = None
 
     def result(self, label: str) -> RunResult:
@@ -194,6 +196,7 @@ class Demo:
         self.progress = progress
         self.say = say
         self.fp = fingerprint(options)
+        self.selection: str | None = None  # the trainer's account of the checkpoint it kept
         self.version = prompt_version()
         train = load_inquiries("train")
         test = load_inquiries("test")
@@ -535,7 +538,7 @@ class Demo:
                     "dedupe": "exact",
                     "strict": True,
                     "training_model": self.options.student,
-                    "epochs": self.options.n_epochs,
+                    "epochs": self.options.n_epochs if self.options.n_epochs != "auto" else None,
                 },
             )
             _check(r)
@@ -638,6 +641,8 @@ class Demo:
             data = ev.data if isinstance(ev.data, dict) else {}
             if ev.type == "metrics" and "train_loss" in data and "step" in data:
                 losses[int(data["step"])] = float(data["train_loss"])
+            if isinstance(data.get("selection"), dict):
+                self.selection = str(data["selection"].get("reason") or "")
         show()
         if job.status != "succeeded":
             raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
@@ -795,6 +800,12 @@ class Demo:
             payback_days=saving.payback_days,
             daily_saving=saving.daily_saving,
             loss_curve=losses,
+            hyperparameters={
+                "n_epochs": job.hyperparameters.n_epochs,
+                "batch_size": job.hyperparameters.batch_size,
+                "learning_rate_multiplier": job.hyperparameters.learning_rate_multiplier,
+            },
+            selection=self.selection,
         )
 
 

@@ -7,7 +7,9 @@ line with the fine-tuning JSONL rules and the minimum number of examples (``MIN_
 training, 1 for validation); a file that fails gives the ``JobError`` the job fails with. On
 success the job's ``result_files`` is OpenAI's ``step_metrics.csv`` (purpose
 ``fine-tune-results``): step, training loss and accuracy, validation loss and accuracy of each
-metrics event.
+metrics event; a local run that chose its checkpoint on a validation split adds
+``checkpoint_selection.csv``: the task's measure per epoch (epoch 0: before training) and which
+epoch was kept.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import csv
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 from distillery.errors import InvalidRequestError, NotFoundError
 from distillery.store.jobs import JobsRepo
@@ -100,11 +103,41 @@ def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
                 d.get("valid_mean_token_accuracy"),
             ]
         )
-    try:
-        added = files.add(
-            out.getvalue().encode(), filename="step_metrics.csv", purpose="fine-tune-results"
+    outputs = [("step_metrics.csv", out.getvalue())]
+    selection = next(
+        (
+            e.body["data"]["selection"]
+            for e in jobs.all_events(job_id)
+            if isinstance(e.body.get("data"), dict)
+            and isinstance(e.body["data"].get("selection"), dict)
+        ),
+        None,
+    )
+    if selection is not None:
+        outputs.append(("checkpoint_selection.csv", selection_csv(selection)))
+    ids: list[str] = []
+    for name, text in outputs:
+        try:
+            ids.append(files.add(text.encode(), filename=name, purpose="fine-tune-results").id)
+        except Exception:
+            log.exception("could not write the result file %s of %s", name, job_id)
+    return ids
+
+
+def selection_csv(selection: dict[str, Any]) -> str:
+    """The checkpoint choice as CSV: epoch, the measure, validation loss, kept (1 or 0)."""
+    metric = str((selection.get("measure") or {}).get("metric") or "score")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["epoch", metric, "valid_loss", "kept"])
+    for point in selection.get("curve") or []:
+        epoch = point.get("epoch")
+        writer.writerow(
+            [
+                epoch,
+                point.get("score"),
+                point.get("valid_loss"),
+                int(epoch == selection.get("chosen_epoch")),
+            ]
         )
-    except Exception:
-        log.exception("could not write the result file of %s", job_id)
-        return []
-    return [added.id]
+    return out.getvalue()

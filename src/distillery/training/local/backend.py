@@ -255,8 +255,8 @@ class LocalBackend:
         if worker_alive(_read_pid(job_dir)) or (job_dir / RESULT_FILE).exists():
             return handle  # still running (re-attach), or finished: poll reports it
         if not (job_dir / JOB_FILE).exists():
-            config = self.config(spec).resolve_auto(spec.training_examples)
-            self.write_job(job_dir, config, spec.training_path, spec.validation_path)
+            # "auto" stays: the worker resolves it from the tokenized data (its DataShape)
+            self.write_job(job_dir, self.config(spec), spec.training_path, spec.validation_path)
         try:
             proc = self.start_worker(job_dir)
         except ConflictError:
@@ -279,9 +279,19 @@ class LocalBackend:
         status = found.status
         if status == "running":
             self._kill_if_stuck(handle)
+            announced = next(
+                (
+                    e["data"]["hyperparameters"]
+                    for e in found.events
+                    if isinstance(e.get("data"), dict)
+                    and isinstance(e["data"].get("hyperparameters"), dict)
+                ),
+                None,
+            )
             return JobProgress(
                 status="running", events=events, checkpoints=checkpoints, step=step,
                 total_steps=total,
+                hyperparameters=Hyperparameters(**announced) if announced else None,
             )  # fmt: skip
         hyper = result.get("hyperparameters")
         common: dict[str, Any] = {

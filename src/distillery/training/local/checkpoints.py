@@ -40,6 +40,16 @@ def checkpoint_epochs(output_dir: Path) -> list[int]:
     return sorted(found)
 
 
+def checkpoint_dir(output_dir: Path, epoch: int) -> Path:
+    return output_dir / CHECKPOINTS / f"epoch-{epoch}"
+
+
+def copy_weights(checkpoint: Path, target: Path) -> None:
+    """A checkpoint's servable folder (weights and tokenizer, not the trainer state) copied to
+    ``target``."""
+    shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns(STATE_FILE))
+
+
 def save_weights(
     path: Path, config: LocalSFTConfig, model: Any, causal_lm: Any, tokenizer: Any
 ) -> None:

@@ -1,21 +1,31 @@
 """``LocalSFTConfig``: the hyperparameters of a local supervised fine-tuning run.
 
 The fine-tuning API passes OpenAI's ``n_epochs`` / ``batch_size`` / ``learning_rate_multiplier``
-(each a number or ``"auto"``) through unchanged; the worker resolves ``"auto"`` once it knows how
-many training examples there are (:meth:`LocalSFTConfig.resolve_auto`), following the rules
-OpenAI documents for its own fine-tuning:
+(each a number or ``"auto"``) through unchanged; the worker resolves ``"auto"`` once it has read
+the data (:meth:`LocalSFTConfig.resolve_auto` with the data's :class:`DataShape`); explicit values
+always win. The rules (``docs/fine_tuning.md`` explains them with the measurements behind them):
 
-- ``n_epochs``: 3, raised so that a small file is seen at least 100 times in total (at most 25
-  epochs) and lowered so that a big one is seen at most 25,000 times (at least 1 epoch).
-- ``batch_size``: about 0.2% of the examples, at most 256 (OpenAI's figure), but at least 4 (or
-  all examples when there are fewer): one optimizer step packs its examples into one forward pass,
-  and on CPU a single ~150-token example per pass leaves the matrix units mostly idle.
-- ``learning_rate_multiplier``: 1.0, applied to a base learning rate of 2e-4 for LoRA and 2e-5 for
-  full fine-tuning (the usual starting points for both).
+- ``n_epochs``: OpenAI's documented rule: 3, raised so that a small file is seen at least 100
+  times in total (at most 25 epochs) and lowered so that a big one is seen at most 25,000 times
+  (at least 1 epoch). With a validation split the checkpoint is chosen by the task's measure and
+  the run stops early once it stops improving, so a generous count costs little.
+- ``batch_size``: at least 8, and large enough that the shared system prompt, which each forward
+  pass computes once for all of its examples (``packing.pack_shared``), is at most a third of the
+  pass (``2 x prefix / tokens after it``), so the cost per example hardly grows with the prompt;
+  at most 32, and at most a sixteenth of the examples (16 steps an epoch); OpenAI's ~0.2% of the
+  examples when that is more (at most 256).
+- ``learning_rate_multiplier``: for LoRA ``2.5 x sqrt(batch_size / 8)`` on a base learning rate of
+  2e-4 (5e-4 at batch 8, 1e-3 at batch 32: the square-root rule for Adam); for full fine-tuning
+  1.0 on 2e-5.
+
+Data given without a validation file keeps ``holdout`` examples aside for choosing the checkpoint
+(``"auto"``: a tenth, 20 to 100, for files of at least 100 examples; stratified by label).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,8 +36,15 @@ from distillery.wire.fine_tuning_jsonl import auto_n_epochs
 Auto = Literal["auto"]
 
 BATCH_FRACTION = 0.002
-MIN_AUTO_BATCH_SIZE = 4
+MIN_AUTO_BATCH_SIZE = 8
+MAX_PREFIX_AWARE_BATCH = 32  # the shared-prompt rule stops here
+MIN_STEPS_PER_EPOCH = 16
 MAX_AUTO_BATCH_SIZE = 256
+PREFIX_SHARE = 3  # the shared prefix at most 1/PREFIX_SHARE of a pass's tokens
+LORA_LR_MULTIPLIER_AT_8 = 2.5
+HOLDOUT_MIN_EXAMPLES = 100  # files smaller than this train on everything
+HOLDOUT_SHARE = 0.1
+HOLDOUT_RANGE = (20, 100)
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 DEFAULT_TARGET_MODULES = (
     "q_proj",
@@ -40,10 +57,43 @@ DEFAULT_TARGET_MODULES = (
 )
 
 
-def auto_batch_size(n_examples: int) -> int:
-    """~0.2% of the examples, clamped to [min(n, 4), 256]."""
-    n = max(1, n_examples)
-    return max(min(n, MIN_AUTO_BATCH_SIZE), min(MAX_AUTO_BATCH_SIZE, round(n * BATCH_FRACTION)))
+@dataclass(frozen=True)
+class DataShape:
+    """What the automatic recipe reads from the tokenized training data."""
+
+    n_examples: int
+    shared_prefix: int = 0  # tokens of the prompt prefix every example starts with
+    mean_rest_tokens: float = 0.0  # mean tokens of an example after that prefix
+    n_labels: int = 0  # label space of the task's measure (0: free text or unknown)
+
+
+def auto_batch_size(shape: DataShape | int) -> int:
+    """The batch size for ``shape`` (the rules in the module docstring)."""
+    if isinstance(shape, int):
+        shape = DataShape(shape)
+    n = max(1, shape.n_examples)
+    batch = MIN_AUTO_BATCH_SIZE
+    if shape.shared_prefix and shape.mean_rest_tokens > 0:
+        need = math.ceil((PREFIX_SHARE - 1) * shape.shared_prefix / shape.mean_rest_tokens)
+        batch = max(batch, min(MAX_PREFIX_AWARE_BATCH, need))
+    batch = min(batch, max(4, n // MIN_STEPS_PER_EPOCH))
+    batch = max(batch, min(MAX_AUTO_BATCH_SIZE, round(n * BATCH_FRACTION)))
+    return min(n, batch)
+
+
+def auto_learning_rate_multiplier(method: str, batch_size: int) -> float:
+    """``2.5 x sqrt(batch / 8)`` for LoRA (rounded to 2 decimals), 1.0 for full fine-tuning."""
+    if method != "lora":
+        return 1.0
+    return round(LORA_LR_MULTIPLIER_AT_8 * math.sqrt(batch_size / 8), 2)
+
+
+def auto_holdout(n_examples: int) -> int:
+    """Examples kept aside to choose the checkpoint when there is no validation file."""
+    if n_examples < HOLDOUT_MIN_EXAMPLES:
+        return 0
+    low, high = HOLDOUT_RANGE
+    return max(low, min(high, round(n_examples * HOLDOUT_SHARE)))
 
 
 class LocalSFTConfig(BaseModel):
@@ -116,6 +166,26 @@ class LocalSFTConfig(BaseModel):
         False, description="Also write the base with the adapter merged into <job_dir>/merged/."
     )
     logging_steps: int = Field(1, ge=1, description="A metrics event every this many steps.")
+    holdout: int | Auto = Field(
+        "auto",
+        description="Training examples kept aside to choose the checkpoint when there is no "
+        "validation file (auto: a tenth, 20 to 100, from 100 examples up; 0: none).",
+    )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="Keep the epoch that scores best on the validation split by the task's "
+        "measure (the base model when no epoch beats it), or the last epoch.",
+    )
+    early_stopping_patience: int = Field(
+        1,
+        ge=0,
+        description="Stop after this many epochs without a better validation score (0: never).",
+    )
+    measure_fields: list[str] | None = Field(
+        None,
+        description="JSON fields of the answer that the validation measure compares (default: "
+        "the label-like fields found in the answers).",
+    )
 
     @model_validator(mode="after")
     def _check_positive(self) -> LocalSFTConfig:
@@ -125,19 +195,25 @@ class LocalSFTConfig(BaseModel):
             raise ValueError("batch_size must be at least 1")
         if isinstance(self.learning_rate_multiplier, float) and self.learning_rate_multiplier <= 0:
             raise ValueError("learning_rate_multiplier must be positive")
+        if isinstance(self.holdout, int) and self.holdout < 0:
+            raise ValueError("holdout must be 0 or more")
         if not self.target_modules:
             raise ValueError("target_modules must name at least one module")
         return self
 
-    def resolve_auto(self, n_examples: int) -> LocalSFTConfig:
-        """A copy with every ``"auto"`` replaced by its value for ``n_examples`` examples."""
+    def resolve_auto(self, shape: DataShape | int) -> LocalSFTConfig:
+        """A copy with every ``"auto"`` hyperparameter replaced by its value for the data
+        (``shape``, or only its number of examples before the data is read)."""
+        if isinstance(shape, int):
+            shape = DataShape(shape)
+        batch = auto_batch_size(shape) if self.batch_size == "auto" else int(self.batch_size)
         return self.model_copy(
             update={
-                "n_epochs": auto_n_epochs(n_examples) if self.n_epochs == "auto" else self.n_epochs,
-                "batch_size": auto_batch_size(n_examples)
-                if self.batch_size == "auto"
-                else self.batch_size,
-                "learning_rate_multiplier": 1.0
+                "n_epochs": auto_n_epochs(shape.n_examples)
+                if self.n_epochs == "auto"
+                else self.n_epochs,
+                "batch_size": batch,
+                "learning_rate_multiplier": auto_learning_rate_multiplier(self.method, batch)
                 if self.learning_rate_multiplier == "auto"
                 else float(self.learning_rate_multiplier),
             }

@@ -53,6 +53,11 @@ class TrainingDataError(InvalidRequestError):
 class TokenizedExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX where no loss is taken; unshifted (HF convention)
+    # the last assistant answer as rendered (its text through the end-of-turn token) and the
+    # number of its tokens at the end of ``input_ids`` (fewer when truncated): what the
+    # validation measure scores (``measure.py``)
+    answer: str = ""
+    answer_tokens: int = 0
 
     @property
     def n_tokens(self) -> int:
@@ -250,7 +255,9 @@ def tokenize_messages(
     ids += answer_ids
     labels += answer_ids
     truncated = len(ids) > max_length
-    return TokenizedExample(ids[:max_length], labels[:max_length]), truncated
+    kept = max(0, len(answer_ids) - max(0, len(ids) - max_length))
+    example = TokenizedExample(ids[:max_length], labels[:max_length], answer, kept)
+    return example, truncated
 
 
 def read_jsonl(path: str | Path, *, what: str = "training file") -> list[tuple[int, Any]]:

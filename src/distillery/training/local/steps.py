@@ -97,8 +97,10 @@ def target_loss(
     *,
     device: str,
     autocast: contextlib.AbstractContextManager[Any],
+    first_choice: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int, int]:
-    """Summed cross-entropy over the target positions, number correct, number of targets."""
+    """Summed cross-entropy over the target positions, number correct, number of targets;
+    ``first_choice`` gets whether each target token was the model's argmax (in order)."""
     import torch
     import torch.nn.functional as F
 
@@ -117,5 +119,7 @@ def target_loss(
         logits = torch.tanh(logits / cap) * cap
     targets = batch.targets.index_select(0, positions)
     loss = F.cross_entropy(logits, targets, reduction="sum")
-    correct = int((logits.detach().argmax(-1) == targets).sum())
-    return loss, correct, int(targets.numel())
+    hits = logits.detach().argmax(-1) == targets
+    if first_choice is not None:
+        first_choice.append(hits.cpu())
+    return loss, int(hits.sum()), int(targets.numel())

@@ -14,8 +14,12 @@ Written out rather than using TRL's ``SFTTrainer`` because it is several times f
 The loop: AdamW, linear warm-up then linear decay, gradient clipping, the loss being the mean over
 all target tokens of a batch however it is split into passes. Deterministic for a given ``seed``
 (initialisation from ``torch.manual_seed``, per-epoch order from a seeded generator). After each
-epoch: validation loss/accuracy, a checkpoint in ``<output>/checkpoints/epoch-<N>/`` (PEFT adapter
-or full model, plus ``trainer_state.pt``; ``checkpoints.py``), from which a restarted run resumes.
+epoch: validation loss/accuracy and the task's own measure (``measure.py``), a checkpoint in
+``<output>/checkpoints/epoch-<N>/`` (PEFT adapter or full model, plus ``trainer_state.pt``;
+``checkpoints.py``), from which a restarted run resumes. With a validation split (a file, or
+examples held out of the training file) the model is scored before training too, the run stops
+early once the measure stops improving, and the final ``adapter/`` is the best epoch's weights, or
+the base model when no epoch beat it (``selection.py``).
 
 This module holds the run itself: setup, the epochs and their steps, the events and progress it
 reports and the result; the final ``adapter/`` and ``merged/`` folders are written by
@@ -38,19 +42,35 @@ from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.training.local import packing
 from distillery.training.local.checkpoints import (
     ADAPTER,
+    checkpoint_dir,
+    copy_weights,
     load_latest,
     save_checkpoint,
     save_weights,
 )
-from distillery.training.local.config import LocalSFTConfig
+from distillery.training.local.config import DataShape, LocalSFTConfig, auto_holdout
 from distillery.training.local.data import (
     IGNORE_INDEX,
     TokenizedDataset,
     TokenizedExample,
     load_chat_dataset,
 )
+from distillery.training.local.measure import (
+    MeasureScorer,
+    MeasureTotals,
+    TaskMeasure,
+    infer_measure,
+)
 from distillery.training.local.outputs import merge_adapter, write_adapter, write_training_record
 from distillery.training.local.parallel import DataParallel
+from distillery.training.local.selection import (
+    Point,
+    choose,
+    data_shape,
+    explain,
+    hold_out,
+    should_stop,
+)
 from distillery.training.local.steps import StepStats, epoch_batches, make_batches, target_loss
 from distillery.training.local.student import (
     autocast,
@@ -89,6 +109,7 @@ class _Progress:
     start_epoch: int = 1
     trained_tokens: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None  # validation metrics before training
 
 
 class LocalSFTTrainer:
@@ -118,6 +139,10 @@ class LocalSFTTrainer:
         self._progress = progress
         self.training_seconds = 0.0  # time inside optimizer steps (excludes load, eval, saving)
         self.step_timings: list[tuple[int, float]] = []  # (tokens, seconds) of this run's steps
+        self.measure = TaskMeasure("tokens")  # the task's measure, inferred when data is read
+        self.scorer: MeasureScorer | None = None
+        self.shape = DataShape(0)  # what the automatic recipe read from the data
+        self.valid_data: TokenizedDataset | None = None
 
     # -- events -------------------------------------------------------------------------------
 
@@ -163,7 +188,9 @@ class LocalSFTTrainer:
         self.train_data = load_chat_dataset(
             self.training_file, self.tokenizer, max_length=cfg.max_length
         )
-        self.valid_data: TokenizedDataset | None = None
+        self.measure = infer_measure(
+            [ex.answer for ex in self.train_data.examples], cfg.measure_fields
+        )
         if self.validation_file is not None:
             self.valid_data = load_chat_dataset(
                 self.validation_file,
@@ -171,10 +198,41 @@ class LocalSFTTrainer:
                 max_length=cfg.max_length,
                 what="validation file",
             )
+        elif cfg.checkpoint == "best":
+            self._hold_out()
         for dataset in (self.train_data, self.valid_data):
             for warning in dataset.warnings if dataset else []:
                 self._warn(warning)
-        self.config = cfg.resolve_auto(len(self.train_data.examples))
+        self.shape = data_shape(self.train_data.examples, self.measure)
+        self.config = cfg.resolve_auto(self.shape)
+        self.scorer = (
+            MeasureScorer(self.measure, self.valid_data.examples, self.tokenizer)
+            if self.valid_data is not None
+            else None
+        )
+
+    def _hold_out(self) -> None:
+        """Without a validation file: set ``holdout`` training examples aside to choose the
+        checkpoint with."""
+        cfg = self.config
+        examples = self.train_data.examples
+        count = auto_holdout(len(examples)) if cfg.holdout == "auto" else int(cfg.holdout)
+        kept, held = hold_out(examples, count, self.measure, cfg.seed)
+        if not held:
+            return
+        self.train_data.examples = kept
+        self.valid_data = TokenizedDataset(examples=held, n_lines=len(held))
+        self.emit(
+            "message",
+            f"Held out {len(held)} of the {len(examples)} training examples as the validation "
+            "split that chooses the checkpoint (no validation file was given)",
+            {"holdout": len(held), "n_examples": len(examples)},
+        )
+
+    @property
+    def selecting(self) -> bool:
+        """Whether the checkpoint is chosen on a validation split (else the last is kept)."""
+        return self.valid_data is not None and self.config.checkpoint == "best"
 
     def _load_model(self) -> None:
         student = load_student(self.source, self.config, device=self.device, use_bf16=self.use_bf16)
@@ -204,9 +262,17 @@ class LocalSFTTrainer:
             pad_token_id=pad_token_id,
         )
 
-    def _loss(self, batch: packing.ModelBatch) -> tuple[torch.Tensor, int, int]:
+    def _loss(
+        self, batch: packing.ModelBatch, first_choice: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, int, int]:
         """Summed cross-entropy over the target positions, number correct, number of targets."""
-        return target_loss(self.student, batch, device=self.device, autocast=self._autocast())
+        return target_loss(
+            self.student,
+            batch,
+            device=self.device,
+            autocast=self._autocast(),
+            first_choice=first_choice,
+        )
 
     def _train_step(self, examples: Sequence[TokenizedExample]) -> StepStats:
         import torch
@@ -259,21 +325,46 @@ class LocalSFTTrainer:
         )
         return StepStats(loss_sum, round(correct), round(targets), round(tokens))
 
-    def evaluate(self, dataset: TokenizedDataset) -> StepStats:
+    def evaluate(self, dataset: TokenizedDataset) -> tuple[StepStats, MeasureTotals]:
+        """Loss and token accuracy over ``dataset``, and the task measure's totals."""
         import torch
 
         examples = self.parallel.shard(dataset.examples)  # all of them in one process
         self.model.eval()  # type: ignore[no-untyped-call]
         stats = StepStats()
+        hits: list[torch.Tensor] = []
         try:
             with torch.no_grad():
                 for batch in self._batches(examples, 1) if examples else []:
                     self.check_stop()
-                    loss, correct, targets = self._loss(batch)
+                    loss, correct, targets = self._loss(batch, hits)
                     stats.add(StepStats(float(loss), correct, targets, batch.n_tokens))
         finally:
             self.model.train()
-        return self._reduce_stats(stats)
+        totals = MeasureTotals()
+        if self.scorer is not None and hits:
+            flat = torch.cat(hits).tolist()
+            vectors, start = [], 0
+            for ex in examples:
+                vectors.append(flat[start : start + ex.n_target_tokens])
+                start += ex.n_target_tokens
+            totals = self.scorer.score(examples, vectors)
+        if self.parallel.enabled:
+            fields = self.measure.fields
+            totals = MeasureTotals.from_list(self.parallel.sum(totals.as_list(fields)), fields)
+        return self._reduce_stats(stats), totals
+
+    def _validation_metrics(self) -> dict[str, Any]:
+        """The validation split's loss, token accuracy and task measure."""
+        assert self.valid_data is not None and self.scorer is not None
+        valid, totals = self.evaluate(self.valid_data)
+        return {
+            "valid_loss": valid.loss,
+            "valid_mean_token_accuracy": valid.accuracy,
+            "full_valid_loss": valid.loss,
+            "full_valid_mean_token_accuracy": valid.accuracy,
+            **self.scorer.metrics(totals),
+        }
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -320,12 +411,45 @@ class LocalSFTTrainer:
     def run(self) -> TrainingResult:
         progress = self._prepare()
         self._announce(progress.total_steps)
+        if self.selecting and progress.baseline is None:
+            progress.baseline = self._validation_metrics()
+            self._announce_baseline(progress.baseline)
         self.model.train()
+        stopped_after: int | None = None
         for epoch in range(progress.start_epoch, int(self.config.n_epochs) + 1):
+            if self._stop_early(progress):  # a resumed run that had already stopped
+                break
             epoch_stats = self._train_epoch(epoch, progress)
             metrics = self._epoch_metrics(progress.step, epoch_stats)
             self._end_epoch(epoch, progress, metrics)
-        return self._finish(progress.trained_tokens, progress.history)
+            if epoch < int(self.config.n_epochs) and self._stop_early(progress):
+                stopped_after = epoch
+                break
+        return self._finish(progress, stopped_after)
+
+    def _curve(self, progress: _Progress) -> list[Point]:
+        """The validation score per epoch, epoch 0 being the model before training."""
+        metric = self.measure.metric
+        rows = [{"epoch": 0, "metrics": progress.baseline or {}}, *progress.history]
+        return [
+            Point(int(r["epoch"]), r["metrics"].get(metric), r["metrics"].get("valid_loss"))
+            for r in rows
+        ]
+
+    def _stop_early(self, progress: _Progress) -> bool:
+        if not self.selecting or not progress.history:
+            return False
+        return should_stop(self._curve(progress), self.config.early_stopping_patience)
+
+    def _announce_baseline(self, metrics: dict[str, Any]) -> None:
+        score = metrics.get(self.measure.metric)
+        shown = f"{score:.1%}" if isinstance(score, float) else "-"
+        self.emit(
+            "message",
+            f"Before training, on the {len(self.valid_data.examples) if self.valid_data else 0} "
+            f"validation examples: {self.measure.describe()} {shown}",
+            {"epoch": 0, "metrics": metrics, "measure": self.measure.to_json()},
+        )
 
     def _prepare(self) -> _Progress:
         """Load the data and the student, build the optimizer and resume where a checkpoint is."""
@@ -347,18 +471,21 @@ class LocalSFTTrainer:
             start_epoch=int(state.get("epoch", 0)) + 1,
             trained_tokens=int(state.get("trained_tokens", 0)),
             history=list(state.get("checkpoints", [])),
+            baseline=state.get("baseline"),
         )
 
     def _announce(self, total_steps: int) -> None:
         cfg = self.config
         n_examples = len(self.train_data.examples)
+        prefix = self.shape.shared_prefix if self.use_packing else 0
+        shared = f", a {prefix}-token shared prompt computed once per pass" if prefix else ""
         self.emit(
             "message",
             f"Training {n_examples} examples ({self.train_data.n_tokens} tokens) for "
             f"{cfg.n_epochs} epochs, {total_steps} steps on {self.device}"
             f"{f' x {self.parallel.world_size} processes' if self.parallel.enabled else ''}"
             f"{' in bf16' if self.use_bf16 else ''}"
-            f"{', packed' if self.use_packing else ', padded'}",
+            f"{', packed' if self.use_packing else ', padded'}{shared}",
             {
                 "hyperparameters": cfg.hyperparameters(),
                 "learning_rate": cfg.peak_learning_rate,
@@ -372,6 +499,8 @@ class LocalSFTTrainer:
                 "n_tokens": self.train_data.n_tokens,
                 "total_steps": total_steps,
                 "devices": self.parallel.world_size,
+                "shared_prefix_tokens": self.shape.shared_prefix,
+                "measure": self.measure.to_json(),
             },
         )
 
@@ -424,13 +553,7 @@ class LocalSFTTrainer:
             "valid_mean_token_accuracy": None,
         }
         if self.valid_data is not None:
-            valid = self.evaluate(self.valid_data)
-            metrics.update(
-                valid_loss=valid.loss,
-                valid_mean_token_accuracy=valid.accuracy,
-                full_valid_loss=valid.loss,
-                full_valid_mean_token_accuracy=valid.accuracy,
-            )
+            metrics.update(self._validation_metrics())
         return metrics
 
     def _end_epoch(self, epoch: int, progress: _Progress, metrics: dict[str, Any]) -> None:
@@ -445,6 +568,7 @@ class LocalSFTTrainer:
             {
                 "trained_tokens": progress.trained_tokens,
                 "checkpoints": progress.history,
+                "baseline": progress.baseline,
                 "training_seconds": self.training_seconds,
             },
         )
@@ -454,7 +578,8 @@ class LocalSFTTrainer:
             {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics},
         )
 
-    def _finish(self, trained_tokens: int, history: list[dict[str, Any]]) -> TrainingResult:
+    def _finish(self, progress: _Progress, stopped_after: int | None) -> TrainingResult:
+        trained_tokens, history = progress.trained_tokens, progress.history
         if not self.parallel.is_main:  # rank 0 writes the final folders
             return TrainingResult(
                 trained_tokens=trained_tokens,
@@ -464,14 +589,18 @@ class LocalSFTTrainer:
                 hyperparameters=self.config.hyperparameters(),
                 checkpoints=history,
             )
-        adapter = write_adapter(self.output_dir, self._save_weights)
+        kept = self._select(progress, stopped_after)
+        last = int(history[-1]["epoch"]) if history else 0
+        adapter = self._write_kept(kept, last)
         merged: Path | None = None
         if self.config.merge_adapter and self.config.method == "lora":
             self.emit("message", "Merging the adapter into the base model")
             merged = merge_adapter(self.source, adapter, self.output_dir, self.tokenizer)
-        final = history[-1]["metrics"] if history else {}
+        rows = [{"epoch": 0, "metrics": progress.baseline or {}}, *history]
+        final: dict[str, Any] = next((r["metrics"] for r in rows if r["epoch"] == kept), {})
         metrics = {
             **final,
+            "epoch": kept,
             "training_seconds": self.training_seconds,
             "trained_tokens": trained_tokens,
         }
@@ -485,3 +614,52 @@ class LocalSFTTrainer:
             hyperparameters=self.config.hyperparameters(),
             checkpoints=history,
         )
+
+    def _select(self, progress: _Progress, stopped_after: int | None) -> int:
+        """The epoch whose weights are kept (0: the base model), announced with the curve."""
+        last = int(progress.history[-1]["epoch"]) if progress.history else 0
+        if not self.selecting:
+            return last
+        curve = self._curve(progress)
+        chosen = choose(curve)
+        reason = explain(curve, chosen, self.measure, stopped_after=stopped_after)
+        self.emit(
+            "message",
+            reason,
+            {
+                "selection": {
+                    "measure": self.measure.to_json(),
+                    "curve": [p.to_json() for p in curve],
+                    "chosen_epoch": chosen.epoch,
+                    "stopped_early_after": stopped_after,
+                    "reason": reason,
+                }
+            },
+            level="warn" if chosen.epoch == 0 else "info",
+        )
+        return chosen.epoch
+
+    def _write_kept(self, epoch: int, last: int) -> Path:
+        """``adapter/`` holding the weights of ``epoch`` (0: the base model); the live model
+        holds those of the ``last`` epoch trained."""
+        if epoch == 0:
+            self._reset_to_base()
+        elif epoch != last:
+            source = checkpoint_dir(self.output_dir, epoch)
+            return write_adapter(self.output_dir, lambda tmp: copy_weights(source, tmp))
+        return write_adapter(self.output_dir, self._save_weights)
+
+    def _reset_to_base(self) -> None:
+        """Put the base model's weights back: LoRA's B matrices to zero (the adapter then adds
+        nothing), or, for full fine-tuning, the base weights loaded again."""
+        import torch
+
+        with torch.no_grad():
+            if self.config.method == "lora":
+                for name, param in self.model.named_parameters():
+                    if "lora_B" in name:
+                        param.zero_()
+                return
+            base = weights.load_model(self.source, dtype="float32", device="cpu")
+            self.causal_lm.load_state_dict(base.state_dict(), strict=False)
+            del base
