@@ -67,7 +67,7 @@ def test_training_file_must_have_purpose_fine_tune(client: openai.OpenAI) -> Non
     assert "fine-tune" in err.value.message
 
 
-def test_create_resolves_auto_and_echoes_parameters(client: openai.OpenAI) -> None:
+def test_create_resolves_auto_and_echoes_parameters(client: openai.OpenAI, gateway: Any) -> None:
     training = upload(client)
     job = client.fine_tuning.jobs.create(
         model=LOCAL,
@@ -88,6 +88,13 @@ def test_create_resolves_auto_and_echoes_parameters(client: openai.OpenAI) -> No
     assert job.method.supervised is not None
     assert job.method.supervised.hyperparameters is not None
     assert job.method.supervised.hyperparameters.n_epochs == 8
+    # the estimate is shown, but the trainer gets "auto" and resolves it from the data
+    from distillery.store.jobs import JobsRepo
+    from distillery.training.job_claims import spec_of
+
+    services = gateway.services
+    spec = spec_of(JobsRepo(services.store).get(job.id), services.home / "jobs")
+    assert spec.hyperparameters.n_epochs == "auto" and spec.hyperparameters.batch_size == "auto"
     # a seed is generated when absent
     other = client.fine_tuning.jobs.create(model=LOCAL, training_file=training)
     assert isinstance(other.seed, int)

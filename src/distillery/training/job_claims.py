@@ -142,7 +142,9 @@ class JobClaims:
 def spec_of(job: JobRecord, jobs_root: Path) -> FineTuneSpec:
     """The spec a backend runs for a stored job (its folder under ``jobs_root``)."""
     body, state = job.body, job.state
-    hyper = body.get("hyperparameters") or {}
+    # what the client asked ("auto" stays "auto": a local trainer resolves it from the data),
+    # not the estimate shown at creation
+    hyper = state.get("requested_hyperparameters") or body.get("hyperparameters") or {}
     return FineTuneSpec(
         job_id=job.id,
         model=body["model"],
