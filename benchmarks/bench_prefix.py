@@ -159,6 +159,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--student", action="append", help="default: both embedded students")
     parser.add_argument("--one", nargs=3, metavar=("STUDENT", "PREFIX", "BATCH"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,7 +167,7 @@ def main() -> int:
         student, prefix, batch = args.one
         print(json.dumps(run_one(student, int(prefix), batch, args.threads)))
         return 0
-    students = (
+    students = args.student or (
         ["smollm2-135m-instruct"] if args.quick else ["gemma-3-270m", "smollm2-135m-instruct"]
     )
     prefixes = [100, 1000] if args.quick else [100, 500, 1000]

@@ -23,6 +23,22 @@ BENCHES = [
     # the demo task's accuracy per epoch ("it learns"), for both embedded students
     ["bench_distill.py", "--every-epoch", "--student", "gemma-3-270m"],
     ["bench_distill.py", "--every-epoch", "--student", "smollm2-135m-instruct"],
+    # unseen public tasks with the defaults (PRODUCT.md 4): CLINC150's curve over examples per
+    # intent, and SNIPS intents + slots; --quick makes each a smoke test (2 per label)
+    ["bench_public_tasks.py", "--task", "clinc150", "--per-label", "8"],
+    ["bench_public_tasks.py", "--task", "clinc150", "--per-label", "16"],
+    ["bench_public_tasks.py", "--task", "clinc150", "--per-label", "32"],
+    [
+        "bench_public_tasks.py",
+        "--task",
+        "clinc150",
+        "--per-label",
+        "8",
+        "--student",
+        "smollm2-135m-instruct",
+    ],
+    ["bench_public_tasks.py", "--task", "snips", "--per-label", "8"],
+    ["bench_public_tasks.py", "--task", "snips", "--per-label", "32"],
 ]
 
 
@@ -30,6 +46,8 @@ def main() -> None:
     quick = "--quick" in sys.argv
     failed = []
     for bench in BENCHES:
+        if quick and bench[0] == "bench_public_tasks.py" and "8" not in bench:
+            continue  # --quick trains 2 per label whatever --per-label says: one run is enough
         args = [sys.executable, str(HERE / bench[0]), *bench[1:]]
         if quick and bench[0] != "bench_store_list.py":
             args.append("--quick")

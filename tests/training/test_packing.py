@@ -220,3 +220,29 @@ def test_long_segment_attention_matches_the_explicit_path(monkeypatch: pytest.Mo
 
     for fused, explicit in zip(run(512), run(10_000), strict=True):
         torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-4)
+
+
+def test_logits_in_chunks_give_the_same_loss_grads_and_first_choices(
+    fp32_trainer: LocalSFTTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunked logits (recomputed in the backward pass) equal the whole-batch computation."""
+    import torch
+
+    from distillery.training.local import steps
+
+    trainer = fp32_trainer
+    batch = packing.pack(trainer.train_data.examples)
+    results = []
+    for elements in (1 << 30, 7 * int(trainer.student.lm_head.weight.shape[0])):  # 1 and 7 rows
+        monkeypatch.setattr(steps, "LOGITS_CHUNK_ELEMENTS", elements)
+        trainer.model.zero_grad(set_to_none=True)
+        hits: list[Any] = []
+        loss, correct, targets = trainer._loss(batch, hits)
+        loss.backward()
+        results.append((loss.detach(), correct, targets, torch.cat(hits), lora_grads(trainer)))
+    (whole, c1, t1, h1, g1), (chunked, c2, t2, h2, g2) = results
+    assert t1 == t2 > 64 and c1 == c2 and torch.equal(h1, h2)  # ...so several chunks of 64
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-4)
+    for name, grad in g1.items():
+        error = float((g2[name] - grad).norm() / grad.norm().clamp_min(1e-12))
+        assert error < 1e-4, f"{name}: relative gradient error {error:.2e}"

@@ -197,6 +197,7 @@ class Demo:
         self.say = say
         self.fp = fingerprint(options)
         self.selection: str | None = None  # the trainer's account of the checkpoint it kept
+        self.kept_epoch: int | None = None  # the epoch whose weights the job kept (0: the base)
         self.version = prompt_version()
         train = load_inquiries("train")
         test = load_inquiries("test")
@@ -643,6 +644,7 @@ class Demo:
                 losses[int(data["step"])] = float(data["train_loss"])
             if isinstance(data.get("selection"), dict):
                 self.selection = str(data["selection"].get("reason") or "")
+                self.kept_epoch = int(data["selection"].get("chosen_epoch") or 0)
         show()
         if job.status != "succeeded":
             raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
@@ -736,12 +738,16 @@ class Demo:
     def evaluate_checkpoints(
         self, client: openai.OpenAI, eval_id: str, job: Any
     ) -> list[tuple[int, RunResult]]:
-        """Test-split results of every epoch's checkpoint but the last (that is the result)."""
+        """Test-split results of every epoch's checkpoint but the one the job kept (that is the
+        distilled student's result)."""
         checkpoints = sorted(
             client.fine_tuning.jobs.checkpoints.list(job.id, limit=100), key=lambda c: c.step_number
         )
+        kept = len(checkpoints) if self.kept_epoch is None else self.kept_epoch  # epoch N: N-th
         out = []
-        for ckpt in checkpoints[:-1]:
+        for epoch, ckpt in enumerate(checkpoints, start=1):
+            if epoch == kept:
+                continue
             label = f"checkpoint step {ckpt.step_number}"
             result = self.evaluate(
                 client, eval_id, label=label, model=ckpt.fine_tuned_model_checkpoint

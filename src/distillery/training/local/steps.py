@@ -7,7 +7,8 @@ A step's examples are split into passes of at most ``max_tokens_per_pass`` token
 ``gradient_accumulation_steps`` of them), each packed into one row (``packing.pack``, or
 ``packing.pack_shared`` when they share a long prompt prefix) or padded for models that cannot
 pack. Logits are computed only where loss is taken: the decoder body runs on all tokens, then
-``lm_head`` (49k columns for SmolLM2) is applied to the hidden states of target positions only.
+``lm_head`` (49k columns for SmolLM2, 262k for Gemma 3) is applied to the hidden states of target
+positions only, in chunks that training recomputes in the backward pass rather than keeps.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def make_batches(
     return [packing.pad(g, pad_token_id) for g in groups]
 
 
+# Logits over a large vocabulary dominate a step's memory (Gemma 3: 262k columns, 1 GB in fp32
+# per 1,000 target tokens): they are computed in chunks of about this many elements, and in
+# training each chunk is recomputed in the backward pass instead of kept (a second lm_head
+# matmul on target positions only, a few percent of a step).
+LOGITS_CHUNK_ELEMENTS = 1 << 26
+
+
 def target_loss(
     student: Student,
     batch: packing.ModelBatch,
@@ -102,24 +110,53 @@ def target_loss(
     """Summed cross-entropy over the target positions, number correct, number of targets;
     ``first_choice`` gets whether each target token was the model's argmax (in order)."""
     import torch
-    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
 
     batch = batch.to(device)
     with autocast:
         hidden = student.body(**batch.inputs, use_cache=False).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1])
-        positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
-        logits = student.lm_head(hidden.index_select(0, positions))
-    logits = logits.float()
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
+    hidden = hidden.index_select(0, positions)
+    targets = batch.targets.index_select(0, positions)
+    vocab = int(student.lm_head.weight.shape[0])
+    chunk = max(64, LOGITS_CHUNK_ELEMENTS // max(1, vocab))
+
+    def chunk_loss(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast:
+            logits = student.lm_head(h)
+        return _cross_entropy(student, logits.float(), t)
+
+    losses: list[torch.Tensor] = []
+    hits: list[torch.Tensor] = []
+    for start in range(0, int(targets.numel()), chunk):
+        h, t = hidden[start : start + chunk], targets[start : start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            loss, hit = checkpoint(chunk_loss, h, t, use_reentrant=False)
+        else:
+            loss, hit = chunk_loss(h, t)
+        losses.append(loss)
+        hits.append(hit)
+    total = torch.stack(losses).sum() if losses else hidden.sum() * 0.0
+    hit_all = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    if first_choice is not None:
+        first_choice.append(hit_all.cpu())
+    return total, int(hit_all.sum()), int(targets.numel())
+
+
+def _cross_entropy(
+    student: Student, logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of fp32 ``logits`` (the model's logit scaling and soft-capping
+    applied) and whether each target is the argmax."""
+    import torch
+    import torch.nn.functional as F
+
     config = student.causal_lm.config
     if getattr(config, "logits_scaling", None):
         logits = logits / config.logits_scaling
     if getattr(config, "final_logit_softcapping", None):
         cap = config.final_logit_softcapping
         logits = torch.tanh(logits / cap) * cap
-    targets = batch.targets.index_select(0, positions)
     loss = F.cross_entropy(logits, targets, reduction="sum")
-    hits = logits.detach().argmax(-1) == targets
-    if first_choice is not None:
-        first_choice.append(hits.cpu())
-    return loss, int(hits.sum()), int(targets.numel())
+    return loss, logits.detach().argmax(-1) == targets
