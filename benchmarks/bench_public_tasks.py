@@ -358,14 +358,28 @@ def follow(client: Any, job_id: str) -> tuple[Any, float | None]:
         time.sleep(2.0)
 
 
-def distill(client: Any, task: Task, student: str, workdir: Path) -> dict[str, Any]:
+def distill(
+    client: Any, task: Task, student: str, workdir: Path, n_epochs: int | None = None
+) -> dict[str, Any]:
     path = workdir / f"{task.name}-train.jsonl"
     path.write_text("\n".join(task.training_lines()) + "\n", encoding="utf-8")
     with path.open("rb") as f:
         uploaded = client.files.create(file=f, purpose="fine-tune")
     started = time.perf_counter()
-    job = client.fine_tuning.jobs.create(model=student, training_file=uploaded.id, suffix=task.name)
-    print(f"  job {job.id}: {len(task.train)} examples, every hyperparameter auto", flush=True)
+    # the defaults: no hyperparameters (a sweep may set the epochs; the rest stays "auto")
+    method = (
+        {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": n_epochs}}}
+        if n_epochs
+        else None
+    )
+    job = client.fine_tuning.jobs.create(
+        model=student,
+        training_file=uploaded.id,
+        suffix=task.name,
+        **({"method": method} if method else {}),
+    )
+    what = f"n_epochs {n_epochs}, the rest auto" if n_epochs else "every hyperparameter auto"
+    print(f"  job {job.id}: {len(task.train)} examples, {what}", flush=True)
     job, peak = follow(client, job.id)
     wall = time.perf_counter() - started
     if job.status != "succeeded":
@@ -500,6 +514,8 @@ def report(task: Task, results: dict[str, Any], per_label: int) -> None:
         f"{tr['hyperparameters']}, training worker's peak RSS {peak}"
     )
     for key in ("base", "distilled"):
+        if key not in results:
+            continue
         r = results[key]
         tokens = "-" if r["prompt_tokens"] is None else f"{r['prompt_tokens']:.0f}"
         print(
@@ -540,10 +556,11 @@ def run_task(client: Any, task: Task, args: argparse.Namespace, workdir: Path) -
         "per_label": args.per_label,
     }
     results["system_prompt_tokens"] = prompt_tokens(args.student, task)
-    print(f"  base student {args.student} on the test slice ...", flush=True)
-    results["base"] = evaluate(client, task, args.student, args.concurrency)
+    if not args.no_base:
+        print(f"  base student {args.student} on the test slice ...", flush=True)
+        results["base"] = evaluate(client, task, args.student, args.concurrency)
     print(f"  distilling {args.student} ...", flush=True)
-    results["training"] = distill(client, task, args.student, workdir)
+    results["training"] = distill(client, task, args.student, workdir, args.n_epochs)
     print(f"  distilled student {results['training']['model']} on the test slice ...", flush=True)
     results["distilled"] = evaluate(client, task, results["training"]["model"], args.concurrency)
     report(task, results, args.per_label)
@@ -565,6 +582,10 @@ def main() -> int:
         "--labels", type=int, default=None, help="CLINC: only the first K intents (+ oos)"
     )
     parser.add_argument("--concurrency", type=int, default=32, help="requests at once (8-32)")
+    parser.add_argument(
+        "--n-epochs", type=int, default=None, help="sweeps only: an explicit epoch count"
+    )
+    parser.add_argument("--no-base", action="store_true", help="sweeps: skip the base student")
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -93,3 +93,18 @@ def test_config_rejects_bad_values() -> None:
         LocalSFTConfig(method="qlora")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         LocalSFTConfig(unknown_field=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("shape", "selecting", "epochs"),
+    [
+        (DataShape(1125, n_labels=151), True, 6),  # CLINC150, 8 per intent: 40 views per label
+        (DataShape(1125, n_labels=151), False, 3),  # no validation split: OpenAI's rule
+        (DataShape(2400, n_labels=151), True, 3),  # 16 per intent
+        (DataShape(300, n_labels=150), True, 8),  # 2 per label: at most 8
+        (DataShape(535, n_labels=5), True, 3),  # the demo
+        (DataShape(20, n_labels=0), True, 5),  # free text: OpenAI's rule (100 // 20)
+    ],
+)
+def test_auto_epochs_see_each_label_enough(shape: DataShape, selecting: bool, epochs: int) -> None:
+    assert LocalSFTConfig().resolve_auto(shape, selecting=selecting).n_epochs == epochs

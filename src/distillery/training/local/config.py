@@ -7,8 +7,11 @@ always win. The rules (``docs/fine_tuning.md`` explains them with the measuremen
 
 - ``n_epochs``: OpenAI's documented rule: 3, raised so that a small file is seen at least 100
   times in total (at most 25 epochs) and lowered so that a big one is seen at most 25,000 times
-  (at least 1 epoch). With a validation split the checkpoint is chosen by the task's measure and
-  the run stops early once it stops improving, so a generous count costs little.
+  (at least 1 epoch). A classification task with few examples per label (the label space of the
+  task's measure) gets enough epochs for each label to be seen about 40 times, at most 8, when the
+  checkpoint is chosen on a validation split: that run keeps its best epoch and stops early once
+  the measure stops improving, so a generous count costs little. (CLINC150 with 8 examples per
+  intent: the held-out intent accuracy was still rising after 3 epochs, 65/76/81%.)
 - ``batch_size``: at least 8, and large enough that the shared system prompt, which each forward
   pass computes once for all of its examples (``packing.pack_shared``), is at most a third of the
   pass (``2 x prefix / tokens after it``), so the cost per example hardly grows with the prompt;
@@ -42,6 +45,8 @@ MIN_STEPS_PER_EPOCH = 16
 MAX_AUTO_BATCH_SIZE = 256
 PREFIX_SHARE = 3  # the shared prefix at most 1/PREFIX_SHARE of a pass's tokens
 LORA_LR_MULTIPLIER_AT_8 = 2.5
+LABEL_VIEWS = 40  # times each label is seen in a classification run that chooses its epoch
+MAX_LABEL_EPOCHS = 8
 HOLDOUT_MIN_EXAMPLES = 100  # files smaller than this train on everything
 HOLDOUT_SHARE = 0.1
 HOLDOUT_RANGE = (20, 100)
@@ -79,6 +84,15 @@ def auto_batch_size(shape: DataShape | int) -> int:
     batch = min(batch, max(4, n // MIN_STEPS_PER_EPOCH))
     batch = max(batch, min(MAX_AUTO_BATCH_SIZE, round(n * BATCH_FRACTION)))
     return min(n, batch)
+
+
+def auto_epochs(shape: DataShape, *, selecting: bool) -> int:
+    """OpenAI's rule; more for few examples per label when the best epoch is chosen."""
+    epochs = auto_n_epochs(shape.n_examples)
+    if selecting and shape.n_labels >= 2 and shape.n_examples:
+        per_label = shape.n_examples / shape.n_labels
+        epochs = max(epochs, min(MAX_LABEL_EPOCHS, math.ceil(LABEL_VIEWS / per_label)))
+    return epochs
 
 
 def auto_learning_rate_multiplier(method: str, batch_size: int) -> float:
@@ -201,15 +215,16 @@ class LocalSFTConfig(BaseModel):
             raise ValueError("target_modules must name at least one module")
         return self
 
-    def resolve_auto(self, shape: DataShape | int) -> LocalSFTConfig:
+    def resolve_auto(self, shape: DataShape | int, *, selecting: bool = False) -> LocalSFTConfig:
         """A copy with every ``"auto"`` hyperparameter replaced by its value for the data
-        (``shape``, or only its number of examples before the data is read)."""
+        (``shape``, or only its number of examples before the data is read); ``selecting``: the
+        run chooses its best epoch on a validation split."""
         if isinstance(shape, int):
             shape = DataShape(shape)
         batch = auto_batch_size(shape) if self.batch_size == "auto" else int(self.batch_size)
         return self.model_copy(
             update={
-                "n_epochs": auto_n_epochs(shape.n_examples)
+                "n_epochs": auto_epochs(shape, selecting=selecting)
                 if self.n_epochs == "auto"
                 else self.n_epochs,
                 "batch_size": batch,

@@ -204,7 +204,9 @@ class LocalSFTTrainer:
             for warning in dataset.warnings if dataset else []:
                 self._warn(warning)
         self.shape = data_shape(self.train_data.examples, self.measure)
-        self.config = cfg.resolve_auto(self.shape)
+        self.config = cfg.resolve_auto(
+            self.shape, selecting=self.valid_data is not None and cfg.checkpoint == "best"
+        )
         self.scorer = (
             MeasureScorer(self.measure, self.valid_data.examples, self.tokenizer)
             if self.valid_data is not None
