@@ -112,7 +112,7 @@ def test_jobs_cancel_and_errors(cli_home: Path, tmp_path: Path) -> None:
     assert job["hyperparameters"] == {
         "n_epochs": 10,
         "batch_size": 4,
-        "learning_rate_multiplier": 1.0,
+        "learning_rate_multiplier": 1.77,  # LoRA at batch 4: 2.5 x sqrt(4 / 8)
     }
     cancelled = json.loads(cli(cli_home, "jobs", "cancel", job["id"], "--json").stdout)
     assert cancelled["status"] == "cancelled"
