@@ -118,9 +118,8 @@ def run_one(student: str, prefix: int, batch: str, threads: int) -> dict[str, An
             max_length=2048,
             seed=3,
         )
-        # enough examples for STEPS steps at the largest batch the recipe can choose
-        n = STEPS * (int(batch) if batch != "auto" else 32)
-        n = max(n, 16 * STEPS * (int(batch) if batch != "auto" else 8))  # 16 steps/epoch rule
+        # enough examples that the 16-steps-an-epoch rule lets the automatic batch reach 32
+        n = 16 * STEPS * (int(batch) if batch != "auto" else 8)
         path = work / "train.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in records(tokenizer, prefix, n)))
         trainer = LocalSFTTrainer(config, path, None, work / "out")

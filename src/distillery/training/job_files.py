@@ -84,8 +84,8 @@ def check_file(path: Path, minimum: int, param: str, *, deep: bool) -> JobError 
 
 def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
     """OpenAI's result file: a CSV of the metrics per step (purpose fine-tune-results)."""
-    rows = [e.body.get("data") or {} for e in jobs.all_events(job_id)]
-    rows = [d for d in rows if "step" in d and "train_loss" in d]
+    data = [e.body.get("data") or {} for e in jobs.all_events(job_id)]
+    rows = [d for d in data if "step" in d and "train_loss" in d]
     if not rows:
         return []
     out = io.StringIO()
@@ -104,15 +104,7 @@ def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
             ]
         )
     outputs = [("step_metrics.csv", out.getvalue())]
-    selection = next(
-        (
-            e.body["data"]["selection"]
-            for e in jobs.all_events(job_id)
-            if isinstance(e.body.get("data"), dict)
-            and isinstance(e.body["data"].get("selection"), dict)
-        ),
-        None,
-    )
+    selection = next((d["selection"] for d in data if isinstance(d.get("selection"), dict)), None)
     if selection is not None:
         outputs.append(("checkpoint_selection.csv", selection_csv(selection)))
     ids: list[str] = []

@@ -204,9 +204,7 @@ class LocalSFTTrainer:
             for warning in dataset.warnings if dataset else []:
                 self._warn(warning)
         self.shape = data_shape(self.train_data.examples, self.measure)
-        self.config = cfg.resolve_auto(
-            self.shape, selecting=self.valid_data is not None and cfg.checkpoint == "best"
-        )
+        self.config = cfg.resolve_auto(self.shape, selecting=self.selecting)
         self.scorer = (
             MeasureScorer(self.measure, self.valid_data.examples, self.tokenizer)
             if self.valid_data is not None
@@ -429,13 +427,17 @@ class LocalSFTTrainer:
                 break
         return self._finish(progress, stopped_after)
 
+    @staticmethod
+    def _epochs(progress: _Progress) -> list[dict[str, Any]]:
+        """Each epoch's ``{"epoch", "metrics"}``, epoch 0 being the model before training."""
+        return [{"epoch": 0, "metrics": progress.baseline or {}}, *progress.history]
+
     def _curve(self, progress: _Progress) -> list[Point]:
         """The validation score per epoch, epoch 0 being the model before training."""
         metric = self.measure.metric
-        rows = [{"epoch": 0, "metrics": progress.baseline or {}}, *progress.history]
         return [
             Point(int(r["epoch"]), r["metrics"].get(metric), r["metrics"].get("valid_loss"))
-            for r in rows
+            for r in self._epochs(progress)
         ]
 
     def _stop_early(self, progress: _Progress) -> bool:
@@ -591,15 +593,16 @@ class LocalSFTTrainer:
                 hyperparameters=self.config.hyperparameters(),
                 checkpoints=history,
             )
-        kept = self._select(progress, stopped_after)
         last = int(history[-1]["epoch"]) if history else 0
+        kept = self._select(progress, stopped_after) if self.selecting else last
         adapter = self._write_kept(kept, last)
         merged: Path | None = None
         if self.config.merge_adapter and self.config.method == "lora":
             self.emit("message", "Merging the adapter into the base model")
             merged = merge_adapter(self.source, adapter, self.output_dir, self.tokenizer)
-        rows = [{"epoch": 0, "metrics": progress.baseline or {}}, *history]
-        final: dict[str, Any] = next((r["metrics"] for r in rows if r["epoch"] == kept), {})
+        final: dict[str, Any] = next(
+            (r["metrics"] for r in self._epochs(progress) if r["epoch"] == kept), {}
+        )
         metrics = {
             **final,
             "epoch": kept,
@@ -618,10 +621,8 @@ class LocalSFTTrainer:
         )
 
     def _select(self, progress: _Progress, stopped_after: int | None) -> int:
-        """The epoch whose weights are kept (0: the base model), announced with the curve."""
-        last = int(progress.history[-1]["epoch"]) if progress.history else 0
-        if not self.selecting:
-            return last
+        """The best epoch on the validation split (0: the base model), announced with the
+        curve."""
         curve = self._curve(progress)
         chosen = choose(curve)
         reason = explain(curve, chosen, self.measure, stopped_after=stopped_after)
