@@ -226,7 +226,16 @@ def test_stop_runs_before_and_after_even_when_one_fails() -> None:
 def test_health_lists_every_component_running(gateway: LiveServer) -> None:
     body = httpx.get(gateway.url + "/health").json()
     components = body["components"]
-    expected = ["evals", "retention", "capture", "route_outcomes", "routes", "models", "worker"]
+    expected = [
+        "evals",
+        "retention",
+        "capture",
+        "route_outcomes",
+        "routes",
+        "models",
+        "worker",
+        "distillations",
+    ]
     assert list(components) == expected
     for name in expected:
         assert components[name]["state"] == "running", (name, components[name])

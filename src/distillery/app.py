@@ -14,11 +14,14 @@ def create_app(services: Services | None = None) -> Any:
     (request ids, trusted hosts, cross-site requests, form body limits: ``api/guard.py``)."""
     from distillery.api.guard import RequestGuard
     from distillery.api.main import build_api
+    from distillery.distill.service import DistillationRunner
     from distillery.web.pages import router as web_router
     from distillery.worker import install as install_worker
 
     services = services or build_services()
     install_worker(services)  # the job worker runs with the server (server.workers_in_serve)
+    if "distillations" not in services.lifecycle.names:
+        services.lifecycle.add(DistillationRunner(services))  # needs the server's event loop
     app = build_api(services)
     app.include_router(web_router)  # after the API: its not-found page catches the rest
     return RequestGuard(app, trusted_hosts=app.state.trusted_hosts)

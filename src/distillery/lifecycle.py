@@ -234,6 +234,9 @@ class Lifecycle:
     def __init__(self) -> None:
         self._components: list[Component] = []
         self._started: list[Component] = []
+        # the event loop the components run on, while started: work done on other threads
+        # (a distillation) starts its eval runs there
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, component: C) -> C:
         """Declare a component (before ``start``); its name is unique."""
@@ -255,6 +258,7 @@ class Lifecycle:
     async def start(self) -> None:
         """Start every component not running yet, in order; if one fails to start, the ones
         started before it are stopped and the error is raised."""
+        self.loop = asyncio.get_running_loop()
         for component in self._components:
             if component in self._started:
                 continue
@@ -268,6 +272,7 @@ class Lifecycle:
 
     async def stop(self) -> None:
         """Stop the started components in reverse order; a failure is logged, never skips one."""
+        self.loop = None
         while self._started:
             component = self._started.pop()
             try:

@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute
 
 from distillery.annotations.service import ItemUpdate, QueueSpec
 from distillery.datasets.service import DatasetSpec, ImportSpec
+from distillery.distill.pipeline import DistillOptions
 from distillery.evals.calibration import CalibrationSpec
 from distillery.routing.spec import RouteSpec
 from distillery.training.job_wire import (
@@ -76,6 +77,7 @@ from distillery.wire.resources import (
     DatasetExportParams,
     DatasetItem,
     DatasetVersion,
+    Distillation,
     EvalComparison,
     JudgeCalibration,
     ModelLineage,
@@ -278,6 +280,13 @@ OPERATIONS: dict[str, Doc] = {
     "GET /v1/distillery/routes/{route_id}/events": Doc(returns=RouteEvent, page=True),
     "GET /v1/distillery/routes/{route_id}/stats": Doc(returns=RouteStats),
     "GET /v1/distillery/routes/{route_id}/timeline": Doc(returns=RouteTimeline),
+    # distillations: a prompt's traffic to a gated student
+    "POST /v1/distillery/distillations": Doc(DistillOptions, returns=Distillation, errors=(404,)),
+    "GET /v1/distillery/distillations": Doc(returns=Distillation, page=True),
+    "GET /v1/distillery/distillations/{distillation_id}": Doc(returns=Distillation),
+    "POST /v1/distillery/distillations/{distillation_id}/cancel": Doc(
+        bodiless=True, returns=Distillation, errors=(409,)
+    ),
     # costs
     "GET /v1/distillery/costs": Doc(returns=CostsReport),
 }

@@ -15,6 +15,7 @@ from distillery.cli import completions, costs, datasets, evals, exports, jobs, k
 from distillery.cli import routes as routes_cli
 from distillery.cli.context import services
 from distillery.cli.demo import demo as demo_command
+from distillery.cli.distill import distill as distill_command
 from distillery.cli.output import fail, print_json, table
 from distillery.errors import ConfigError, DistilleryError
 from distillery.services import Services
@@ -42,6 +43,7 @@ models_app.command("export")(exports.export)
 
 
 app.command(name="demo")(demo_command)
+app.command(name="distill")(distill_command)
 
 
 @app.command()

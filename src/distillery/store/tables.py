@@ -391,3 +391,19 @@ class ResponseCacheRow(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)
     __table_args__ = (Index("ix_response_cache_expires_at", "expires_at"),)
+
+
+class DistillationRow(Base):
+    """One prompt distilled end to end (``distillery.distill``): ``body`` is the public object
+    (options, step, progress, report or error); ``worker_id``/``heartbeat_at`` claim it."""
+
+    __tablename__ = "distillations"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(String(512))
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    __table_args__ = (Index("ix_distillations_status_seq", "status", "seq"),)

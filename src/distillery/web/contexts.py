@@ -244,6 +244,14 @@ class CostsPage:
     savings: list[SavingsLine]
     chart: str
     routes: list[dict[str, Any]] = field(default_factory=list)  # costs_report()["routes"]
+    distillations: list[dict[str, Any]] = field(default_factory=list)  # the newest ones
+
+
+@dataclass(frozen=True)
+class DistillationPage:
+    distillation: dict[str, Any]  # DistillationsService.to_object
+    report: dict[str, Any] | None  # DistillReport.to_json, once it succeeded
+    can_cancel: bool
 
 
 # --- annotations ---------------------------------------------------------------------------------

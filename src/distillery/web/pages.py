@@ -14,7 +14,9 @@ from fastapi.responses import FileResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from distillery import charts
+from distillery.distill.service import DistillationsService
 from distillery.web import auth, completions, datasets, evals, jobs, lineage, selection
+from distillery.web import distillations as distillations_pages
 from distillery.web import judges as judges_pages
 from distillery.web import routes as routes_pages
 from distillery.web.annotations import router as annotations_router
@@ -202,6 +204,7 @@ def costs_page(
         ],
         chart=chart,
         routes=report["routes"],
+        distillations=DistillationsService(services).list(limit=10).data,
     )
     return render(request, "costs.html", context, title="Costs", nav="costs")
 
@@ -258,4 +261,5 @@ router.include_router(jobs.router)
 router.include_router(lineage.router)
 router.include_router(routes_pages.router)
 router.include_router(judges_pages.router)
+router.include_router(distillations_pages.router)
 router.include_router(not_found)  # last: it matches every page path no route above took

@@ -188,3 +188,22 @@ class SelfConsistencyParams(WireModel):
 
     run_id: str
     model: str | None = None
+
+
+class Distillation(_Object):
+    """A prompt distilled end to end: ``status`` queued, running, succeeded, failed or
+    cancelled; ``step`` and ``progress`` while it runs; ``report`` when it succeeded (the three
+    runs, the comparison, the job, the route and its gate); ``error`` when it failed."""
+
+    id: str
+    object: Literal["distillery.distillation"] = "distillery.distillation"
+    created_at: int
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    prompt: str
+    options: dict[str, Any]
+    inventory: dict[str, Any]
+    step: str | None = None
+    progress: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    finished_at: int | None = None
