@@ -97,6 +97,36 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     assert json.loads(again.stdout)["job_id"] == out["job_id"]
 
+    # one command from the captured traffic to a gated student, none of the demo's own steps:
+    # the teacher's answers with the reviewers' corrections, baselines, a job, the comparison
+    # and the prompt's route (the demo's, in shadow, or left alone if the rollout promoted it)
+    distill = [DISTILLERY, "distill", "--prompt", "inquiry-router"]
+    small = ["--student", "smollm2-135m-instruct", "--n-epochs", "1", "--lora-r", "4", "--json"]
+    done = subprocess.run([*distill, *small], env=env, capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    result = json.loads(done.stdout)
+    assert result["inventory"]["teacher"] == "gpt-4o"
+    assert result["inventory"]["corrected"] == expected_corrections
+    assert result["graders"][0]["type"] == "json_schema"
+    assert [g["name"] for g in result["graders"]] == ["schema", "field_category"]
+    runs = {r["label"]: r for r in result["runs"]}
+    assert (
+        runs["teacher"]["items"] == runs["distilled student"]["items"] == result["splits"]["test"]
+    )
+    assert result["fine_tuned_model"].startswith("ft:smollm2-135m-instruct:inquiry-router:")
+    assert result["verdict"] and Path(result["files"]["markdown"]).is_file()
+    if result["route_id"] is not None:
+        gate = result["gate"]["offline"]
+        assert gate["student_run"] == runs["distilled student"]["run_id"]
+    else:
+        assert "already serves this prompt's traffic" in " ".join(result["notes"])
+    # bad input: an unknown prompt lists the prompts that have traffic
+    unknown = subprocess.run(
+        [*distill[:2], "--prompt", "inquiry-ruoter"], env=env, capture_output=True, timeout=300
+    )
+    assert unknown.returncode == 2
+    assert "Prompts with traffic: inquiry-router" in " ".join(unknown.stderr.decode().split())
+
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (make system-deps installs it)")
     from playwright.sync_api import sync_playwright

@@ -38,7 +38,7 @@ from distillery.capture.importer import export_lines
 from distillery.costs.savings import payback, student_cost_per_1k, training_cost
 from distillery.distill.plan import Inventory, answer_of, take_inventory
 from distillery.distill.report import CriterionRow, DistillReport, Miss, RunSummary
-from distillery.errors import DistilleryError, InvalidRequestError
+from distillery.errors import ConflictError, DistilleryError, InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.base import ProviderContext
 from distillery.providers.registry import provider_kind
@@ -412,7 +412,9 @@ class Distillation:
             None,
         )
         if job is None:
-            extra: dict[str, Any] = {"method": o.method}
+            # local training's own options, sent only when set (a provider's fine-tuning API,
+            # which trains its own way, refuses them)
+            extra: dict[str, Any] = {"method": o.method} if o.method != "lora" else {}
             if o.lora_r is not None:
                 extra |= {"lora_r": o.lora_r, "lora_alpha": 2 * o.lora_r}
             job = jobs.create(
@@ -433,8 +435,8 @@ class Distillation:
                             }
                         },
                     },
-                    "distillery": extra,
                 }
+                | ({"distillery": extra} if extra else {})
             )
             self.say(f"distill: started job {job['id']}")
         else:
@@ -496,55 +498,72 @@ class Distillation:
 
     def route(
         self, inventory: Inventory, student: str, teacher_run: str, student_run: str, n_test: int
-    ) -> dict[str, Any]:
-        """The prompt's route in shadow, gated by the comparison (a shadow or off route of the
-        same name is replaced; a route already serving traffic is left alone)."""
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The prompt's route in shadow, gated by the comparison, and a note when there is
+        none. The route that already takes the prompt's traffic is reused: in shadow (or off)
+        it gets the new student, graders and gate; serving users (canary, full) it is left as
+        it is, and the note says so."""
         routes = self.services.routes
         name = self.options.route_name or f"{slug(self.options.prompt)}-distilled"
-        after: str | None = None
-        while True:
-            page, more = routes.page(after=after, limit=100, order="asc")
-            for old in page:
-                if old["name"] != name:
-                    continue
-                if (old.get("metadata") or {}).get("distill") == self.fp:
-                    self.say(f"route: reusing {old['id']}")
-                    return old
-                if old.get("mode") not in ("shadow", "off"):
-                    raise InvalidRequestError(
-                        f"Route {name!r} ({old['id']}) is in {old.get('mode')} mode: it serves "
-                        "traffic, so it is not replaced; give another route_name.",
-                        param="route_name",
-                    )
-                routes.delete(old["id"])
-            if not more or not page:
-                break
-            after = page[-1]["id"]
+        spec: dict[str, Any] = {
+            "student": student,
+            "mode": "shadow",
+            "graders": route_graders(inventory.graders),
+            "gate": {
+                "teacher_run": teacher_run,
+                "student_run": student_run,
+                "min_percent_of_teacher": self.options.min_percent_of_teacher,
+                "min_shadow_pairs": max(1, min(50, n_test)),
+            },
+            "metadata": {"distill": self.fp, "prompt": self.options.prompt[:512]},
+        }
+        name_taken = False
+        for old in self._routes():
+            theirs = old.get("match") or {}
+            same_traffic = (
+                theirs.get("model") == inventory.teacher
+                and (theirs.get("metadata") or {}).get("prompt") == self.options.prompt
+            )
+            name_taken = name_taken or old["name"] == name
+            if not same_traffic:
+                continue
+            if (old.get("metadata") or {}).get("distill") == self.fp:
+                self.say(f"route: reusing {old['id']}")
+                return old, None
+            if old.get("mode") not in ("shadow", "off"):
+                return None, (
+                    f"route {old['name']} ({old['id']}) already serves this prompt's traffic in "
+                    f"{old.get('mode')} mode: it is left as it is; to move it to {student}, "
+                    "update its student and gate with the runs above"
+                )
+            updated = routes.update(old["id"], spec, actor="distill")
+            self.say(f"route: {old['name']} ({old['id']}) now shadows {student}")
+            return updated, None
         match: dict[str, Any] = {
             "model": inventory.teacher,
             "metadata": {"prompt": self.options.prompt},
         }
         if inventory.prompt_version is not None:
             match["prompt_version"] = inventory.prompt_version
-        created = routes.create(
-            {
-                "name": name,
-                "match": match,
-                "student": student,
-                "mode": "shadow",
-                "graders": route_graders(inventory.graders),
-                "gate": {
-                    "teacher_run": teacher_run,
-                    "student_run": student_run,
-                    "min_percent_of_teacher": self.options.min_percent_of_teacher,
-                    "min_shadow_pairs": max(1, min(50, n_test)),
-                },
-                "metadata": {"distill": self.fp, "prompt": self.options.prompt[:512]},
-            },
-            actor="distill",
-        )
+        try:
+            created = routes.create(
+                {"name": f"{name}-{self.fp[:6]}" if name_taken else name, "match": match, **spec},
+                actor="distill",
+            )
+        except ConflictError as exc:  # a broader route already takes this traffic
+            return None, f"no route created: {exc.message}"
         self.say(f"route: created {created['id']} in shadow")
-        return created
+        return created, None
+
+    def _routes(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page, more = self.services.routes.page(after=after, limit=100, order="asc")
+            found.extend(page)
+            if not more or not page:
+                return found
+            after = page[-1]["id"]
 
     # -- the whole run ---------------------------------------------------------------------------
 
@@ -595,8 +614,11 @@ class Distillation:
         teacher_note = self.serve_teacher(inventory)
         if teacher_note:
             self.say(f"route: {teacher_note}")
-        route = self.route(inventory, student_model, teacher["id"], student["id"], len(lines))
-        gate = self.services.routes.gate(route["id"])
+        route, route_note = self.route(
+            inventory, student_model, teacher["id"], student["id"], len(lines)
+        )
+        gate = self.services.routes.gate(route["id"]) if route is not None else {}
+        notes = [n for n in (teacher_note, route_note) if n]
         return self._report(
             inventory,
             counts=counts,
@@ -607,7 +629,7 @@ class Distillation:
             route=route,
             gate=gate,
             started=started,
-            teacher_note=teacher_note,
+            notes=notes,
         )
 
     # -- the report ------------------------------------------------------------------------------
@@ -686,10 +708,10 @@ class Distillation:
         comparison: Mapping[str, Any],
         job: Mapping[str, Any],
         selection: str | None,
-        route: Mapping[str, Any],
+        route: Mapping[str, Any] | None,
         gate: Mapping[str, Any],
         started: float,
-        teacher_note: str | None,
+        notes: list[str],
     ) -> DistillReport:
         o = self.options
         teacher_run, base_run, student_run = runs
@@ -757,12 +779,12 @@ class Distillation:
             requests_per_day=per_day,
             daily_saving=saving.daily_saving,
             payback_days=saving.payback_days,
-            route_id=str(route["id"]),
-            route_name=str(route["name"]),
+            route_id=str(route["id"]) if route is not None else None,
+            route_name=str(route["name"]) if route is not None else None,
             gate=dict(gate),
             min_percent_of_teacher=o.min_percent_of_teacher,
             seconds=time.time() - started,
-            teacher_note=teacher_note,
+            notes=notes,
         )
 
 

@@ -73,12 +73,12 @@ class DistillReport:
     requests_per_day: float
     daily_saving: float
     payback_days: float | None
-    route_id: str
-    route_name: str
+    route_id: str | None  # None: the prompt's route serves users already and was left alone
+    route_name: str | None
     gate: dict[str, Any]
     min_percent_of_teacher: float
     seconds: float
-    teacher_note: str | None = None  # how the route's teacher is served, when it is not live
+    notes: list[str] = field(default_factory=list)  # the route's teacher, a route left alone
     files: dict[str, str] = field(default_factory=dict)  # report.json / report.md paths
 
     @property
@@ -102,6 +102,13 @@ class DistillReport:
                 f"The student reaches {where}: the gate ({self.min_percent_of_teacher:g}% at the "
                 f"lower bound) lets route {self.route_name} leave shadow."
             )
+        if (
+            self.route_id is None
+            and share is not None
+            and ci
+            and ci[0] >= self.min_percent_of_teacher
+        ):
+            return f"The student reaches {where}, enough for the gate; its route is left alone."
         short = [
             f"{row.name} {_rate(row.student)} vs {_rate(row.teacher)}"
             for row in self.criteria
@@ -197,11 +204,12 @@ class DistillReport:
             "",
             "## Route",
             "",
-            f"- `{self.route_name}` ({self.route_id}) in shadow; gate "
-            + (
-                "open" if self.gate_open else "closed: " + "; ".join(self.gate.get("reasons") or [])
-            ),
         ]
+        if self.route_id is not None:
+            gate = (
+                "open" if self.gate_open else "closed: " + "; ".join(self.gate.get("reasons") or [])
+            )
+            lines.append(f"- `{self.route_name}` ({self.route_id}) in shadow; gate {gate}")
         if self.misses:
             lines += ["", "## Where the student falls short", ""]
             for miss in self.misses:

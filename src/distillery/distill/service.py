@@ -24,7 +24,7 @@ from typing import Any
 from distillery import ids
 from distillery.distill.pipeline import Distillation, DistillOptions, Interrupted
 from distillery.distill.report import DistillReport
-from distillery.errors import ConflictError, DistilleryError
+from distillery.errors import ConflictError, DistilleryError, NotFoundError
 from distillery.lifecycle import Periodic, describe
 from distillery.progress import ProgressEvent
 from distillery.security.redact import redact
@@ -55,6 +55,15 @@ class DistillationsService:
         """Check the options and the prompt's data, then record the distillation (``queued``,
         or ``running`` under ``runner_id`` when the caller runs it itself)."""
         options = parse_params(DistillOptions, body)
+        try:
+            self.services.providers.route(options.student)
+        except NotFoundError:
+            raise NotFoundError(
+                f"No provider serves the student {options.student!r}: add it to a provider's "
+                "models in distillery.toml (a `local` one trains on this machine).",
+                param="student",
+                code="model_not_found",
+            ) from None
         inventory = Distillation(self.services, options).take_inventory()
         inventory.check_enough()
         now = time.time()
