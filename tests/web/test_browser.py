@@ -292,3 +292,40 @@ def test_compare_page_table_and_chart(client: openai.OpenAI, gateway: Any, page:
     assert box is not None and box["width"] > 300
     assert chart.locator("g.bars rect").count() == 6
     assert eval_id
+
+
+def test_the_costs_page_distils_a_prompt(client: openai.OpenAI, gateway: Any, page: Any) -> None:
+    """The "Distil" button: too little traffic is said on the costs page; with enough, the
+    distillation's page follows the server's run to its report (the fake provider's ``json-1``
+    is the student, trained through its fine-tuning API)."""
+    for i in range(30):
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": f"{i}: {JA_QUESTION if i % 2 else 'VPN?'}"}],
+            store=True,
+            metadata={"prompt": "helpdesk"},
+        )
+        if i == 3:  # four requests so far: too few
+            page.goto(gateway.url + "/costs")
+            row = page.locator("tr", has_text="helpdesk")
+            row.get_by_label("Student for helpdesk").fill("json-1")
+            row.get_by_role("button", name="Distil helpdesk").click()
+            page.wait_for_url("**/costs")
+            assert "has 4 usable example(s)" in page.locator("main").inner_text()
+    page.goto(gateway.url + "/costs")
+    row = page.locator("tr", has_text="helpdesk")
+    row.get_by_label("Student for helpdesk").fill("json-1")
+    row.get_by_role("button", name="Distil helpdesk").click()
+    page.wait_for_url("**/distillations/distill_*")
+    assert "Started" in page.locator("main").inner_text()
+    # the page reloads itself every 5 s until the run ends
+    page.locator(".distillation-status", has_text="succeeded").wait_for(timeout=180_000)
+    runs = page.locator("table.distillation-runs tbody tr")
+    assert runs.count() == 3
+    assert runs.nth(0).inner_text().startswith("teacher")
+    assert "ft:json-1" in runs.nth(2).inner_text()
+    assert "of the teacher" in page.locator(".verdict").inner_text()
+    page.get_by_role("link", name="helpdesk-distilled").click()
+    page.wait_for_url("**/routes/route_*")
+    assert "shadow" in page.locator("main").inner_text()
+    assert page.dialogs == []

@@ -32,6 +32,7 @@ PAGES: dict[str, type] = {
     "routes.html": contexts.RoutesPage,
     "route.html": contexts.RoutePage,
     "judges.html": contexts.JudgesPage,
+    "distillation.html": contexts.DistillationPage,
     "model_lineage.html": ModelLineagePage,
 }
 

@@ -245,6 +245,7 @@ class CostsPage:
     chart: str
     routes: list[dict[str, Any]] = field(default_factory=list)  # costs_report()["routes"]
     distillations: list[dict[str, Any]] = field(default_factory=list)  # the newest ones
+    default_student: str = ""  # what the Distil button trains unless another is typed in
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ def start_distillation(
     request: Request,
     prompt: Annotated[str, Form()],
     teacher: Annotated[str, Form()] = "",
+    student: Annotated[str, Form()] = "",
 ) -> Response:
     """The costs page's "Distil" button: a distillation of the prompt with every default."""
-    body = {"prompt": prompt} | ({"teacher": teacher} if teacher else {})
+    body: dict[str, str] = {"prompt": prompt}
+    body |= {k: v.strip() for k, v in (("teacher", teacher), ("student", student)) if v.strip()}
     try:
         created = _service(request).create(body)
     except DistilleryError as exc:  # too little data, an unknown prompt: said on the costs page

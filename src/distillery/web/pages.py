@@ -35,6 +35,7 @@ from distillery.web.contexts import (
     Stat,
 )
 from distillery.web.render import STATIC, PageRoute, error_page, render, services_of
+from distillery.weights import DEMO_STUDENT
 
 pages = APIRouter(route_class=PageRoute, dependencies=[LOGIN], include_in_schema=False)
 
@@ -205,6 +206,7 @@ def costs_page(
         chart=chart,
         routes=report["routes"],
         distillations=DistillationsService(services).list(limit=10).data,
+        default_student=DEMO_STUDENT,
     )
     return render(request, "costs.html", context, title="Costs", nav="costs")
 
