@@ -20,6 +20,7 @@ BENCHES = [
     ["bench_graders.py"],
     ["bench_local_inference.py"],
     ["bench_training.py"],
+    ["bench_greedy.py"],  # the validation measure's generation, per epoch
     # the demo task's accuracy per epoch ("it learns"), for both embedded students
     ["bench_distill.py", "--every-epoch", "--student", "gemma-3-270m"],
     ["bench_distill.py", "--every-epoch", "--student", "smollm2-135m-instruct"],

@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
+from distillery import chat_templates
 from distillery.training.local.config import LocalSFTConfig
 from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
-from distillery.training.local.measure import MeasureScorer, TaskMeasure, infer_measure
+from distillery.training.local.measure import (
+    MeasureScorer,
+    TaskMeasure,
+    infer_measure,
+    score_answers,
+    settled,
+)
 from distillery.training.local.selection import Point, choose, explain, hold_out, should_stop
 
 pytestmark = pytest.mark.training
@@ -25,7 +32,7 @@ def routed(reason: str, category: str) -> str:
 def test_label_fields_are_found_and_free_text_is_not() -> None:
     answers = [routed(f"reason number {i}", ["経理", "人事", "総務"][i % 3]) for i in range(30)]
     measure = infer_measure(answers)
-    assert measure == TaskMeasure("fields", ("category",), 3)
+    assert measure == TaskMeasure("fields", ("category",), 3, generate=True)
     assert measure.metric == "valid_field_match"
     assert "'category'" in measure.describe()
 
@@ -152,3 +159,114 @@ def test_without_a_validation_file_examples_are_held_out_and_base_can_be_kept(
     tensors = load_file(str(adapter / "adapter_model.safetensors"))
     b = [v for k, v in tensors.items() if "lora_B" in k]
     assert b and all(not v.any() for v in b)
+
+
+def test_free_text_before_the_label_is_scored_on_greedy_answers() -> None:
+    """A reason that differs per answer, then the category: teacher forcing would read the label
+    after the reference reason, so the measure generates."""
+    answers = [
+        routed(f"question {i} asks about this topic", "経理人事総務"[i % 3]) for i in range(30)
+    ]
+    measure = infer_measure(answers)
+    assert measure.fields == ("category",) and measure.generate
+    assert "greedy answers" in measure.describe() and measure.to_json()["generate"] is True
+    intents = [json.dumps({"intent": f"i{i % 5}", "text": f"free text {i}"}) for i in range(30)]
+    assert not infer_measure(intents).generate  # the label comes first: teacher forcing is greedy
+    references = [routed("a", "経理"), routed("b", "人事"), "not json", routed("c", "総務")]
+    generated = [
+        '{"reason": "other words", "category": "経理"}<|im_end|>',  # the label is what counts
+        '{"reason": "b", "category": "総務"}',
+        "anything",
+        '{"reason": "c", "categ',  # cut off: matches nothing
+    ]
+    totals = score_answers(TaskMeasure("fields", ("category",), 3, True), references, generated)
+    assert (totals.scored, totals.score) == (3, 1 / 3)
+    assert totals.field_hits == {"category": 1} and totals.field_seen == {"category": 3}
+
+
+@pytest.mark.usefixtures("training_home")
+def test_greedy_answers_in_batches_match_one_prompt_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validation measure's greedy answers (left-padded batches of prompts of different
+    lengths, continuing from the shared system prompt's cache or not, the model switched from
+    packed attention to the cache and back) are those the model writes to each prompt alone; a
+    row stopped once its text is settled is the start of that answer."""
+    import torch
+
+    from distillery.training.local import greedy
+    from distillery.training.local.packing import PACKED_ATTENTION
+    from distillery.training.local.trainer import LocalSFTTrainer
+
+    from .chat_files import QUESTIONS, SYSTEM, write_jsonl
+
+    system = (
+        SYSTEM + " The categories are 経理, 人事, 総務, 労務 and 情報システム; explain why first."
+    )
+
+    def record(question: str, label: str) -> dict[str, Any]:
+        reason = f"The question '{question}' is about {label}."
+        answer = json.dumps({"reason": reason, "category": label}, ensure_ascii=False)
+        return {
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        }
+
+    train = write_jsonl(tmp_path / "train.jsonl", [record(q, c) for q, c in QUESTIONS])
+    config = LocalSFTConfig(holdout=4, max_length=160, threads=1, bf16=False)
+    trainer = LocalSFTTrainer(config, train, None, tmp_path / "out", emit=lambda *_: None)
+    trainer._setup_runtime()
+    trainer._load_data()
+    assert trainer.measure.fields == ("category",) and trainer.measure.generate
+    trainer._load_model()
+    examples = trainer.valid_data.examples if trainer.valid_data else []
+    prompts = [greedy.prompt_ids(ex) for ex in examples]
+    assert len({len(p) for p in prompts}) > 1 and greedy._shared_prefix(prompts) >= 32
+
+    def answers(**kwargs: Any) -> list[str]:
+        return greedy.greedy_answers(
+            trainer.student,
+            trainer.tokenizer,
+            examples,
+            device="cpu",
+            autocast=trainer._autocast,
+            **kwargs,
+        )
+
+    cached = answers()
+    settled_early = answers(finished=lambda text: len(text) >= 12)
+    monkeypatch.setattr(greedy, "MIN_SHARED", 10_000)  # no shared-prefix cache
+    plain = answers()
+    assert trainer.causal_lm.config._attn_implementation == PACKED_ATTENTION  # restored
+    model = trainer.student.model
+    model.config.use_cache = True
+    trainer.causal_lm.set_attn_implementation("sdpa")
+    model.eval()
+    longest = max(ex.answer_tokens for ex in examples)
+    for prompt, one, two, short in zip(prompts, cached, plain, settled_early, strict=True):
+        with torch.no_grad():
+            alone = model.generate(
+                input_ids=torch.tensor([prompt]),
+                max_new_tokens=longest + greedy.MARGIN,
+                do_sample=False,
+                eos_token_id=sorted(chat_templates.end_of_turn_ids(trainer.tokenizer)),
+            )
+        expected = trainer.tokenizer.decode(alone[0, len(prompt) :], skip_special_tokens=True)
+        assert one == two == expected
+        # (a row may stop inside a character: its last bytes decode as U+FFFD)
+        assert expected.startswith(short.rstrip("\ufffd"))
+        assert len(short) >= 12 or short == expected
+    trainer.causal_lm.set_attn_implementation(PACKED_ATTENTION)
+    model.config.use_cache = False
+    model.train()
+    metrics = trainer._validation_metrics()  # the measure from greedy answers
+    assert 0 <= metrics["valid_field_match"] <= 1 and metrics["valid_match_category"] is not None
+
+
+def test_an_answer_is_settled_once_its_object_closes_or_cannot_open() -> None:
+    assert not settled("") and not settled("  ") and not settled('{"reason": "a", "cat')
+    assert settled('{"reason": "a", "category": "経理"}') and settled('{"a": 1} and more')
+    assert settled("Sure! Here is") and settled("```json")  # not an object: nothing to wait for

@@ -70,11 +70,12 @@ def distill(
 ) -> None:
     """Snapshot a prompt's traffic, baseline the teacher and the base student, fine-tune, evaluate,
     compare and create its route in shadow, gated by that comparison. Run again to resume."""
-    from distillery.demo.stack import LocalStack
+    from distillery.demo.stack import LocalStack, generate_on_every_core
     from distillery.distill.pipeline import slug
     from distillery.distill.service import DistillationsService, new_runner_id
 
     svc = services()
+    generate_on_every_core(svc)  # the baselines, the training and the student's eval take turns
     chosen_graders = None
     if graders is not None:
         try:

@@ -47,7 +47,7 @@ from distillery.demo.dataset import (
     teacher_output,
 )
 from distillery.demo.rollout import Rollout, RolloutOptions, RolloutReport
-from distillery.demo.stack import LocalStack
+from distillery.demo.stack import LocalStack, generate_on_every_core
 from distillery.demo.stack import check_response as _check
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.local_config import LocalProviderConfig
@@ -58,7 +58,6 @@ from distillery.weights import (
     materialize,
     models_home,
     resolve_source,
-    usable_cores,
 )
 
 PROMPT = "inquiry-router"
@@ -657,18 +656,16 @@ class Demo:
         return "LoRA" if self.options.method == "lora" else "full fine-tuning"
 
     def run(self) -> DemoReport:
-        # The demo generates and trains one after the other, never at once: local generation may
-        # use every core instead of keeping one spare for a concurrent training.
+        generate_on_every_core(self.services)
         for provider in self.services.config.providers.values():
-            if not isinstance(provider, LocalProviderConfig):
-                continue
-            if provider.threads is None:
-                provider.threads = usable_cores()
             # A short queue beyond the running batch (the evaluations' 32 at a time fit it):
             # past it the student refuses at once (a 429 the rollout's incident falls back
             # from) instead of queueing requests it would answer minutes later on 2 cores. A
             # configured queue stays.
-            if "max_queue" not in provider.model_fields_set:
+            if (
+                isinstance(provider, LocalProviderConfig)
+                and "max_queue" not in provider.model_fields_set
+            ):
                 provider.max_queue = DEMO_QUEUE
         self.prepare_student()
         with LocalStack(self.services) as stack:

@@ -11,7 +11,9 @@ import httpx
 import uvicorn
 
 from distillery.app import create_app
+from distillery.providers.local_config import LocalProviderConfig
 from distillery.services import Services
+from distillery.weights import usable_cores
 
 
 class LocalStack:
@@ -56,6 +58,15 @@ class LocalStack:
     ) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def generate_on_every_core(services: Services) -> None:
+    """For a command that generates and trains one after the other, never at once (the demo,
+    ``distillery distill``): local providers without ``threads`` configured generate on every
+    core, not every core but one (the spare a server keeps for a concurrent training)."""
+    for provider in services.config.providers.values():
+        if isinstance(provider, LocalProviderConfig) and provider.threads is None:
+            provider.threads = usable_cores()
 
 
 def check_response(response: httpx.Response) -> None:

@@ -16,6 +16,12 @@ each answer by where the model's first choice (argmax) agrees with the reference
   exactly.
 - ``tokens``: free text: the share of answer tokens that are the first choice.
 
+When free text comes before the measured fields in most answers (``{"reason": ..., "category":
+...}``), the label after the *reference* reason is nearly always right, whatever the epoch: such a
+measure is taken from greedy answers instead (``generate``; ``greedy.py`` writes them with the
+weights being trained and :func:`score_answers` compares their fields with the references). It
+costs one generation over the validation split per epoch.
+
 :func:`infer_measure` picks the kind from the training answers (or takes the fields a caller
 names); :class:`MeasureScorer` precomputes where each validation answer's fields are in its
 tokens and scores the first-choice vectors the validation pass returns. One forward pass per
@@ -51,6 +57,7 @@ class TaskMeasure:
     kind: MeasureKind
     fields: tuple[str, ...] = ()
     n_labels: int = 0  # distinct values of the first label field (or answers); 0: not labels
+    generate: bool = False  # scored on greedy answers, not under teacher forcing
 
     @property
     def metric(self) -> str:
@@ -64,7 +71,9 @@ class TaskMeasure:
     def describe(self) -> str:
         if self.kind == "fields":
             names = ", ".join(f"'{f}'" for f in self.fields)
-            return f"exact match of the JSON field{'s' if len(self.fields) > 1 else ''} {names}"
+            plural = "s" if len(self.fields) > 1 else ""
+            how = " in greedy answers" if self.generate else ""
+            return f"exact match of the JSON field{plural} {names}{how}"
         if self.kind == "answer":
             return "exact match of the whole answer"
         return "token accuracy on the answer"
@@ -74,6 +83,7 @@ class TaskMeasure:
             "kind": self.kind,
             "fields": list(self.fields),
             "n_labels": self.n_labels,
+            "generate": self.generate,
             "metric": self.metric,
             "description": self.describe(),
         }
@@ -123,7 +133,7 @@ def infer_measure(answers: Sequence[str], fields: Sequence[str] | None = None) -
     if fields:
         first = fields[0]
         labels = {compact(o[first]) for o in parsed if first in o}
-        return TaskMeasure("fields", tuple(fields), len(labels))
+        return TaskMeasure("fields", tuple(fields), len(labels), _text_first(parsed, fields))
     if n and len(parsed) >= MIN_PARSED_SHARE * n:
         keys: list[str] = []
         for obj in parsed:
@@ -140,11 +150,50 @@ def infer_measure(answers: Sequence[str], fields: Sequence[str] | None = None) -
                 if labels_of
                 else 0
             )
-            return TaskMeasure("fields", tuple(k for k, _ in chosen), n_labels)
+            names = tuple(k for k, _ in chosen)
+            return TaskMeasure("fields", names, n_labels, _text_first(parsed, names))
     distinct = len({a.strip() for a in answers})
     if n and distinct <= max(2, MAX_LABEL_SHARE * n):
         return TaskMeasure("answer", (), distinct)
     return TaskMeasure("tokens")
+
+
+def _text_first(objects: Sequence[dict[str, Any]], fields: Sequence[str]) -> bool:
+    """Whether most answers open with a field that is not measured (free text before the
+    labels): then teacher forcing would read the label after the reference text."""
+    opened = [next(iter(o)) for o in objects if o]
+    return bool(opened) and sum(k not in fields for k in opened) * 2 > len(opened)
+
+
+def settled(text: str) -> bool:
+    """Whether a generated answer can stop: its JSON object is complete, or it does not open one
+    (it would score nothing whatever follows)."""
+    opened = text.lstrip()
+    if not opened:
+        return False
+    return not opened.startswith("{") or json_object(text) is not None
+
+
+def score_answers(
+    measure: TaskMeasure, references: Sequence[str], answers: Sequence[str]
+) -> MeasureTotals:
+    """Totals of a ``fields`` measure over generated ``answers``: a field matches when the answer
+    is a JSON object whose value for it equals the reference's (an unparsable answer matches
+    nothing). Each example scores the share of its reference's fields it matches."""
+    totals = MeasureTotals()
+    for reference, answer in zip(references, answers, strict=True):
+        expected = json_object(reference) or {}
+        present = [f for f in measure.fields if f in expected]
+        if not present:
+            continue
+        got = json_object(answer) or {}
+        matched = [f in got and compact(got[f]) == compact(expected[f]) for f in present]
+        for name, ok in zip(present, matched, strict=True):
+            totals.field_seen[name] = totals.field_seen.get(name, 0) + 1
+            totals.field_hits[name] = totals.field_hits.get(name, 0) + ok
+        totals.score_sum += sum(matched) / len(matched)
+        totals.scored += 1
+    return totals
 
 
 def _value_span(text: str, name: str) -> tuple[int, int] | None:

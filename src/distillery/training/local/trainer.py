@@ -55,11 +55,14 @@ from distillery.training.local.data import (
     TokenizedExample,
     load_chat_dataset,
 )
+from distillery.training.local.greedy import greedy_answers
 from distillery.training.local.measure import (
     MeasureScorer,
     MeasureTotals,
     TaskMeasure,
     infer_measure,
+    score_answers,
+    settled,
 )
 from distillery.training.local.outputs import merge_adapter, write_adapter, write_training_record
 from distillery.training.local.parallel import DataParallel
@@ -326,7 +329,8 @@ class LocalSFTTrainer:
         return StepStats(loss_sum, round(correct), round(targets), round(tokens))
 
     def evaluate(self, dataset: TokenizedDataset) -> tuple[StepStats, MeasureTotals]:
-        """Loss and token accuracy over ``dataset``, and the task measure's totals."""
+        """Loss and token accuracy over ``dataset``, and the task measure's totals (from greedy
+        answers when the measure says so, else from the same teacher-forced pass)."""
         import torch
 
         examples = self.parallel.shard(dataset.examples)  # all of them in one process
@@ -342,7 +346,18 @@ class LocalSFTTrainer:
         finally:
             self.model.train()
         totals = MeasureTotals()
-        if self.scorer is not None and hits:
+        if self.scorer is not None and self.measure.generate:
+            answers = greedy_answers(
+                self.student,
+                self.tokenizer,
+                examples,
+                device=self.device,
+                autocast=self._autocast,
+                check_stop=self.check_stop,
+                finished=settled,
+            )
+            totals = score_answers(self.measure, [ex.answer for ex in examples], answers)
+        elif self.scorer is not None and hits:
             flat = torch.cat(hits).tolist()
             vectors, start = [], 0
             for ex in examples:
