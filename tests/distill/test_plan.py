@@ -114,6 +114,11 @@ def test_inventory_keeps_the_teachers_newest_version_and_leaves_unparsable_answe
     assert inv.labels == Counter({"IT": 9, "人事": 8, "経理": 8})
     assert inv.max_completion_tokens == 64
     inv.check_enough()  # 25 usable: enough
+    # the schema keeps its own property order (reason, then category): constrained decoding
+    # writes the fields in that order, the order the student is trained to
+    schema = (inv.response_format or {})["json_schema"]["schema"]
+    assert list(schema["properties"]) == ["reason", "category"]
+    assert list(inv.response_format or {}) == list(SCHEMA)
 
 
 def test_too_little_data_says_how_many_more() -> None:

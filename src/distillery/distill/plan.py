@@ -222,6 +222,21 @@ def infer_graders(
     return graders, label_field
 
 
+def _most_common_format(completions: Sequence[Any]) -> dict[str, Any] | None:
+    """The response format most of the requests sent, as the newest of them sent it: compared
+    with sorted keys, but returned in its own key order (a schema's ``properties`` order is the
+    order constrained decoding writes the fields in, which the student is trained to)."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    counts: Counter[str] = Counter()
+    for c in sorted(completions, key=lambda c: (c.created_at, c.seq)):
+        value = c.request.get("response_format")
+        key = json.dumps(value, sort_keys=True)
+        counts[key] += 1
+        seen[key] = value if isinstance(value, dict) else None
+    chosen = _most_common(counts)
+    return seen.get(chosen) if chosen is not None else None
+
+
 def _most_common(counts: Counter[str]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
@@ -271,10 +286,7 @@ def take_inventory(
         )
     if chosen_version is not None:
         by_teacher = [c for c in by_teacher if c.metadata.get("prompt_version") == chosen_version]
-    formats = Counter(
-        json.dumps(c.request.get("response_format"), sort_keys=True) for c in by_teacher
-    )
-    response_format = json.loads(_most_common(formats) or "null")
+    response_format = _most_common_format(by_teacher)
     usable: list[str] = []
     unusable: list[Unusable] = []
     answers: list[str] = []
