@@ -268,3 +268,17 @@ def test_a_failed_model_preparation_is_reported_until_one_succeeds(
     (tmp_path / "models" / "broken-student" / ".complete").write_text("ok\n")
     weights.materialize(source)
     assert component.health()["state"] == "running" and component.health()["failed"] == {}
+
+
+@pytest.mark.usefixtures("home")
+def test_a_one_off_commands_stack_takes_up_no_queued_distillation() -> None:
+    """``LocalStack`` (the demo, ``distillery distill``) serves the API to its own command: the
+    distillations runner that a server has is left out, so a distillation queued or left running
+    by a killed command is not run a second time beside the command's own."""
+    from distillery.app import build_services
+    from distillery.demo.stack import LocalStack
+
+    services = build_services()
+    with LocalStack(services) as stack:
+        components = httpx.get(stack.url + "/health").json()["components"]
+    assert "worker" in components and "distillations" not in components

@@ -117,6 +117,25 @@ def test_one_call_distils_a_prompt_to_a_gated_shadow_route(
     assert redone["report"]["route_id"] == report["route_id"]
     assert redone["report"]["dataset"] == report["dataset"]
 
+    # a run deleted since (DELETE /v1/evals/{id}/runs/{run}) is done again, and the route's gate
+    # moves to the new run
+    (evaluation,) = [
+        e
+        for e in http.get("/v1/evals", params={"limit": 100}).json()["data"]
+        if e["name"] == f"distill router {report['fingerprint']}"
+    ]
+    deleted = http.delete(f"/v1/evals/{evaluation['id']}/runs/{student['run_id']}")
+    assert deleted.status_code == 200
+    third = http.post(
+        "/v1/distillery/distillations", json={"prompt": "router", "student": "json-1"}
+    )
+    rerun = until_ended(http, third.json()["id"])
+    assert rerun["status"] == "succeeded", rerun.get("error")
+    new_run = rerun["report"]["runs"][2]["run_id"]
+    assert new_run != student["run_id"] and rerun["report"]["route_id"] == report["route_id"]
+    route = http.get(f"/v1/distillery/routes/{report['route_id']}").json()
+    assert route["gate"]["student_run"] == new_run and route["mode"] == "shadow"
+
 
 def test_bad_requests_are_refused_at_once(gateway: LiveServer, http: httpx.Client) -> None:
     insert(gateway.services, *traffic(12))

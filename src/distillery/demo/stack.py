@@ -17,7 +17,10 @@ from distillery.weights import usable_cores
 
 
 class LocalStack:
-    """``with LocalStack(services) as stack: stack.url`` — the gateway, API and job worker."""
+    """``with LocalStack(services) as stack: stack.url`` — the gateway, API and job worker of a
+    one-off command (the demo, ``distillery distill``). It runs no distillations of its own: one
+    queued through the API, or left running by a command that was killed, is a server's to take
+    up (``distillery serve``), not a concurrent second run in this process."""
 
     def __init__(self, services: Services, port: int = 0) -> None:
         self.services = services
@@ -27,7 +30,7 @@ class LocalStack:
                 port = int(s.getsockname()[1])
         self.port = port
         config = uvicorn.Config(
-            create_app(services),
+            create_app(services, run_distillations=False),
             host="127.0.0.1",
             port=port,
             log_level="error",

@@ -500,9 +500,10 @@ class Distillation:
         self, inventory: Inventory, student: str, teacher_run: str, student_run: str, n_test: int
     ) -> tuple[dict[str, Any] | None, str | None]:
         """The prompt's route in shadow, gated by the comparison, and a note when there is
-        none. The route that already takes the prompt's traffic is reused: in shadow (or off)
-        it gets the new student, graders and gate; serving users (canary, full) it is left as
-        it is, and the note says so."""
+        none. The route that already takes the prompt's traffic is reused: as it is when this
+        run made it with these runs, else in shadow (or off) it gets the new student, graders and
+        gate (runs done again, after one was deleted, are new runs); serving users (canary,
+        full) it is left as it is, and the note says so."""
         routes = self.services.routes
         name = self.options.route_name or f"{slug(self.options.prompt)}-distilled"
         spec: dict[str, Any] = {
@@ -527,7 +528,11 @@ class Distillation:
             name_taken = name_taken or old["name"] == name
             if not same_traffic:
                 continue
-            if (old.get("metadata") or {}).get("distill") == self.fp:
+            gate = old.get("gate") or {}
+            if (old.get("metadata") or {}).get("distill") == self.fp and (
+                gate.get("teacher_run"),
+                gate.get("student_run"),
+            ) == (teacher_run, student_run):
                 self.say(f"route: reusing {old['id']}")
                 return old, None
             if old.get("mode") not in ("shadow", "off"):
