@@ -194,7 +194,7 @@ def test_greedy_answers_in_batches_match_one_prompt_at_a_time(
     row stopped once its text is settled is the start of that answer."""
     import torch
 
-    from distillery.training.local import greedy
+    from distillery.training.local import greedy, packing
     from distillery.training.local.packing import PACKED_ATTENTION
     from distillery.training.local.trainer import LocalSFTTrainer
 
@@ -224,7 +224,7 @@ def test_greedy_answers_in_batches_match_one_prompt_at_a_time(
     trainer._load_model()
     examples = trainer.valid_data.examples if trainer.valid_data else []
     prompts = [greedy.prompt_ids(ex) for ex in examples]
-    assert len({len(p) for p in prompts}) > 1 and greedy._shared_prefix(prompts) >= 32
+    assert len({len(p) for p in prompts}) > 1 and packing.shared_prefix_length(examples) >= 32
 
     def answers(**kwargs: Any) -> list[str]:
         return greedy.greedy_answers(
@@ -239,7 +239,7 @@ def test_greedy_answers_in_batches_match_one_prompt_at_a_time(
     monkeypatch.setattr(greedy, "MARGIN", 0)  # answers as long as the longest reference
     cached = answers()
     settled_early = answers(finished=lambda text: len(text) >= 12)
-    monkeypatch.setattr(greedy, "MIN_SHARED", 10_000)  # no shared-prefix cache
+    monkeypatch.setattr(packing, "MIN_SHARED_PREFIX", 10_000)  # no shared-prefix cache
     plain = answers()
     assert trainer.causal_lm.config._attn_implementation == PACKED_ATTENTION  # restored
     model = trainer.student.model

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 BATCH = 16  # prompts generated together
 MARGIN = 16  # tokens allowed beyond the longest reference answer
-MIN_SHARED = 32  # a shared prompt prefix shorter than this is not worth a cache of its own
 
 
 def prompt_ids(example: TokenizedExample) -> list[int]:
@@ -86,7 +85,7 @@ def greedy_answers(
     pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0])
     longest = max(ex.answer_tokens for ex in examples)
     prompts = [prompt_ids(ex) for ex in examples]
-    shared = _shared_prefix(prompts)
+    shared = packing.shared_prefix_length(examples)  # before any answer: within every prompt
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
     answers: dict[int, str] = {}
     with generating(student), torch.no_grad(), autocast():
@@ -125,20 +124,6 @@ def greedy_answers(
             for i, row in zip(chunk, out[:, shared + width :].tolist(), strict=True):
                 answers[i] = str(tokenizer.decode(row, skip_special_tokens=True))
     return [answers[i] for i in range(len(examples))]
-
-
-def _shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """Tokens every prompt starts with (each keeps at least one of its own); 0 when too few."""
-    if len(prompts) < 2:
-        return 0
-    length = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for p in prompts[1:]:
-        i = 0
-        while i < length and p[i] == first[i]:
-            i += 1
-        length = i
-    return length if length >= MIN_SHARED else 0
 
 
 def _settled(
