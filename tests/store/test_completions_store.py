@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from distillery.errors import NotFoundError
@@ -56,6 +58,33 @@ def test_filters_and_search(db_url: str) -> None:
         repo.list(after="chatcmpl-nope")
     repo.delete("chatcmpl-s0000")
     assert repo.count(metadata={"prompt": "router"}) == 19
+    store.close()
+
+
+def test_payloads_keep_their_key_order(db_url: str) -> None:
+    """A request's JSON schema comes back with its properties in the order sent (the order a
+    model writes the fields in); PostgreSQL's jsonb would sort them, shorter keys first."""
+    store = Store.open(db_url)
+    repo = CompletionsRepo(store)
+    schema = {
+        "type": "object",
+        "properties": {"reason": {"type": "string"}, "category": {"enum": ["労務", "IT"]}},
+        "required": ["reason", "category"],
+        "additionalProperties": False,
+    }
+    rec = _rec(1)
+    request = {
+        **rec.request,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+    }
+    repo.insert_many([dataclasses.replace(rec, request=request)])
+    got = repo.get(rec.id)
+    stored = got.request["response_format"]["json_schema"]["schema"]
+    assert list(stored) == ["type", "properties", "required", "additionalProperties"]
+    assert list(stored["properties"]) == ["reason", "category"]
+    assert list(got.request) == ["model", "messages", "response_format"]
+    assert stored["properties"]["category"]["enum"] == ["労務", "IT"]
+    assert repo.count(search="労務") == 1  # searchable in the stored text
     store.close()
 
 

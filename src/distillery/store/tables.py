@@ -1,7 +1,10 @@
 """Declarative tables. ORM rows never leave ``store/``: repositories return records.
 
 Timestamps are Unix seconds (as OpenAI's ``created_at``); ``seq`` columns give a stable total order
-for cursor pagination. JSON columns hold wire-format payloads (JSONB on PostgreSQL).
+for cursor pagination. JSON columns hold wire-format payloads as sent: ``json`` on PostgreSQL too,
+not ``jsonb``, which sorts object keys (shorter first) and would hand back a request's JSON schema
+with its properties reordered, and a model writes the fields of a structured answer in the
+schema's order. Nothing queries inside them (metadata filters use ``completion_metadata``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSON()
 SeqType = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid on SQLite
 
 NAMING = {
