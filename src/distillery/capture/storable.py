@@ -1,7 +1,7 @@
 """A record in a form every supported database accepts (for records the database refused).
 
 Valid JSON can still be unstorable: ``orjson.loads`` accepts 1,024 levels of nesting where
-``orjson.dumps`` refuses more than 254, PostgreSQL's JSONB refuses ``\\u0000`` in strings, and
+``orjson.dumps`` refuses more than 254, PostgreSQL's text columns refuse ``\\u0000`` in strings, and
 integer columns overflow (SQLite at 2**63, PostgreSQL's ``integer`` at 2**31). ``storable``
 rewrites exactly those parts, so a hostile or broken exchange is stored rather than lost:
 

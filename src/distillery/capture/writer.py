@@ -10,7 +10,7 @@ append-only spool file (fsynced) and the request still succeeds: capture never t
 upstream answer into a failed request. ``replay_spool`` inserts the spooled records at start and,
 through ``maintain`` (called every second by the server), as soon as the database is back.
 
-No single record can stop the writer: a record the database refuses (``\\u0000`` in JSONB,
+No single record can stop the writer: a record the database refuses (``\\u0000`` in a text column,
 nesting orjson cannot encode, an integer column overflowing) is stored in the form
 ``capture.storable`` gives it; one that still cannot be stored is refused (400) before it is
 acknowledged, and on replay it moves to a dead-letter file (``dead-letter.jsonl`` beside the
