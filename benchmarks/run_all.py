@@ -19,6 +19,7 @@ BENCHES = [
     ["bench_store_list.py", "--postgres"],
     ["bench_graders.py"],
     ["bench_local_inference.py"],
+    ["bench_structured.py"],  # structured answers: logits for the allowed tokens only
     ["bench_training.py"],
     ["bench_greedy.py"],  # the validation measure's generation, per epoch
     # the demo task's accuracy per epoch ("it learns"), for both embedded students

@@ -228,6 +228,43 @@ def test_structured_output_is_compact_json_in_schema_order(provider: LocalProvid
             assert list(parsed) == ["reason", "category"]  # SCHEMA's order, not sorted
 
 
+def test_rows_allowing_few_tokens_get_only_their_logits(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the grammar allows few tokens (the keys, the enum) only their logits are made; the
+    answers, greedy and sampled, are those of the whole head."""
+    from distillery.serving import decode
+    from distillery.serving.head import LastColumn
+
+    schema = {"type": "json_schema", "json_schema": {"name": "route", "schema": SCHEMA}}
+    greedy = chat("My VPN does not connect. Route it.", response_format=schema, max_tokens=80)
+    greedy["temperature"] = 0
+    sampled = {**greedy, "temperature": 0.9, "seed": 3, "n": 2}
+    widths: list[int | None] = []
+    whole_logits = LastColumn.logits
+
+    def spy(self: LastColumn, rows: Any = None, ids: Any = None) -> Any:
+        widths.append(None if ids is None else len(ids))
+        return whole_logits(self, rows, ids)
+
+    monkeypatch.setattr(LastColumn, "logits", spy)
+
+    def answers() -> list[str]:
+        return [
+            c["message"]["content"]
+            for b in (greedy, sampled)
+            for c in run(provider.create(b))["choices"]
+        ]
+
+    few = answers()
+    assert any(w is not None and w < 100 for w in widths), widths  # e.g. the enum's tokens
+    assert None in widths  # the free-text reason: every token
+    widths.clear()
+    monkeypatch.setattr(decode, "SPARSE_SHARE", 10**12)  # no row allows so few
+    assert answers() == few
+    assert set(widths) == {None}
+
+
 @pytest.mark.parametrize(
     ("response_format", "messages_word", "param"),
     [

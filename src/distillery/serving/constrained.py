@@ -225,24 +225,25 @@ class GrammarCompiler:
             )
         return TokenConstraint(matcher)
 
-    def apply_masks(self, constraints: Sequence[TokenConstraint], logits: torch.Tensor) -> None:
-        """Set the logits of tokens the grammars forbid to -inf (rows of ``logits`` in order)."""
+    def allowed(self, constraints: Sequence[TokenConstraint], vocab: int) -> torch.Tensor:
+        """The tokens each grammar allows next (rows x ``vocab``, True: allowed). A grammar in an
+        error state allows nothing; it gets the end-of-sequence tokens, to end instead of
+        sampling garbage."""
         import numpy as np
         import torch
         from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par
 
-        rows, vocab = logits.shape
+        rows = len(constraints)
         tokenizer = self._tokenizer()
         bitmask = allocate_token_bitmask(rows, tokenizer.vocab_size)
         fill_next_token_bitmask_par(
             self.executor, [(c.matcher, i) for i, c in enumerate(constraints)], bitmask
         )
-        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
-        width = min(vocab, allowed.shape[1])
-        forbid = torch.ones((rows, vocab), dtype=torch.bool)
-        forbid[:, :width] = torch.from_numpy(allowed[:, :width] == 0)
-        # a grammar in an error state allows nothing: let it end instead of sampling garbage
-        stuck = forbid.all(dim=1)
+        bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
+        width = min(vocab, bits.shape[1])
+        allowed = torch.zeros((rows, vocab), dtype=torch.bool)
+        allowed[:, :width] = torch.from_numpy(bits[:, :width].astype(bool))
+        stuck = ~allowed.any(dim=1)
         if bool(stuck.any()):
-            forbid[stuck.nonzero().squeeze(1).unsqueeze(1), torch.tensor(self._eos)] = False
-        logits.masked_fill_(forbid, float("-inf"))
+            allowed[stuck.nonzero().squeeze(1).unsqueeze(1), torch.tensor(self._eos)] = True
+        return allowed

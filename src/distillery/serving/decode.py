@@ -5,7 +5,8 @@ each live row (free slots ride along with a dummy token and are masked out after
 position, attending through the batch's column mask (and the window masks of sliding-window
 layers). The batch is compacted first when it needs it (``Batch.needs_compaction``). The next
 token of each row is sampled from its logits (``sampling.choose_tokens``) after the grammar masks
-of constrained rows are applied. A row ends on an end-of-sequence token, a token its grammar
+of constrained rows are applied; a row whose grammar allows few tokens gets the logits of those
+tokens only (``serving/head.py``). A row ends on an end-of-sequence token, a token its grammar
 rejects (logged), a stop sequence, the end of its grammar (``stop``) or ``max_new_tokens``
 (``length``).
 """
@@ -13,21 +14,18 @@ rejects (logged), a stop sequence, the end of its grammar (``stop``) or ``max_ne
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from distillery.serving.batch import Batch, Row
 from distillery.serving.constrained import GrammarCompiler
+from distillery.serving.head import SPARSE_SHARE, LastColumn
 from distillery.serving.runtime import ModelRuntime
 from distillery.serving.sampling import choose_tokens
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
 
-def decode_step(runtime: ModelRuntime, batch: Batch) -> tuple[list[Row], torch.Tensor]:
-    """Advance every live row of ``batch`` by one column; returns the rows and their logits."""
+def decode_step(runtime: ModelRuntime, batch: Batch) -> tuple[list[Row], LastColumn]:
+    """Advance every live row of ``batch`` by one column; returns the rows and their outputs."""
     import torch
 
     if batch.needs_compaction():
@@ -43,7 +41,7 @@ def decode_step(runtime: ModelRuntime, batch: Batch) -> tuple[list[Row], torch.T
     cache.positions[:, length] = positions[:, 0]
     full = cache.mask[:, None, None, : length + 1]
     runtime.adapters.activate(batch.key)
-    out = runtime.model(
+    last = runtime.last_column(
         input_ids=ids,
         position_ids=positions,
         attention_mask=full,
@@ -60,23 +58,44 @@ def decode_step(runtime: ModelRuntime, batch: Batch) -> tuple[list[Row], torch.T
     for row in rows:
         row.pos += 1
         row.span += 1
-    logits = out.logits[:, -1, :]
     if len(live) < len(slots):
-        logits = logits.index_select(0, torch.tensor(live, device=device))
-    return rows, logits
+        last = last.select(torch.tensor(live, device=device))
+    return rows, last
 
 
-def next_tokens(compiler: GrammarCompiler, rows: list[Row], logits: torch.Tensor) -> list[int]:
-    """Each row's next token from its row of ``logits``, within its grammar if it has one."""
+def next_tokens(
+    compiler: GrammarCompiler, rows: list[Row], last: LastColumn, vocab: int
+) -> list[int]:
+    """Each row's next token from its output ``last``, within its grammar if it has one.
+
+    The logits of a row whose grammar allows at most ``vocab / SPARSE_SHARE`` tokens are made
+    for those tokens only (when ``last`` can); the rest are -inf, as the mask would set them."""
     import torch
 
-    scores = logits.float().cpu()
+    scores = torch.empty((len(rows), vocab), dtype=torch.float32)
     constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
+    allowed = None
+    few: list[int] = []  # indices into ``constrained``
     if constrained:
+        allowed = compiler.allowed([rows[i].constraint for i in constrained], vocab)  # type: ignore[misc]
+        if last.sparse:
+            counts = allowed.sum(dim=1).tolist()
+            few = [j for j, n in enumerate(counts) if n <= vocab // SPARSE_SHARE]
+    sparse_rows = {constrained[j] for j in few}
+    dense = [i for i in range(len(rows)) if i not in sparse_rows]
+    if dense:
+        index = torch.tensor(dense)
+        scores[index] = last.logits(index)
+    if few:
+        assert allowed is not None
+        ids = allowed[few].any(dim=0).nonzero().squeeze(1)
+        index = torch.tensor([constrained[j] for j in few])
+        block = torch.full((len(few), vocab), float("-inf"))
+        block[:, ids] = last.logits(index, ids)
+        scores[index] = block
+    if allowed is not None:
         index = torch.tensor(constrained)
-        sub = scores.index_select(0, index)
-        compiler.apply_masks([rows[i].constraint for i in constrained], sub)  # type: ignore[misc]
-        scores[index] = sub
+        scores[index] = scores.index_select(0, index).masked_fill_(~allowed, float("-inf"))
     return choose_tokens([r.sampler for r in rows], scores)
 
 

@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distillery.errors import DistilleryError, ServiceUnavailableError
 from distillery.serving.adapters import AdapterRef
@@ -59,6 +59,7 @@ from distillery.serving.events import (
     RequestHandle,
     TextDelta,
 )
+from distillery.serving.head import LastColumn
 from distillery.serving.kv_cache import PrefixCache
 from distillery.serving.prefill import MIN_SHARED_PREFIX, prefill
 from distillery.serving.prepare import PreparedRequest, prepare_request
@@ -71,9 +72,6 @@ from distillery.serving.runtime import (
 )
 from distillery.serving.sampling import SamplingParams
 from distillery.serving.tools import ToolRequest
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -394,8 +392,7 @@ class GenerationEngine:
         runtime.adapters.activate(batch.key)
         prompts, source = distinct_prompts(items)
         done = prefill(runtime, self._prefixes, batch.key, prompts)
-        logits = done.logits
-        rows = new_rows(items, runtime.tokenizer, logits.shape[-1])
+        rows = new_rows(items, runtime.tokenizer, runtime.vocab_size)
         batch.place(rows, source, done.kv, done.valid, done.positions)
         for row in rows:
             row.request.live += 1
@@ -408,18 +405,18 @@ class GenerationEngine:
                 self._emit(row.request, Admitted())
         import torch
 
-        first = logits.index_select(0, torch.tensor(source, device=logits.device))
-        self._advance(batch, rows, first)
+        self._advance(batch, rows, done.last.select(torch.tensor(source)))
 
     # -- decoding -------------------------------------------------------------------------------
 
     def _step(self, batch: Batch) -> None:
-        rows, logits = decode_step(self._loaded, batch)
-        self._advance(batch, rows, logits)
+        rows, last = decode_step(self._loaded, batch)
+        self._advance(batch, rows, last)
 
-    def _advance(self, batch: Batch, rows: list[Row], logits: torch.Tensor) -> None:
-        """Choose each row's next token from its logits row and update the row."""
-        tokens = next_tokens(self._loaded.compiler, rows, logits)
+    def _advance(self, batch: Batch, rows: list[Row], last: LastColumn) -> None:
+        """Choose each row's next token from its output and update the row."""
+        runtime = self._loaded
+        tokens = next_tokens(runtime.compiler, rows, last, runtime.vocab_size)
         for row, token in zip(rows, tokens, strict=True):
             self._accept(batch, row, token)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from distillery.serving.head import LastColumn
 from distillery.serving.kv_cache import PrefixCache, SlotCache
 from distillery.serving.runtime import ModelRuntime
 
@@ -29,13 +30,13 @@ MIN_SHARED_PREFIX = 16  # prompts sharing at least this many leading tokens pref
 @dataclass
 class Prefill:
     """The prefilled prompts: per-layer KV (rows x width), the valid-column mask, the position ids
-    of the columns, the logits of each prompt's last token and how many leading tokens of each
+    of the columns, the output at each prompt's last token and how many leading tokens of each
     prompt came from the prefix cache."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     valid: torch.Tensor
     positions: torch.Tensor
-    logits: torch.Tensor
+    last: LastColumn
     cached_tokens: int
 
 
@@ -46,9 +47,9 @@ def forward_columns(
     valid: torch.Tensor,
     positions: torch.Tensor,
     first: int,
-) -> torch.Tensor:
+) -> LastColumn:
     """Run columns ``first..`` of ``ids`` (rows x width) through the model in chunks; columns
-    before ``first`` are already in ``cache``. Returns the logits of the last column.
+    before ``first`` are already in ``cache``. Returns the output at the last column.
 
     Sliding-window layers get the mask of their window, by token position (``positions``),
     the other layers the full causal mask (see ``attention``)."""
@@ -57,24 +58,22 @@ def forward_columns(
     rows, width = ids.shape
     chunk = max(16, _PREFILL_TOKENS // rows)
     keys = torch.arange(width, device=ids.device)
-    logits: torch.Tensor | None = None
+    last: LastColumn | None = None
     for start in range(first, width, chunk):
         end = min(width, start + chunk)
         queries = keys[start:end].unsqueeze(1)
         allowed = (keys[:end].unsqueeze(0) <= queries) & valid[:, None, None, :end]
         allowed |= keys[:end].unsqueeze(0) == queries  # padding rows attend to themselves
-        out = runtime.model(
+        last = runtime.last_column(
             input_ids=ids[:, start:end],
             position_ids=positions[:, start:end],
             attention_mask=allowed,
             cache=cache.cache,
             use_cache=True,
-            logits_to_keep=1,
             **runtime.window_kwargs(allowed, positions[:, start:end], positions[:, :end]),
         )
-        logits = out.logits[:, -1, :]
-    assert logits is not None
-    return logits
+    assert last is not None
+    return last
 
 
 def prefill(
@@ -117,9 +116,9 @@ def prefill(
         cache.fill_prefix(cached, shared)
     else:
         cache.relayout([], 0, slots=rows, length=0, capacity=width)
-    logits = forward_columns(runtime, cache, ids, valid, positions, shared)
+    last = forward_columns(runtime, cache, ids, valid, positions, shared)
     kv = [(layer.kb, layer.vb) for layer in cache.layers]
-    return Prefill(kv, valid, positions, logits, hit if shared else 0)
+    return Prefill(kv, valid, positions, last, hit if shared else 0)
 
 
 def _shared_prefix(prompts: list[list[int]]) -> int:

@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distillery.errors import DistilleryError, InvalidRequestError
 from distillery.serving import attention
 from distillery.serving.adapters import AdapterPool
 from distillery.serving.constrained import GrammarCompiler
+from distillery.serving.head import LastColumn, OutputHead, exact_head
 from distillery.serving.kv_cache import SlotCache
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ class ModelRuntime:
     windows: tuple[int, ...]  # the sliding windows of the model's layers (none: full attention)
     compiler: GrammarCompiler
     adapters: AdapterPool
+    head: OutputHead | None = None  # the output head run apart from the body (``head``)
+
+    def last_column(self, **inputs: Any) -> LastColumn:
+        """One forward pass; each row's output at its last column: the body's hidden state
+        when the head runs apart, else the whole model's logits."""
+        if self.head is not None:
+            out = self.model.get_decoder()(**inputs)  # type: ignore[no-untyped-call]
+            return LastColumn(out.last_hidden_state[:, -1, :], self.head)
+        out = self.model(**inputs, logits_to_keep=1)
+        return LastColumn(out.logits[:, -1, :], None)
 
     def new_cache(self) -> SlotCache:
         layers, kv_heads, head_dim = self.kv_shape
@@ -137,6 +148,7 @@ def load_runtime(
         windows=windows,
         compiler=GrammarCompiler(tokenizer, sorted(eos)),
         adapters=AdapterPool(model, budget_bytes=adapter_budget, dtype=getattr(torch, dtype)),
+        head=exact_head(model, windows),
     )
 
 
