@@ -12,7 +12,7 @@ most a sixteenth of the vocabulary gets the logits of those tokens only, ``servi
 the anchor, with every row given the whole head (what the engine did before). The answers must be
 identical; the table gives items/s and the speed-up.
 
-    python benchmarks/bench_structured.py [--quick] [--student smollm2-135m-instruct]
+    python benchmarks/bench_structured.py [--quick] [--student smollm2-135m-instruct] [--threads N]
 """
 
 from __future__ import annotations
@@ -67,18 +67,20 @@ async def answer(
     return seconds, tokens, [r["choices"][0]["message"]["content"] for r in responses]
 
 
-async def bench(student: str, n: int) -> list[str]:
+async def bench(student: str, n: int, threads: int | None = None) -> list[str]:
     from distillery.demo import dataset
     from distillery.providers.local_config import LocalProviderConfig
     from distillery.serving import LocalProvider, decode
     from distillery.serving.engine import inference_threads
 
     questions = dataset.load_inquiries("test")[:n]
-    config = LocalProviderConfig(models=[student], max_batch_size=32, max_queue=max(64, n))
+    config = LocalProviderConfig(
+        models=[student], max_batch_size=32, max_queue=max(64, n), threads=threads
+    )
     provider = LocalProvider("local", config)
     sparse_share = decode.SPARSE_SHARE
     lines = [
-        f"Structured answers, {student}, {inference_threads()} torch thread(s) of "
+        f"Structured answers, {student}, {threads or inference_threads()} torch thread(s) of "
         f"{os.cpu_count()} CPUs, {n} demo test questions at once, greedy",
         "",
         "| response format | logits made for | items/s | tokens/s | seconds | speed-up | "
@@ -111,8 +113,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="16 questions instead of 100")
     parser.add_argument("--student", default="gemma-3-270m")
+    parser.add_argument("--threads", type=int, default=None, help="default: the engine's")
     args = parser.parse_args()
-    lines = asyncio.run(bench(args.student, 16 if args.quick else 100))
+    lines = asyncio.run(bench(args.student, 16 if args.quick else 100, args.threads))
     print("\n".join(lines))
     return 0
 
