@@ -15,6 +15,7 @@ from distillery.distill.plan import (
     UnknownPrompt,
     format_problem,
     infer_graders,
+    measured_fields,
     take_inventory,
 )
 from distillery.distill.report import CriterionRow, DistillReport, Miss, RunSummary
@@ -96,6 +97,27 @@ def test_graders_follow_the_data() -> None:
     texts = [f"Dear customer {i}, thank you for writing; we will call you back." for i in range(30)]
     graders, _ = infer_graders(texts, None)
     assert [g["type"] for g in graders] == ["semantic_similarity"]
+
+
+def test_the_trainer_measures_the_fields_the_graders_compare() -> None:
+    inferred, _ = infer_graders(
+        [
+            json.dumps({"reason": f"because of question {i}", "category": LABELS[i % 3]})
+            for i in range(30)
+        ],
+        SCHEMA,
+    )
+    assert measured_fields(inferred) == ["category"]
+    given = [
+        {"type": "string_check", "input": "{{ sample.output_json.intent }}", "operation": "eq"},
+        {"type": "string_check", "input": "{{sample.output_text}}", "operation": "eq"},
+        {"type": "text_similarity", "input": "{{sample.output_json.reason}}"},
+        {"type": "string_check", "input": "{{sample.output_json.intent}}", "operation": "eq"},
+    ]
+    assert measured_fields(given) == ["intent"]
+    assert (
+        measured_fields([{"type": "semantic_similarity", "input": "{{sample.output_text}}"}]) == []
+    )
 
 
 def test_inventory_keeps_the_teachers_newest_version_and_leaves_unparsable_answers_out() -> None:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distillery.capture.importer import export_lines
 from distillery.costs.savings import payback, student_cost_per_1k, training_cost
-from distillery.distill.plan import Inventory, answer_of, take_inventory
+from distillery.distill.plan import Inventory, answer_of, measured_fields, take_inventory
 from distillery.distill.report import CriterionRow, DistillReport, Miss, RunSummary
 from distillery.errors import ConflictError, DistilleryError, InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
@@ -44,6 +44,7 @@ from distillery.providers.base import ProviderContext
 from distillery.providers.registry import provider_kind
 from distillery.providers.replay import ReplayProviderConfig
 from distillery.services import Services
+from distillery.training.local.backend import LocalBackend
 from distillery.training.local.measure import json_object
 from distillery.weights import DEMO_STUDENT
 
@@ -417,6 +418,11 @@ class Distillation:
             extra: dict[str, Any] = {"method": o.method} if o.method != "lora" else {}
             if o.lora_r is not None:
                 extra |= {"lora_r": o.lora_r, "lora_alpha": 2 * o.lora_r}
+            # the checkpoint is chosen by the fields the graders compare (the user's graders
+            # may name other fields than the trainer would infer)
+            fields = measured_fields(self.inventory.graders) if self.inventory else []
+            if fields and isinstance(jobs.registry.resolve(o.student).backend, LocalBackend):
+                extra["measure_fields"] = fields
             job = jobs.create(
                 {
                     "model": o.student,

@@ -28,6 +28,7 @@ MIN_EXAMPLES = 20  # under this, no split leaves a test set worth a comparison
 MAX_LISTED = 20  # unusable answers listed by id in the report (all are counted)
 SIMILARITY_PASS = 0.8  # semantic similarity a free-text answer needs to pass
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # usable in a {{template}} path
+_OUTPUT_JSON_FIELD = re.compile(r"^\{\{\s*sample\.output_json\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
 
 class TooLittleData(InvalidRequestError):
@@ -220,6 +221,18 @@ def infer_graders(
             }
         )
     return graders, label_field
+
+
+def measured_fields(graders: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The answer's JSON fields that the graders compare exactly (a ``string_check`` of
+    ``{{sample.output_json.<field>}}``), in order: what a local trainer's validation measure
+    scores to choose its checkpoint."""
+    fields: list[str] = []
+    for grader in graders:
+        found = _OUTPUT_JSON_FIELD.match(str(grader.get("input", "")))
+        if grader.get("type") == "string_check" and found and found[1] not in fields:
+            fields.append(found[1])
+    return fields
 
 
 def _most_common_format(completions: Sequence[Any]) -> dict[str, Any] | None:
