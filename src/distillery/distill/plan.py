@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 
 from distillery.errors import InvalidRequestError, NotFoundError
+from distillery.evals.graders.templating import placeholder
 from distillery.training.local.measure import infer_measure, json_object
 from distillery.wire.content import message_text
 
@@ -28,7 +29,6 @@ MIN_EXAMPLES = 20  # under this, no split leaves a test set worth a comparison
 MAX_LISTED = 20  # unusable answers listed by id in the report (all are counted)
 SIMILARITY_PASS = 0.8  # semantic similarity a free-text answer needs to pass
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # usable in a {{template}} path
-_OUTPUT_JSON_FIELD = re.compile(r"^\{\{\s*sample\.output_json\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
 
 class TooLittleData(InvalidRequestError):
@@ -229,9 +229,11 @@ def measured_fields(graders: Sequence[Mapping[str, Any]]) -> list[str]:
     scores to choose its checkpoint."""
     fields: list[str] = []
     for grader in graders:
-        found = _OUTPUT_JSON_FIELD.match(str(grader.get("input", "")))
-        if grader.get("type") == "string_check" and found and found[1] not in fields:
-            fields.append(found[1])
+        namespace, path = placeholder(str(grader.get("input", ""))) or ("", [])
+        if grader.get("type") != "string_check" or namespace != "sample" or len(path) != 2:
+            continue
+        if path[0] == "output_json" and path[1] not in fields:
+            fields.append(path[1])
     return fields
 
 

@@ -51,12 +51,12 @@ class OutputHead:
         import torch
         import torch.nn.functional as F
 
-        layer = self.model.get_output_embeddings()  # type: ignore[no-untyped-call]
-        if ids is None or type(layer) is not torch.nn.Linear:
-            out = layer(hidden)
+        linear = self.linear if ids is not None else None
+        if ids is None or linear is None:
+            out = self.model.get_output_embeddings()(hidden)  # type: ignore[no-untyped-call]
         else:
-            bias = None if layer.bias is None else layer.bias.index_select(0, ids)
-            out = F.linear(hidden, layer.weight.index_select(0, ids), bias)
+            bias = None if linear.bias is None else linear.bias.index_select(0, ids)
+            out = F.linear(hidden, linear.weight.index_select(0, ids), bias)
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out  # type: ignore[no-any-return]
@@ -102,11 +102,8 @@ class LastColumn:
         self.values = values  # rows x hidden (head) or rows x vocab (no head)
         self.head = head
 
-    def __len__(self) -> int:
-        return int(self.values.shape[0])
-
     def select(self, index: torch.Tensor) -> LastColumn:
-        return LastColumn(self.values.index_select(0, index), self.head)
+        return LastColumn(self.values.index_select(0, index.to(self.values.device)), self.head)
 
     @property
     def sparse(self) -> bool:

@@ -49,6 +49,15 @@ def resolve(namespace: str, path: Sequence[str], inp: GradeInput) -> Any:
     return lookup(root, path)
 
 
+def placeholder(template: str) -> tuple[str, list[str]] | None:
+    """The namespace and path of a template that is one placeholder and nothing else
+    (``{{sample.output_json.category}}``: ``("sample", ["output_json", "category"])``)."""
+    match = _PLACEHOLDER.fullmatch(template)
+    if match is None:
+        return None
+    return match.group(1), [p for p in match.group(2).split(".") if p]
+
+
 def render(template: str, inp: GradeInput) -> str:
     """Fill every ``{{item...}}`` and ``{{sample...}}`` placeholder of ``template`` in one pass."""
 
