@@ -44,6 +44,11 @@ class Candidate:
     corrected: bool = False
     # lineage: the model that produced it, its prompt and prompt version (None for imports)
     source: tuple[str, str | None, str | None] | None = None
+    # "synthetic" / "relabel" (None: captured or imported); stored on the item
+    origin: str | None = None
+    # a split fixed by the caller (a synthesis keeps its seeds' splits and puts its own rows
+    # in train only); None: assigned by the stable hash
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Assignment:
     sources: dict[str, Counter[SourceKey]] = field(
         default_factory=lambda: {s: Counter() for s in SPLITS}
     )
+    origins: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SPLITS})
     train_tokens: list[int] = field(default_factory=list)
 
 
@@ -134,7 +140,7 @@ def assign_splits(
     for i, cand in enumerate(valid):
         if i in duplicate_of and not keep_duplicates:
             continue
-        split = assign(keys[i], ratios)
+        split = cand.split or assign(keys[i], ratios)
         tokens, _ = example_tokens(cand.example, counter)
         out.items.append(
             NewDatasetItem(
@@ -143,8 +149,11 @@ def assign_splits(
                 example=cand.example,
                 corrected=cand.corrected,
                 tokens=tokens,
+                origin=cand.origin,
             )
         )
+        origin = cand.origin or ("captured" if cand.completion_id else "imported")
+        out.origins[split][origin] += 1
         out.per_split[split]["examples"] += 1
         out.per_split[split]["tokens"] += tokens
         out.per_split[split]["corrected"] += int(cand.corrected)

@@ -47,7 +47,15 @@ def check_terms(
 ) -> dict[str, Any]:
     """The teachers' terms of a selection: 409 when some forbid training and the request
     does not say ``acknowledge_terms: true``; otherwise what the version records."""
-    counts = Counter(c.model for c in chosen)
+    return check_model_terms(Counter(c.model for c in chosen), terms_of, acknowledged)
+
+
+def check_model_terms(
+    counts: Counter[str], terms_of: TermsOf | None, acknowledged: bool
+) -> dict[str, Any]:
+    """:func:`check_terms` for outputs counted by model (a synthesis checks its teacher's
+    terms this way before it asks for anything)."""
+    chosen = range(sum(counts.values()))
     terms = {m: terms_of(m) if terms_of is not None else None for m in counts}
     restricted: dict[str, dict[str, Any]] = {
         m: {"terms": t, "count": counts[m]}

@@ -38,7 +38,7 @@ from distillery.datasets.build import (
     training_cost,
 )
 from distillery.datasets.dedupe import example_text, find_duplicates
-from distillery.datasets.export import write_jsonl, write_jsonl_file
+from distillery.datasets.export import line_of, write_jsonl, write_jsonl_file
 from distillery.datasets.guards import check_prompt_versions, check_terms
 from distillery.datasets.select import example_from_completion, select_completions
 from distillery.datasets.specs import DatasetSpec, ImportSpec
@@ -145,7 +145,7 @@ class DatasetsService:
             "warnings": warnings,
             "terms": terms,
         }
-        return self._store(
+        return self.store_candidates(
             name,
             candidates,
             spec_dump=spec.model_dump(mode="json"),
@@ -193,7 +193,7 @@ class DatasetsService:
             "prompt_versions": {},
             "warnings": [str(w) for w in rep.warnings if w.kind == "example_over_token_limit"][:20],
         }
-        return self._store(
+        return self.store_candidates(
             name,
             candidates,
             spec_dump=dump,
@@ -204,7 +204,7 @@ class DatasetsService:
             progress=progress,
         )
 
-    def _store(
+    def store_candidates(
         self,
         name: str,
         candidates: list[Candidate],
@@ -247,6 +247,7 @@ class DatasetsService:
                 "examples": len(items),
                 "splits": assignment.per_split,
                 "sources": {s: sources_view(c) for s, c in assignment.sources.items() if c},
+                "origins": {s: dict(sorted(c.items())) for s, c in assignment.origins.items() if c},
                 "tokens": sum(it.tokens for it in items),
                 "tokenizer": self.counter.name,
                 "training_cost": self.training_cost(
@@ -315,12 +316,18 @@ class DatasetsService:
     # --- export ---------------------------------------------------------------------------------
 
     def iter_examples(
-        self, ref: str, version: int | None = None, *, split: str | None = "train"
+        self,
+        ref: str,
+        version: int | None = None,
+        *,
+        split: str | None = "train",
+        lineage: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """The training lines of a split (checked now, read lazily in batches)."""
+        """The training lines of a split (checked now, read lazily in batches); with
+        ``lineage`` each carries its origin under ``metadata`` (``export.line_of``)."""
         _check_split(split)
         v = self.get_version(ref, version)
-        return (item.example for item in self.repo.iter_items(v.id, split=split))
+        return (line_of(item, lineage=lineage) for item in self.repo.iter_items(v.id, split=split))
 
     def export_jsonl(
         self,
@@ -329,6 +336,7 @@ class DatasetsService:
         *,
         version: int | None = None,
         split: str | None = "train",
+        lineage: bool = False,
     ) -> int:
         """Write a split (all splits when None) as fine-tuning JSONL; returns the line count.
 
@@ -337,8 +345,8 @@ class DatasetsService:
         _check_split(split)
         v = self.get_version(ref, version)
         if isinstance(out, Path):
-            return write_jsonl_file(self.repo, v.id, split, out)
-        return write_jsonl(self.repo, v.id, split, out)
+            return write_jsonl_file(self.repo, v.id, split, out, lineage=lineage)
+        return write_jsonl(self.repo, v.id, split, out, lineage=lineage)
 
     def export_to_file(
         self, ref: str, *, version: int | None = None, split: str | None = "train"

@@ -2,7 +2,8 @@
 
 A dataset carries its latest version number (and, when asked, a version inline); a version its
 spec (what it was built from, split ratios resolved) and stats (counts, splits, duplicates,
-sources, warnings, terms, training cost); an item its split, origin (completion id, corrected)
+sources, origins, warnings, terms, training cost, the curation report of a synthesis); an item
+its split, where it came from (completion id, corrected, ``origin``: synthetic or relabel)
 and the training example itself. Items are listed by their sequence number as ``id``.
 """
 
@@ -48,6 +49,7 @@ def item_view(item: DatasetItem) -> dict[str, Any]:
         "split": item.split,
         "completion_id": item.completion_id,
         "corrected": item.corrected,
+        "origin": item.origin,
         "tokens": item.tokens,
         "example": item.example,
     }

@@ -48,6 +48,7 @@ class NewDatasetItem:
     example: dict[str, Any]
     corrected: bool = False
     tokens: int = 0
+    origin: str | None = None  # "synthetic", "relabel"; None: captured or imported
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class DatasetItem:
     example: dict[str, Any]
     corrected: bool
     tokens: int
+    origin: str | None = None
 
 
 def _version(row: DatasetVersionRow) -> DatasetVersion:
@@ -81,6 +83,7 @@ def _item(row: DatasetItemRow) -> DatasetItem:
         example=row.example,
         corrected=row.corrected,
         tokens=row.tokens,
+        origin=row.origin,
     )
 
 
@@ -165,6 +168,7 @@ class DatasetsRepo:
                                 "example": it.example,
                                 "corrected": it.corrected,
                                 "tokens": it.tokens,
+                                "origin": it.origin,
                             }
                             for it in items[start : start + batch]
                         ],

@@ -206,6 +206,9 @@ class DatasetItemRow(Base):
     example: Mapped[dict[str, Any]] = mapped_column(JSONType)  # OpenAI fine-tuning JSONL line
     corrected: Mapped[bool] = mapped_column(Boolean, default=False)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # where the row came from when not captured traffic: "synthetic", "relabel" (None: captured
+    # or imported, as before this column existed)
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
     __table_args__ = (
         Index("ix_dataset_items_version_split", "version_id", "split", "seq"),
         Index("ix_dataset_items_completion_id", "completion_id"),  # which versions hold it

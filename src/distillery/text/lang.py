@@ -51,3 +51,21 @@ def needs_segmentation(*texts: str) -> bool:
     so an output and its reference always produce comparable tokens.
     """
     return any(contains_cjk(t) for t in texts)
+
+
+Language = Literal["ja", "en", "other"]
+
+
+def language_of(text: str) -> Language:
+    """``ja`` for Japanese (:func:`is_japanese`), ``en`` for text written in Latin letters,
+    ``other`` for the rest (Hangul, Cyrillic, Chinese without kana...). The two first-class
+    languages are told apart; anything else is only recognised as neither."""
+    if is_japanese(text):
+        return "ja"
+    if contains_cjk(text) or _HANGUL_RE.search(text):
+        return "other"
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return "en"
+    latin = sum(1 for ch in letters if ch.isascii() or "\u00c0" <= ch <= "\u024f")
+    return "en" if latin / len(letters) >= 0.8 else "other"
