@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from distillery.annotations.service import AnnotationsService
+    from distillery.curation.service import CurationService
     from distillery.datasets.lineage import LineageService
     from distillery.datasets.service import DatasetsService
     from distillery.evals.calibration import JudgeCalibration
@@ -109,6 +110,20 @@ class Services:
             home=self.home,
             annotations=self.annotations,
             files=self.files,
+            terms=self.config.terms_of,
+        )
+
+    @functools.cached_property
+    def curation(self) -> CurationService:
+        """Synthetic data and relabelling (``distillery.curation``)."""
+        from distillery.curation.service import CurationService
+
+        return CurationService(
+            datasets=self.datasets,
+            completions=self.completions,
+            providers=self.providers,
+            prices=self.prices,
+            evals=self.evals,
             terms=self.config.terms_of,
         )
 

@@ -15,7 +15,8 @@ def write_config(home: Path, fake: FakeOpenAI, extra: str = "") -> Path:
 kind = "openai"
 base_url = "{fake.base_url}"
 api_key_env = "FAKE_OPENAI_KEY"
-models = ["echo-1", "json-1", "fail-400", "fail-401", "fail-404", "fail-500", "slow-3000", "gpt-4o"]
+models = ["echo-1", "json-1", "fail-400", "fail-401", "fail-404", "fail-500", "slow-3000", "gpt-4o",
+          "synth-teacher", "synth-strong", "synth-garbage"]
 
 [providers.azure]
 kind = "azure"

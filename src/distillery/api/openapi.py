@@ -35,6 +35,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from distillery.annotations.service import ItemUpdate, QueueSpec
+from distillery.curation.plan import SynthesisSpec
+from distillery.curation.relabel import RelabelSpec
 from distillery.datasets.service import DatasetSpec, ImportSpec
 from distillery.distill.pipeline import DistillOptions
 from distillery.evals.calibration import CalibrationSpec
@@ -230,6 +232,10 @@ OPERATIONS: dict[str, Doc] = {
     "POST /v1/distillery/datasets/import": Doc(
         DatasetImportParams, returns=Dataset, errors=(404, 409)
     ),
+    "POST /v1/distillery/datasets/{dataset_id}/synthesize": Doc(
+        SynthesisSpec, returns=Dataset, errors=(404, 409)
+    ),
+    "POST /v1/distillery/relabels": Doc(RelabelSpec, errors=(404, 409)),
     "GET /v1/distillery/datasets": Doc(returns=Dataset, page=True),
     "GET /v1/distillery/datasets/{dataset_id}": Doc(returns=Dataset),
     "DELETE /v1/distillery/datasets/{dataset_id}": Doc(returns=DatasetDeleted),

@@ -1,18 +1,24 @@
-"""``distillery datasets create|list|show|export|import``."""
+"""``distillery datasets create|list|show|export|import|synthesize``."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from distillery.cli.context import services
 from distillery.cli.options import key_values
-from distillery.cli.output import err_console, print_json, progress_bars, table
+from distillery.cli.output import console, err_console, fail, print_json, progress_bars, table
 from distillery.datasets.service import DatasetsService
+from distillery.errors import DistilleryError, InvalidRequestError
+from distillery.progress import ProgressCallback
+from distillery.services import Services
 
 app = typer.Typer(help="Versioned training datasets.", no_args_is_help=True)
 
@@ -188,11 +194,25 @@ def export(
     to_file: Annotated[
         bool, typer.Option("--to-file", help="Upload as a fine-tune file; print its id.")
     ] = False,
+    lineage: Annotated[
+        bool,
+        typer.Option(
+            "--lineage",
+            help="Mark each line's origin (captured, imported, synthetic, relabel) under "
+            "'metadata' (not with --to-file).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a split as OpenAI fine-tuning JSONL, to a path or as a file id."""
     svc = services().datasets
     chosen = None if split == "all" else split
+    if lineage and to_file:
+        raise typer.BadParameter(
+            "--lineage adds a 'metadata' field to every line, and a fine-tune file holds the "
+            "lines exactly as OpenAI's format has them: export to a path instead",
+            param_hint="--lineage",
+        )
     if to_file:
         record = svc.export_to_file(dataset, version=version, split=chosen)
         if json_out:
@@ -203,9 +223,11 @@ def export(
     if output is None:
         raise typer.BadParameter("give an OUTPUT path (or '-'), or --to-file")
     if str(output) == "-":
-        count = svc.export_jsonl(dataset, sys.stdout.buffer, version=version, split=chosen)
+        count = svc.export_jsonl(
+            dataset, sys.stdout.buffer, version=version, split=chosen, lineage=lineage
+        )
     else:
-        count = svc.export_jsonl(dataset, output, version=version, split=chosen)
+        count = svc.export_jsonl(dataset, output, version=version, split=chosen, lineage=lineage)
     if json_out and str(output) != "-":
         print_json({"path": str(output), "examples": count, "split": split})
     else:
@@ -240,3 +262,186 @@ def import_(
         print_json(view)
     else:
         _print_version(view)
+
+
+class Language(StrEnum):
+    en = "en"
+    ja = "ja"
+
+
+class Length(StrEnum):
+    short = "short"
+    medium = "medium"
+    long = "long"
+
+
+def _graders(path: Path | None) -> list[Any] | None:
+    """The graders of ``--graders FILE``: a JSON list of grader configs."""
+    if path is None:
+        return None
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"cannot read {path}: {exc}", param="graders") from exc
+    if not isinstance(data, list) or not all(isinstance(g, dict) for g in data):
+        raise InvalidRequestError(
+            f"{path}: expected a JSON list of grader configs", param="graders"
+        )
+    return data
+
+
+async def _synthesize(
+    svc: Services, dataset: str, body: dict[str, Any], progress: ProgressCallback | None
+) -> dict[str, Any]:
+    try:
+        return await svc.curation.synthesize(dataset, body, progress=progress)
+    finally:
+        await svc.providers.aclose()
+
+
+def _print_estimate(est: dict[str, Any]) -> None:
+    usd = est.get("usd")
+    seconds = est.get("seconds")
+    console.print(
+        f"dry run: {est['requested']} rows from {est['teacher']} over {est['cells']} cell(s) "
+        f"(seed version {est.get('seed_version')})"
+    )
+    console.print(
+        f"calls ~{est['calls']}  tokens ~{est['prompt_tokens']} prompt + "
+        f"~{est['completion_tokens']} completion  "
+        + (f"cost ~${usd:.4f}" if usd is not None else "cost: unknown price")
+        + "  "
+        + (
+            f"time ~{seconds:.0f} s"
+            if seconds is not None
+            else "time: unknown (no stored answer of the teacher yet)"
+        )
+    )
+    labels = ", ".join(est.get("labels") or []) or "-"
+    console.print(
+        f"label field {est.get('label_field') or '-'}  labels {labels}  "
+        f"languages {', '.join(est.get('languages') or [])}"
+    )
+    if not est.get("within_caps", True):
+        err_console.print("[yellow]warning:[/yellow] the estimate is over the caps given")
+    for warning in est.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_synthesis(view: dict[str, Any]) -> None:
+    version = view["version"]
+    rep = version["stats"]["synthesis"]
+    console.print(
+        f"{view['name']} version {version['version']} ({version['id']}): "
+        f"{rep['accepted']}/{rep['requested']} synthetic rows accepted, "
+        f"{rep['rejected']} rejected ({rep['id']})"
+    )
+    if rep.get("stopped"):
+        console.print(f"[yellow]stopped:[/yellow] {rep['stopped']}")
+    spent = rep.get("spent") or {}
+    usd = spent.get("usd")
+    console.print(
+        f"spent {spent.get('calls', 0)} calls, {spent.get('prompt_tokens', 0)} prompt + "
+        f"{spent.get('completion_tokens', 0)} completion tokens, "
+        + (f"${usd:.4f}" if usd is not None else "unknown price")
+    )
+    reasons = rep.get("reasons") or {}
+    if reasons:
+        table("rejected", ["reason", "count"], list(reasons.items()))
+    for warning in rep.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command()
+def synthesize(
+    dataset: Annotated[str, typer.Argument(help="Seed dataset (id or name).")],
+    teacher: Annotated[str, typer.Option(help="The teacher model that writes and answers.")],
+    description: Annotated[str, typer.Option(help="What the application does, in words.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Synthetic rows wanted.")] = 100,
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="Seed version (default latest).")
+    ] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--label", help="A label to cover (repeatable).")
+    ] = None,
+    languages: Annotated[
+        list[Language] | None,
+        typer.Option("--language", help="A language to write in (repeatable; default the seeds')."),
+    ] = None,
+    topics: Annotated[
+        list[str] | None, typer.Option("--topic", help="A topic to cover (repeatable).")
+    ] = None,
+    lengths: Annotated[
+        list[Length] | None, typer.Option("--length", help="Input lengths to vary (repeatable).")
+    ] = None,
+    failing_run: Annotated[
+        str | None,
+        typer.Option(help="An eval run: write more inputs like the ones it failed."),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        typer.Option(help="The answer's JSON field holding the label (default the first enum)."),
+    ] = None,
+    graders: Annotated[
+        Path | None, typer.Option(help="JSON file: a list of graders every answer must pass.")
+    ] = None,
+    inputs_per_call: Annotated[
+        int, typer.Option(min=1, max=50, help="Inputs asked for per call.")
+    ] = 10,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Teacher calls at once.")] = 4,
+    max_rounds: Annotated[
+        int, typer.Option(min=1, max=10, help="Rounds to fill the cells short of their quota.")
+    ] = 3,
+    max_usd: Annotated[
+        float | None, typer.Option(help="Stop at this spend (needs the teacher's price).")
+    ] = None,
+    max_calls: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many teacher calls.")
+    ] = None,
+    acknowledge_terms: Annotated[
+        bool,
+        typer.Option(help="Run although the teacher's terms restrict training (recorded)."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the estimate only; call no teacher.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Synthetic rows: the teacher writes inputs like the seeds', answers them as production
+    does, and the rows that pass every check become the next version."""
+    svc = services()
+    coverage: dict[str, Any] = {
+        "labels": labels or None,
+        "languages": [str(x) for x in languages] if languages else None,
+        "topics": topics or None,
+        "lengths": [str(x) for x in lengths] if lengths else None,
+        "failing_run_id": failing_run,
+    }
+    body: dict[str, Any] = {
+        "teacher": teacher,
+        "description": description,
+        "n": n,
+        "version": version,
+        "coverage": {k: v for k, v in coverage.items() if v is not None},
+        "label_field": label_field,
+        "inputs_per_call": inputs_per_call,
+        "concurrency": concurrency,
+        "max_rounds": max_rounds,
+        "max_usd": max_usd,
+        "max_calls": max_calls,
+        "acknowledge_terms": acknowledge_terms,
+        "dry_run": dry_run,
+    }
+    try:
+        body["graders"] = _graders(graders)
+        body = {k: v for k, v in body.items() if v is not None}
+        with progress_bars(not json_out and not dry_run) as progress:
+            result = asyncio.run(_synthesize(svc, dataset, body, progress))
+    except DistilleryError as exc:
+        raise fail(exc) from exc
+    if json_out:
+        print_json(result)
+    elif dry_run:
+        _print_estimate(result)
+    else:
+        _print_synthesis(result)

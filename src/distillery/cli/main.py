@@ -17,6 +17,7 @@ from distillery.cli.context import services
 from distillery.cli.demo import demo as demo_command
 from distillery.cli.distill import distill as distill_command
 from distillery.cli.output import fail, print_json, table
+from distillery.cli.relabel import relabel as relabel_command
 from distillery.errors import ConfigError, DistilleryError
 from distillery.services import Services
 
@@ -44,6 +45,7 @@ models_app.command("export")(exports.export)
 
 app.command(name="demo")(demo_command)
 app.command(name="distill")(distill_command)
+app.command(name="relabel")(relabel_command)
 
 
 @app.command()

@@ -6,6 +6,7 @@ It speaks the real wire format. Behaviour is chosen by the model name:
 - ``fail-400`` / ``fail-401`` / ``fail-404`` / ``fail-500``: upstream errors;
 - ``slow-<ms>``: sleeps before answering (timeouts);
 - ``judge-<label>``: a model grader's JSON verdict with that label (``judge-garbage``: no label);
+- ``synth-*``: a deterministic teacher of synthetic data (``tests.support.fakes.teacher``);
 - ``poison-*`` / ``hostile-*``: hard-to-store answers and a hostile upstream (reliability tests;
   ``poison-deep`` on ``/v1/completions`` and ``/v1/responses`` too, ``poison-deep-call`` on chat);
 anything else behaves like ``echo``. Requests received are kept in ``FakeOpenAI.requests``.
@@ -29,6 +30,8 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+
+from tests.support.fakes import teacher
 
 
 def _last_user(body: dict[str, Any]) -> str:
@@ -63,6 +66,8 @@ class FakeOpenAI:
     def answer(self, body: dict[str, Any]) -> str:
         model = body.get("model", "")
         text = _last_user(body)
+        if teacher.is_synthesis_request(body):
+            return teacher.answer(body)
         if model.startswith("json-"):
             return orjson.dumps({"answer": text}).decode()
         if model == "judge-keyword":

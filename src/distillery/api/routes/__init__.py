@@ -22,6 +22,7 @@ from distillery.api.routes import (
     lineage,
     model_exports,
     models,
+    relabels,
     responses_api,
     routes,
 )
@@ -44,4 +45,5 @@ ROUTERS: list[APIRouter] = [
     judge_calibrations.router,
     model_exports.router,
     responses_api.router,
+    relabels.router,
 ]

@@ -85,6 +85,15 @@ async def import_dataset(request: Request, services: ServicesDep) -> Response:
     return _json(svc.dataset_view(svc.get(version.dataset_id), version))
 
 
+@router.post("/{dataset_id}/synthesize", dependencies=[ADMIN])
+async def synthesize(dataset_id: str, request: Request, services: ServicesDep) -> Response:
+    """Synthetic rows for a dataset: the teacher writes inputs like the seed version's, answers
+    them as production does, and the rows that pass every check become the next version (with
+    its curation report in ``stats.synthesis``). ``dry_run: true`` returns the estimate only."""
+    body = await read_object(request, _BODY_LIMIT)
+    return _json(await services.curation.synthesize(dataset_id, body))
+
+
 @router.get("", dependencies=[ADMIN])
 async def list_datasets(
     services: ServicesDep,
@@ -150,11 +159,16 @@ async def list_items(
 
 @router.get("/{dataset_id}/versions/{version}/content", dependencies=[ADMIN])
 async def download_version(
-    dataset_id: str, version: str, services: ServicesDep, split: str | None = "train"
+    dataset_id: str,
+    version: str,
+    services: ServicesDep,
+    split: str | None = "train",
+    lineage: bool = False,
 ) -> Response:
-    """The split as fine-tuning JSONL (``split`` omitted or empty: every split)."""
+    """The split as fine-tuning JSONL (``split`` omitted or empty: every split); ``lineage``
+    adds each line's origin (captured, imported, synthetic, relabel) under ``metadata``."""
     examples = services.datasets.iter_examples(
-        dataset_id, _version_number(version), split=split or None
+        dataset_id, _version_number(version), split=split or None, lineage=lineage
     )
     return StreamingResponse(
         (dump_line(example) for example in examples), media_type="application/jsonl"

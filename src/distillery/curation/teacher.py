@@ -1,0 +1,168 @@
+"""Asking a teacher for data, within a budget: the calls a synthesis or a relabelling makes.
+
+Every call goes through the provider registry (``providers.route(model).create``), so any
+configured teacher works: an OpenAI-compatible upstream, a local model, a fine-tuned one.
+:class:`Budget` counts what was spent (calls, tokens, dollars at the teacher's price) and says
+when a cap is reached; the caller checks :meth:`Budget.allows` before each call, so a job stops
+between calls with what it has, never in the middle of one. A cap in dollars needs a price for
+the teacher (``costs.prices``): without one the job is refused before it starts
+(:func:`check_cap`), since its spending could not be counted.
+
+:meth:`Teacher.ask_json` asks for a JSON answer in a given schema, retries once when the answer
+does not parse, and returns the raw text either way, so a curation report can show what came
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.costs.prices import PriceTable
+from distillery.costs.usage import Usage
+from distillery.errors import DistilleryError, InvalidRequestError
+from distillery.evals.graders.base import parse_json
+from distillery.providers.registry import ProviderRegistry
+from distillery.wire.chat import output_text
+
+
+@dataclass
+class Spend:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float | None = 0.0  # None: the teacher has no price
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "usd": None if self.usd is None else round(self.usd, 6),
+        }
+
+
+@dataclass
+class Budget:
+    """Caps on what a job may spend: dollars and calls (None: no cap)."""
+
+    max_usd: float | None = None
+    max_calls: int | None = None
+    spent: Spend = field(default_factory=Spend)
+    reached: str | None = None  # which cap stopped the job: "max_usd" or "max_calls"
+
+    def allows(self) -> bool:
+        """Whether one more call fits; once a cap is reached it stays reached."""
+        if self.reached is None:
+            if self.max_calls is not None and self.spent.calls >= self.max_calls:
+                self.reached = "max_calls"
+            elif (
+                self.max_usd is not None
+                and self.spent.usd is not None
+                and self.spent.usd >= self.max_usd
+            ):
+                self.reached = "max_usd"
+        return self.reached is None
+
+    def charge(self, usd: float | None, usage: Usage) -> None:
+        self.spent.calls += 1
+        self.spent.prompt_tokens += usage.prompt or 0
+        self.spent.completion_tokens += usage.completion or 0
+        if self.spent.usd is not None:
+            self.spent.usd = None if usd is None else self.spent.usd + usd
+
+
+class CapReached(Exception):
+    """No call was made: the budget is spent."""
+
+
+def check_cap(prices: PriceTable, model: str, max_usd: float | None, param: str) -> None:
+    """A dollar cap needs the teacher's price, or it could never stop the job: a 400 before
+    anything runs."""
+    if max_usd is not None and prices.get(model) is None:
+        raise InvalidRequestError(
+            f"max_usd needs a price for {model!r} to count what it spends; add one under "
+            "[prices] in the config, or cap the job with max_calls instead.",
+            param=param,
+            code="unpriced_model",
+        )
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    value: Any  # the parsed JSON (None when it never parsed)
+    raw: str  # the last answer's text
+    attempts: int
+    error: str | None = None  # why it was not usable
+
+
+class Teacher:
+    """One model asked for data, at most ``concurrency`` calls at a time, within ``budget``."""
+
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        prices: PriceTable,
+        model: str,
+        budget: Budget,
+        *,
+        concurrency: int = 4,
+    ) -> None:
+        self.providers = providers
+        self.prices = prices
+        self.model = model
+        self.budget = budget
+        self._gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def ask(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One chat completion (``model`` set to the teacher's); raises :class:`CapReached`
+        when the budget is spent, a ``DistilleryError`` when the teacher fails."""
+        async with self._gate:
+            if not self.budget.allows():
+                raise CapReached(self.budget.reached)
+            request = {**body, "model": self.model}
+            request.pop("store", None)
+            request.pop("stream", None)
+            answer = await self.providers.route(self.model).create(request)
+            usage = Usage.of(answer)
+            self.budget.charge(self.prices.price(self.model, usage), usage)
+            return answer
+
+    async def ask_json(
+        self,
+        messages: list[dict[str, Any]],
+        schema: Mapping[str, Any],
+        *,
+        name: str,
+        temperature: float = 1.0,
+        retries: int = 1,
+    ) -> JsonAnswer:
+        """A JSON answer in ``schema``: retried ``retries`` time(s) when it does not parse or
+        the teacher fails; raises :class:`CapReached` when not even a first call was allowed."""
+        body: dict[str, Any] = {
+            "messages": messages,
+            "temperature": temperature,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "strict": True, "schema": dict(schema)},
+            },
+        }
+        raw, error = "", "no answer"
+        for attempt in range(1, retries + 2):
+            try:
+                answer = await self.ask(body)
+            except CapReached:
+                if attempt == 1:
+                    raise
+                break
+            except DistilleryError as exc:
+                raw, error = "", f"{exc.code or exc.type}: {exc.message}"
+                continue
+            raw = output_text(answer) or ""
+            try:
+                return JsonAnswer(parse_json(raw), raw, attempt)
+            except ValueError as exc:
+                error = f"not JSON: {exc}"
+        return JsonAnswer(None, raw, attempt, error)

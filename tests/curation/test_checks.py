@@ -1,0 +1,140 @@
+"""The checks a synthetic input passes before it is answered, the plan, the budget and the
+language rule, on the real embedder (all-MiniLM-L6-v2) and real English and Japanese text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from distillery.costs.prices import PriceTable
+from distillery.costs.usage import Usage
+from distillery.curation.plan import Cell, SeedRow, Seeds, SynthesisSpec, make_plan
+from distillery.curation.synthesize import Row, Synthesis
+from distillery.curation.teacher import Budget, Teacher
+from distillery.embedders import default_embedder
+from distillery.providers.registry import ProviderRegistry
+from distillery.store.datasets import DatasetItem
+from distillery.text.lang import language_of
+
+
+def _item(seq: int, split: str) -> DatasetItem:
+    return DatasetItem(seq, "dsv_1", split, None, {"messages": []}, False, 0)
+
+
+def _seeds(rows: list[tuple[str, str]], held_out: list[str]) -> Seeds:
+    return Seeds(
+        system="Route the inquiry.",
+        rows=[
+            SeedRow(t, "{}", language_of(t), label, _item(i, "train"))
+            for i, (t, label) in enumerate(rows)
+        ],
+        held_out=held_out,
+        held_out_items=[],
+        settings={},
+        label_field="category",
+        labels=["billing", "technical"],
+        languages=["en", "ja"],
+        prompt="router",
+    )
+
+
+def _synthesis(seeds: Seeds, **spec: Any) -> Synthesis:
+    teacher = Teacher(ProviderRegistry(), PriceTable(), "t", Budget())
+    body = SynthesisSpec(teacher="t", description="Route inquiries.", **spec)
+    return Synthesis(body, seeds, teacher, embedder=default_embedder())
+
+
+def test_inputs_that_repeat_the_seeds_the_test_split_or_each_other_are_rejected() -> None:
+    seeds = _seeds(
+        [("How do I reset my password?", "technical"), ("請求書が二通届きました。", "billing")],
+        held_out=[
+            "My invoice shows a charge I do not recognise.",
+            "設定を開くとエラーが出て閉じます。",
+        ],
+    )
+    run = _synthesis(seeds)
+    en, ja = Cell("billing", "en"), Cell("billing", "ja")
+    fresh = [
+        Row(en, "My invoice shows a charge that I don't recognise."),  # near the test split
+        Row(en, "how do i reset my password?"),  # exact (case folded) of a seed
+        Row(en, "Why was I billed twice this month?"),
+        Row(en, "Why was I billed twice this month??"),  # near the one before
+        Row(en, "Can I get a copy of last year's invoice?"),
+        Row(ja, "設定を開くとエラーが出て閉じてしまいます。"),  # near the test split
+        Row(ja, "今月の請求書が二通届きました"),  # near a seed
+        Row(ja, "請求書が2回届いています。"),  # a rewording: kept
+        Row(ja, "This is English in the Japanese cell."),
+        Row(en, ""),
+        Row(en, "x" * 5000),
+    ]
+    kept = run._check_inputs(fresh)
+    by_input = {r.input: r for r in fresh}
+    assert {r.input for r in kept} == {
+        "Can I get a copy of last year's invoice?",
+        "請求書が2回届いています。",
+        # one of the two near-identical questions stays
+        next(
+            r.input
+            for r in fresh
+            if r.input.startswith("Why was I billed") and r.status != "rejected"
+        ),
+    }
+    reason = {t: r.reason for t, r in by_input.items()}
+    assert reason["My invoice shows a charge that I don't recognise."] == "duplicate_of_test"
+    assert reason["設定を開くとエラーが出て閉じてしまいます。"] == "duplicate_of_test"
+    assert reason["how do i reset my password?"] == "duplicate_of_seed"
+    assert reason["今月の請求書が二通届きました"] == "duplicate_of_seed"
+    assert sorted(
+        reason[t] or "kept"
+        for t in ("Why was I billed twice this month?", "Why was I billed twice this month??")
+    ) == ["duplicate", "kept"]
+    assert reason["This is English in the Japanese cell."] == "language_mismatch"
+    assert reason[""] == "empty_input" and reason["x" * 5000] == "too_long"
+    assert by_input["how do i reset my password?"].detail.startswith("exact")
+    # a later round's inputs are compared with this round's as well
+    again = run._check_inputs([Row(en, "Can I get a copy of last year's invoice?")])
+    assert again == [] and run.rows[-1].reason == "duplicate"
+
+
+def test_the_plan_spreads_the_count_over_every_cell() -> None:
+    plan = make_plan(["a", "b", "c"], ["en", "ja"], [], 20)
+    assert len(plan) == 6 and sum(plan.values()) == 20
+    assert sorted(plan.values()) == [3, 3, 3, 3, 4, 4]
+    topics = make_plan([], ["en"], ["orders", "shipping"], 5)
+    assert topics == {Cell(None, "en", "orders"): 3, Cell(None, "en", "shipping"): 2}
+
+
+def test_a_budget_stops_at_its_first_cap() -> None:
+    budget = Budget(max_usd=0.01, max_calls=10)
+    for _ in range(3):
+        assert budget.allows()
+        budget.charge(0.004, Usage(100, 10))
+    assert not budget.allows() and budget.reached == "max_usd"
+    assert budget.spent.view() == {
+        "calls": 3,
+        "prompt_tokens": 300,
+        "completion_tokens": 30,
+        "usd": 0.012,
+    }
+    unpriced = Budget(max_calls=2)
+    unpriced.charge(None, Usage(1, 1))
+    assert unpriced.spent.usd is None and unpriced.allows()
+    unpriced.charge(None, Usage(1, 1))
+    assert not unpriced.allows() and unpriced.reached == "max_calls"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("How do I reset my password?", "en"),
+        ("Où est ma facture ?", "en"),  # Latin script: not Japanese
+        ("パスワードを忘れました", "ja"),
+        ("経費精算", "ja"),  # Han only, no Hangul: Japanese is first-class here
+        ("비밀번호를 잊었어요", "other"),
+        ("Где мой счёт?", "other"),
+        ("12345", "en"),
+    ],
+)
+def test_language_of(text: str, language: str) -> None:
+    assert language_of(text) == language
