@@ -341,6 +341,7 @@ class SplitLine:
     examples: int
     tokens: int
     corrected: int
+    origins: dict[str, int] = field(default_factory=dict)  # captured, synthetic... -> rows
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,94 @@ class ExampleLine:
     corrected: bool
     tokens: int
     messages: list[Message]
+    origin: str = "captured"  # captured, imported, synthetic, relabel
+
+
+@dataclass(frozen=True)
+class SynthesisForm:
+    """The dataset page's "Synthesize" form, as last submitted (or its defaults)."""
+
+    teacher: str = ""
+    description: str = ""
+    n: str = "100"
+    languages: list[str] = field(default_factory=list)  # none: the seeds' languages
+    labels: str = ""  # comma separated; empty: the seeds' labels
+    max_usd: str = ""
+    max_calls: str = ""
+    inputs_per_call: str = "10"
+    acknowledge_terms: bool = False
+
+
+@dataclass(frozen=True)
+class SynthesisEstimate:
+    """A dry run of the form: what the synthesis would cost."""
+
+    teacher: str
+    seed_version: int | None
+    requested: int
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    usd: float | None  # None: the teacher has no price
+    seconds: float | None  # None: no latency recorded for the teacher yet
+    cells: int
+    labels: list[str]
+    languages: list[str]
+    label_field: str | None
+    within_caps: bool
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class SynthesisCellLine:
+    label: str | None
+    topic: str | None
+    language: str
+    target: int
+    accepted: int
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    """One rejected synthetic input (or a generation call that gave none: ``raw``)."""
+
+    reason: str
+    label: str | None
+    topic: str | None
+    language: str | None
+    text: str  # the input, or the teacher's raw answer
+    raw: bool  # ``text`` is a raw answer, not an input
+    detail: str | None
+    output: str | None  # the teacher's answer to the input, when it was answered
+    lang: str | None  # "ja" for Japanese text
+    detail_lang: str | None = None  # "ja" when the detail or the answer is Japanese
+
+
+@dataclass(frozen=True)
+class SynthesisReport:
+    """``stats.synthesis`` of a version: the curation report of the synthesis that made it."""
+
+    id: str
+    teacher: str
+    requested: int
+    accepted: int
+    rejected: int
+    generated: int
+    rounds: int
+    complete: bool
+    stopped: str | None  # max_calls, max_usd, max_rounds
+    stopped_text: str
+    spent_calls: int
+    spent_prompt_tokens: int
+    spent_completion_tokens: int
+    spent_usd: float | None
+    estimate_calls: int | None
+    estimate_usd: float | None
+    reasons: list[tuple[str, int]]
+    cells: list[SynthesisCellLine]
+    warnings: list[str]
+    rejected_items: list[RejectedLine]  # the first REJECTED_SHOWN
+    rejected_total: int
 
 
 @dataclass(frozen=True)
@@ -390,6 +479,13 @@ class DatasetPage:
     duplicates: list[DuplicateLine]
     warnings: list[str]
     sample: list[ExampleLine]
+    sample_next_url: str | None = None
+    origin_kinds: list[str] = field(default_factory=list)  # the splits' origin columns
+    synthesis: SynthesisReport | None = None  # this version was made by a synthesis
+    models: list[str] = field(default_factory=list)  # served models: the teacher's choices
+    synth_form: SynthesisForm = field(default_factory=SynthesisForm)
+    synth_estimate: SynthesisEstimate | None = None
+    synth_error: str | None = None
 
 
 # --- evals ---------------------------------------------------------------------------------------
