@@ -66,6 +66,7 @@ def test_inputs_that_repeat_the_seeds_the_test_split_or_each_other_are_rejected(
         Row(ja, "請求書が2回届いています。"),  # a rewording: kept
         Row(ja, "This is English in the Japanese cell."),
         Row(en, ""),
+        Row(en, "..."),
         Row(en, "x" * 5000),
     ]
     kept = run._check_inputs(fresh)
@@ -91,6 +92,7 @@ def test_inputs_that_repeat_the_seeds_the_test_split_or_each_other_are_rejected(
     ) == ["duplicate", "kept"]
     assert reason["This is English in the Japanese cell."] == "language_mismatch"
     assert reason[""] == "empty_input" and reason["x" * 5000] == "too_long"
+    assert reason["..."] == "too_short"
     assert by_input["how do i reset my password?"].detail.startswith("exact")
     # a later round's inputs are compared with this round's as well
     again = run._check_inputs([Row(en, "Can I get a copy of last year's invoice?")])
@@ -138,3 +140,29 @@ def test_a_budget_stops_at_its_first_cap() -> None:
 )
 def test_language_of(text: str, language: str) -> None:
     assert language_of(text) == language
+
+
+def test_the_inputs_an_eval_run_failed_become_examples_to_write_more_of() -> None:
+    from distillery.curation.service import CurationService
+
+    class Evals:
+        def output_items(self, run_id: str) -> list[dict[str, Any]]:
+            assert run_id == "evalrun_1"
+            system = {"role": "system", "content": "Route the inquiry."}
+            return [
+                {"status": "fail", "sample": {"input": [system, {"role": "user", "content": "a"}]}},
+                {"status": "pass", "sample": {"input": [system, {"role": "user", "content": "b"}]}},
+                {"status": "fail", "sample": {"input": []}, "datasource_item": {"input": "c"}},
+                {"status": "error", "sample": {"input": [{"role": "user", "content": "d"}]}},
+            ]
+
+    svc = CurationService(
+        datasets=None,  # type: ignore[arg-type]
+        completions=None,  # type: ignore[arg-type]
+        providers=ProviderRegistry(),
+        prices=PriceTable(),
+        evals=Evals(),  # type: ignore[arg-type]
+    )
+    spec = SynthesisSpec(teacher="t", description="x", coverage={"failing_run_id": "evalrun_1"})
+    assert svc._failing_inputs(spec) == ["a", "c"]
+    assert svc._failing_inputs(SynthesisSpec(teacher="t", description="x")) == []

@@ -9,8 +9,8 @@ the budget is spent:
    description, the production system prompt and examples of that cell from the seeds (or inputs
    the current student fails, with ``coverage.failing_run_id``). An answer that does not parse
    is retried once, then rejected with its raw text.
-3. **Input checks**: empty or over-long inputs, an input not in its cell's language, and
-   near-duplicates of another input, of a seed or of a held-out test input (exact after NFKC
+3. **Input checks**: empty, letterless or over-long inputs, an input not in its cell's
+   language, and near-duplicates of another input, of a seed or of a held-out test input (exact after NFKC
    normalisation, then all-MiniLM-L6-v2 cosine at ``dedupe_threshold``,
    ``plan.DEFAULT_DEDUPE_THRESHOLD``) are rejected before the teacher is asked to answer them.
 4. **Answers**: the teacher answers each input exactly as production would (the seeds' system
@@ -69,6 +69,11 @@ from distillery.wire.chat import output_text
 log = logging.getLogger("distillery.curation")
 
 MAX_INPUT_CHARS = 4000
+MIN_LETTERS = 3  # "...", "13" or "]," is no input (a small teacher writes such things)
+# what a generation call may write: a teacher that rambles is cut off (then retried once, then
+# its batch is rejected as unparsable) instead of writing until its context is full
+TOKENS_PER_INPUT = 200
+TOKENS_PER_TOPIC = 24
 EXAMPLES_SHOWN = 5
 INPUTS_SCHEMA = {
     "type": "object",
@@ -218,7 +223,11 @@ class Synthesis:
         ]
         try:
             answer = await self.teacher.ask_json(
-                messages, TOPICS_SCHEMA, name="distillery_topics", temperature=0.7
+                messages,
+                TOPICS_SCHEMA,
+                name="distillery_topics",
+                max_tokens=64 + wanted * TOKENS_PER_TOPIC,
+                temperature=0.7,
             )
         except CapReached:
             return []
@@ -285,6 +294,7 @@ class Synthesis:
                 self._input_messages(cell, length, batch),
                 INPUTS_SCHEMA,
                 name="distillery_inputs",
+                max_tokens=64 + self.spec.inputs_per_call * TOKENS_PER_INPUT,
                 temperature=self.spec.temperature,
             )
         except CapReached:
@@ -371,6 +381,8 @@ class Synthesis:
                 continue
             if not row.input:
                 row.reject("empty_input")
+            elif sum(ch.isalpha() for ch in row.input) < MIN_LETTERS:
+                row.reject("too_short", f"fewer than {MIN_LETTERS} letters")
             elif len(row.input) > MAX_INPUT_CHARS:
                 row.reject("too_long", f"{len(row.input)} characters")
             elif (lang := language_of(row.input)) != row.cell.language:

@@ -136,14 +136,17 @@ class Teacher:
         schema: Mapping[str, Any],
         *,
         name: str,
+        max_tokens: int,
         temperature: float = 1.0,
         retries: int = 1,
     ) -> JsonAnswer:
-        """A JSON answer in ``schema``: retried ``retries`` time(s) when it does not parse or
-        the teacher fails; raises :class:`CapReached` when not even a first call was allowed."""
+        """A JSON answer in ``schema`` of at most ``max_tokens``: retried ``retries`` time(s)
+        when it does not parse or the teacher fails; raises :class:`CapReached` when not even a
+        first call was allowed."""
         body: dict[str, Any] = {
             "messages": messages,
             "temperature": temperature,
+            "max_completion_tokens": max_tokens,
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": name, "strict": True, "schema": dict(schema)},
