@@ -110,20 +110,21 @@ def test_the_plan_spreads_the_count_over_every_cell() -> None:
 def test_a_budget_stops_at_its_first_cap() -> None:
     budget = Budget(max_usd=0.01, max_calls=10)
     for _ in range(3):
-        assert budget.allows()
+        assert budget.begin()
         budget.charge(0.004, Usage(100, 10))
-    assert not budget.allows() and budget.reached == "max_usd"
+    assert not budget.begin() and budget.reached == "max_usd"
     assert budget.spent.view() == {
         "calls": 3,
         "prompt_tokens": 300,
         "completion_tokens": 30,
         "usd": 0.012,
     }
-    unpriced = Budget(max_calls=2)
-    unpriced.charge(None, Usage(1, 1))
-    assert unpriced.spent.usd is None and unpriced.allows()
-    unpriced.charge(None, Usage(1, 1))
-    assert not unpriced.allows() and unpriced.reached == "max_calls"
+    # calls count as they start: two in flight use up a cap of two before either finishes
+    calls = Budget(max_calls=2)
+    assert calls.begin() and calls.begin()
+    assert not calls.begin() and calls.reached == "max_calls"
+    calls.charge(None, Usage(1, 1))
+    assert calls.spent.usd is None and calls.spent.calls == 1
 
 
 @pytest.mark.parametrize(

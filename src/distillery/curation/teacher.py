@@ -51,12 +51,15 @@ class Budget:
     max_usd: float | None = None
     max_calls: int | None = None
     spent: Spend = field(default_factory=Spend)
+    started: int = 0  # calls begun (finished ones are in ``spent``)
     reached: str | None = None  # which cap stopped the job: "max_usd" or "max_calls"
 
     def allows(self) -> bool:
-        """Whether one more call fits; once a cap is reached it stays reached."""
+        """Whether one more call may start; once a cap is reached it stays reached. Calls are
+        counted as they start, so ``max_calls`` holds at any concurrency; dollars as they
+        finish, so the calls in flight when ``max_usd`` is reached still complete."""
         if self.reached is None:
-            if self.max_calls is not None and self.spent.calls >= self.max_calls:
+            if self.max_calls is not None and self.started >= self.max_calls:
                 self.reached = "max_calls"
             elif (
                 self.max_usd is not None
@@ -65,6 +68,13 @@ class Budget:
             ):
                 self.reached = "max_usd"
         return self.reached is None
+
+    def begin(self) -> bool:
+        """Take one call from the budget (False: none is left)."""
+        if not self.allows():
+            return False
+        self.started += 1
+        return True
 
     def charge(self, usd: float | None, usage: Usage) -> None:
         self.spent.calls += 1
@@ -120,7 +130,7 @@ class Teacher:
         """One chat completion (``model`` set to the teacher's); raises :class:`CapReached`
         when the budget is spent, a ``DistilleryError`` when the teacher fails."""
         async with self._gate:
-            if not self.budget.allows():
+            if not self.budget.begin():
                 raise CapReached(self.budget.reached)
             request = {**body, "model": self.model}
             request.pop("store", None)
