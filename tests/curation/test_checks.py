@@ -167,3 +167,32 @@ def test_the_inputs_an_eval_run_failed_become_examples_to_write_more_of() -> Non
     spec = SynthesisSpec(teacher="t", description="x", coverage={"failing_run_id": "evalrun_1"})
     assert svc._failing_inputs(spec) == ["a", "c"]
     assert svc._failing_inputs(SynthesisSpec(teacher="t", description="x")) == []
+
+
+def test_a_description_in_another_language_than_the_seeds_is_a_warning() -> None:
+    from distillery.curation.plan import load_seeds
+
+    def item(seq: int, split: str, question: str, category: str) -> DatasetItem:
+        messages = [
+            {"role": "system", "content": "Route the inquiry."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": f'{{"category": "{category}"}}'},
+        ]
+        return DatasetItem(seq, "dsv_1", split, None, {"messages": messages}, False, 0)
+
+    items = [
+        item(1, "train", "My invoice is wrong.", "billing"),
+        item(2, "train", "The app crashes.", "technical"),
+        item(3, "test", "Why was I charged twice?", "billing"),
+    ]
+    spec = SynthesisSpec(teacher="t", description="問い合わせを担当部署に振り分ける。")
+    seeds = load_seeds(items, None, spec)  # type: ignore[arg-type]  # no stored request to read
+    assert seeds.languages == ["en"] and seeds.labels == []  # no schema: no label field known
+    assert len(seeds.warnings) == 1 and "Japanese" in seeds.warnings[0]
+    assert seeds.held_out == ["Why was I charged twice?"] and len(seeds.rows) == 2
+    labelled = load_seeds(
+        items,
+        None,  # type: ignore[arg-type]
+        SynthesisSpec(teacher="t", description="Route inquiries.", label_field="category"),
+    )
+    assert labelled.labels == ["billing", "technical"] and labelled.warnings == []
