@@ -196,3 +196,95 @@ def test_a_description_in_another_language_than_the_seeds_is_a_warning() -> None
         SynthesisSpec(teacher="t", description="Route inquiries.", label_field="category"),
     )
     assert labelled.labels == ["billing", "technical"] and labelled.warnings == []
+
+
+class _DyingTeacher:
+    """An in-process teacher (the fake teacher's answers) that breaks on its Nth input batch."""
+
+    name = kind = "dying"
+
+    def __init__(self, die_on_batch: int) -> None:
+        self.batches = 0
+        self.die_on_batch = die_on_batch
+
+    def models(self) -> list[Any]:
+        return []
+
+    def serves(self, model: str) -> bool:
+        return model == "synth-teacher"
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        from tests.support.fakes import teacher
+
+        name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if name == "distillery_inputs":
+            self.batches += 1
+            if self.batches == self.die_on_batch:
+                raise RuntimeError("the machine went away")
+        text = teacher.answer(body)
+        return {
+            "id": "chatcmpl-same",  # a teacher that repeats an id: the records get their own
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
+
+    async def stream(self, body: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_rows_accepted_before_a_run_dies_are_kept() -> None:
+    import asyncio
+
+    from distillery.store.records import NewCompletion
+
+    class Kept:
+        def __init__(self) -> None:
+            self.saved: list[NewCompletion] = []
+
+        def save(self, records: list[NewCompletion]) -> None:
+            self.saved.extend(records)
+
+        def mark_dropped(self, completion_ids: list[str | None]) -> None:
+            raise AssertionError("nothing is over quota here")
+
+    schema = {
+        "type": "object",
+        "properties": {"category": {"type": "string", "enum": ["billing", "technical"]}},
+    }
+    seeds = _seeds(
+        [
+            ("Why was my invoice charged twice?", "billing"),
+            ("The app shows an error message.", "technical"),
+        ],
+        held_out=[],
+    )
+    seeds.languages = ["en"]
+    seeds.settings = {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+    provider = _DyingTeacher(die_on_batch=2)
+    teacher = Teacher(
+        ProviderRegistry({"dying": provider}), PriceTable(), "synth-teacher", Budget()
+    )
+    store = Kept()
+    spec = SynthesisSpec(
+        teacher="synth-teacher",
+        description="Route inquiries.",
+        n=40,
+        inputs_per_call=8,
+        concurrency=1,
+    )
+    run = Synthesis(spec, seeds, teacher, embedder=None, store=store)
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(run.run())
+    accepted = [r for r in run.rows if r.status == "accepted"]
+    assert accepted and [r.id for r in store.saved] == [r.completion_id for r in accepted]
+    assert len({r.id for r in store.saved}) == len(store.saved)  # never the teacher's own id
+    assert all(
+        r.metadata
+        == {"origin": "synthetic", "synthesis_id": run.id, "synthesis_labels": "category"}
+        for r in store.saved
+    )

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from distillery.capture.storable import storable
 from distillery.curation.plan import Seeds, SynthesisSpec, load_seeds
 from distillery.curation.synthesize import Synthesis, estimate, new_budget
 from distillery.curation.teacher import Teacher, check_cap
@@ -28,6 +27,7 @@ from distillery.evals.runner import ProviderJudge
 from distillery.progress import ProgressCallback
 from distillery.providers.registry import ProviderRegistry
 from distillery.store.completions import CompletionsRepo
+from distillery.store.records import NewCompletion
 from distillery.wire.content import message_text
 from distillery.wire.fine_tuning_jsonl import build_example
 from distillery.wire.params import parse_params
@@ -123,17 +123,17 @@ class CurationService:
             failing_inputs=failing,
             progress=progress,
             provider=getattr(provider, "name", "teacher"),
+            prices=self.prices,
+            store=_SyntheticRows(self.completions),
         )
         outcome = await run.run()
         outcome.report["estimate"] = plan_estimate
-        records = [storable(c) for c in run.completions(outcome.accepted, self.prices)]
-        await asyncio.to_thread(self.completions.insert_many, records)
         version = await asyncio.to_thread(
             self._store_version,
             dataset.name,
             seed_version,
             seeds,
-            [(r.id, o) for r, o in zip(records, outcome.accepted, strict=True)],
+            [(str(row.completion_id), row) for row in outcome.accepted],
             spec,
             outcome.report,
             terms,
@@ -266,6 +266,21 @@ class CurationService:
             seconds_per_call=self._seconds_per_call,
             progress=progress,
         )
+
+
+class _SyntheticRows:
+    """A synthesis's accepted rows, kept as stored completions as it goes."""
+
+    def __init__(self, completions: CompletionsRepo) -> None:
+        self.completions = completions
+
+    def save(self, records: list[NewCompletion]) -> None:
+        self.completions.insert_many(records)
+
+    def mark_dropped(self, completion_ids: list[str | None]) -> None:
+        for found in self.completions.get_many([c for c in completion_ids if c]):
+            marked = {**found.metadata, "synthesis_rejected": "over_quota"}
+            self.completions.update_metadata(found.id, marked)
 
 
 def _example(seeds: Seeds, text: str, answer: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -22,10 +22,12 @@ the budget is spent:
 6. **Balance**: a row is counted in the cell of the label the teacher actually gave; rows past
    a cell's quota are rejected as ``over_quota``, cells short of it get another round.
 
-Every rejected row is kept with its reason in the report. Accepted rows are stored as stored
-completions of the teacher (metadata ``origin: synthetic``, ``synthesis_id``) and become train
-rows of the new dataset version, beside the seed version's rows (same splits as before); the
-report is the version's ``stats.synthesis``.
+Every rejected row is kept with its reason in the report. Accepted rows are stored as they are
+accepted (in batches, and at the end of every round), as stored completions of the teacher
+(metadata ``origin: synthetic``, ``synthesis_id``): what was paid for survives a run that dies.
+They become train rows of the new dataset version, beside the seed version's rows (same splits as
+before); the report is the version's ``stats.synthesis``. A stored row that the balance drops
+later keeps its record, marked ``synthesis_rejected: over_quota``.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jsonschema
 
 from distillery import ids
+from distillery.capture.storable import storable
 from distillery.costs.prices import PriceTable
 from distillery.costs.usage import Usage
 from distillery.curation.plan import (
@@ -69,6 +72,7 @@ from distillery.wire.chat import output_text
 log = logging.getLogger("distillery.curation")
 
 MAX_INPUT_CHARS = 4000
+SAVE_BATCH = 50  # accepted rows stored together
 MIN_LETTERS = 3  # "...", "13" or "]," is no input (a small teacher writes such things)
 # what a generation call may write: a teacher that rambles is cut off (then retried once, then
 # its batch is rejected as unparsable) instead of writing until its context is full
@@ -90,6 +94,14 @@ TOPICS_SCHEMA = {
 _LANGUAGE = {"en": "English", "ja": "Japanese (日本語)"}
 
 
+class Store(Protocol):
+    """Where a synthesis keeps its accepted rows as it goes (the stored completions)."""
+
+    def save(self, records: list[NewCompletion]) -> None: ...
+
+    def mark_dropped(self, completion_ids: list[str | None]) -> None: ...
+
+
 @dataclass
 class Row:
     """One synthetic input and what became of it."""
@@ -104,6 +116,7 @@ class Row:
     request: dict[str, Any] | None = None
     label: str | None = None  # the label the teacher gave
     latency_ms: float | None = None
+    completion_id: str | None = None  # its stored completion, once accepted
 
     def reject(self, reason: str, detail: str | None = None) -> None:
         self.status, self.reason, self.detail = "rejected", reason, detail
@@ -140,7 +153,6 @@ class Outcome:
 
     accepted: list[Row]
     report: dict[str, Any]
-    completions: list[NewCompletion] = field(default_factory=list)
 
 
 class Synthesis:
@@ -158,6 +170,8 @@ class Synthesis:
         progress: ProgressCallback | None = None,
         synthesis_id: str | None = None,
         provider: str = "teacher",
+        prices: PriceTable | None = None,
+        store: Store | None = None,
     ) -> None:
         self.spec = spec
         self.seeds = seeds
@@ -168,6 +182,9 @@ class Synthesis:
         self.progress = progress
         self.id = synthesis_id or ids.new_id("synth_")
         self.provider = provider
+        self.prices = prices or PriceTable()
+        self.store = store
+        self._unsaved: list[NewCompletion] = []
         self.rng = random.Random(spec.seed)
         self.rows: list[Row] = []
         self.failed_calls: list[Rejected] = []
@@ -191,9 +208,12 @@ class Synthesis:
             if not missing:
                 break
             self.rounds += 1
-            if not await self._round(missing) and self.teacher.budget.allows():
-                self.warnings.append(f"Round {self.rounds} produced no new input.")
-            self._balance()
+            try:
+                if not await self._round(missing) and self.teacher.budget.allows():
+                    self.warnings.append(f"Round {self.rounds} produced no new input.")
+            finally:  # what was paid for is kept, even when the run dies here
+                await self._save()
+            await self._balance()
         accepted = [r for r in self.rows if r.status == "accepted"]
         return Outcome(accepted, self._report(started))
 
@@ -430,6 +450,11 @@ class Synthesis:
         finally:
             self._in_flight[row.cell] -= 1
         if row.status == "accepted":
+            record = storable(self._completion(row))
+            row.completion_id = record.id
+            self._unsaved.append(record)
+            if len(self._unsaved) >= SAVE_BATCH:
+                await self._save()
             self._accepted[self._counted_cell(row)] += 1
             done = sum(self._accepted.values())
             report(self.progress, ProgressEvent("rows", min(done, self.spec.n), self.spec.n))
@@ -514,9 +539,11 @@ class Synthesis:
         label = row.label if self.seeds.labels and self.seeds.label_field else row.cell.label
         return Cell(label, row.cell.language, row.cell.topic)
 
-    def _balance(self) -> None:
-        """Rows past their (actual) cell's quota are rejected, the latest first to go."""
+    async def _balance(self) -> None:
+        """Rows past their (actual) cell's quota are rejected, the latest first to go; their
+        stored completions stay, marked ``synthesis_rejected: over_quota``."""
         have: Counter[Cell] = Counter()
+        dropped = []
         for row in self.rows:
             if row.status != "accepted":
                 continue
@@ -524,7 +551,10 @@ class Synthesis:
             have[cell] += 1
             if have[cell] > self.plan.get(cell, 0):
                 row.reject("over_quota", f"{cell.label or cell.topic}/{cell.language} is full")
+                dropped.append(row)
         self._accepted = Counter(self._counted_cell(r) for r in self.rows if r.status == "accepted")
+        if dropped and self.store is not None:
+            await asyncio.to_thread(self.store.mark_dropped, [r.completion_id for r in dropped])
 
     def _report(self, started: float) -> dict[str, Any]:
         accepted = Counter(self._counted_cell(r) for r in self.rows if r.status == "accepted")
@@ -566,41 +596,41 @@ class Synthesis:
 
     # -- storing ---------------------------------------------------------------------------------
 
-    def completions(self, accepted: Sequence[Row], prices: PriceTable) -> list[NewCompletion]:
-        """The accepted rows as stored completions of the teacher, marked synthetic."""
-        out = []
-        metadata = {"origin": "synthetic", "synthesis_id": self.id}
+    def metadata(self) -> dict[str, str]:
+        """What marks this synthesis's stored completions."""
+        out = {"origin": "synthetic", "synthesis_id": self.id}
         if self.seeds.label_field and self.seeds.labels:
-            metadata["synthesis_labels"] = self.seeds.label_field
-        for row in accepted:
-            answer = row.answer or {}
-            found = answer.get("id")
-            cid = (
-                found
-                if isinstance(found, str) and 0 < len(found) <= 64
-                else ids.new_id(ids.CHAT_COMPLETION)
-            )
-            usage = Usage.of(answer)
-            out.append(
-                NewCompletion(
-                    id=cid,
-                    created_at=int(time.time()),
-                    model=self.teacher.model,
-                    provider=self.provider,
-                    status="completed",
-                    stream=False,
-                    request=row.request or {},
-                    response=answer,
-                    error=None,
-                    metadata=dict(metadata),
-                    prompt_tokens=usage.prompt,
-                    completion_tokens=usage.completion,
-                    cached_tokens=usage.cached,
-                    latency_ms=row.latency_ms,
-                    cost_usd=prices.price(self.teacher.model, usage),
-                )
-            )
+            out["synthesis_labels"] = self.seeds.label_field
         return out
+
+    def _completion(self, row: Row) -> NewCompletion:
+        """An accepted row as a stored completion of the teacher, marked synthetic. Its id is
+        always a new one: a teacher behind a cache or a replay may repeat an earlier answer's."""
+        answer = row.answer or {}
+        usage = Usage.of(answer)
+        return NewCompletion(
+            id=ids.new_id(ids.CHAT_COMPLETION),
+            created_at=int(time.time()),
+            model=self.teacher.model,
+            provider=self.provider,
+            status="completed",
+            stream=False,
+            request=row.request or {},
+            response=answer,
+            error=None,
+            metadata=self.metadata(),
+            prompt_tokens=usage.prompt,
+            completion_tokens=usage.completion,
+            cached_tokens=usage.cached,
+            latency_ms=row.latency_ms,
+            cost_usd=self.prices.price(self.teacher.model, usage),
+        )
+
+    async def _save(self) -> None:
+        """Store the accepted rows not stored yet (in one transaction, off the event loop)."""
+        batch, self._unsaved = self._unsaved, []
+        if batch and self.store is not None:
+            await asyncio.to_thread(self.store.save, batch)
 
 
 def _reason_group(reason: str | None) -> str:
