@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.ft import wait_for
 from tests.support.live import LiveServer
 from tests.support.stored import completion, insert
 
@@ -170,6 +171,12 @@ def test_twenty_seeds_give_a_balanced_validated_version_with_its_report(
     )
     origins = [orjson.loads(x)["metadata"]["origin"] for x in marked.content.splitlines()]
     assert origins.count("synthetic") == 16 and origins.count("captured") > 0
+
+    # and the version trains through the jobs API like any other (the fake provider's job)
+    exported = http.post("/datasets/router/versions/2/export", json={"split": "train"})
+    assert exported.status_code == 200, exported.text
+    job = client.fine_tuning.jobs.create(model="gpt-4o", training_file=exported.json()["id"])
+    assert wait_for(client, job.id, timeout=120).status == "succeeded"
 
 
 def test_a_cap_stops_the_job_with_what_it_has(http: httpx.Client) -> None:
