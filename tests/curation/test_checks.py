@@ -30,7 +30,6 @@ def _seeds(rows: list[tuple[str, str]], held_out: list[str]) -> Seeds:
             for i, (t, label) in enumerate(rows)
         ],
         held_out=held_out,
-        held_out_items=[],
         settings={},
         label_field="category",
         labels=["billing", "technical"],

@@ -19,22 +19,10 @@ from distillery.store.records import NewCompletion
 from tests.support.config import write_config
 from tests.support.fakes import teacher
 from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.teacher import RESPONSE_FORMAT
 from tests.support.live import LiveServer
 from tests.support.stored import completion, insert
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reason": {"type": "string"},
-        "category": {"type": "string", "enum": ["billing", "technical"]},
-    },
-    "required": ["reason", "category"],
-    "additionalProperties": False,
-}
-RESPONSE_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {"name": "route", "strict": True, "schema": SCHEMA},
-}
 PRICE = """
 [prices."synth-strong"]
 input = 1000000.0

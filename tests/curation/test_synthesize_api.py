@@ -13,23 +13,11 @@ import orjson
 import pytest
 
 from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.teacher import RESPONSE_FORMAT
 from tests.support.ft import wait_for
 from tests.support.live import LiveServer
 from tests.support.stored import completion, insert
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reason": {"type": "string"},
-        "category": {"type": "string", "enum": ["billing", "technical"]},
-    },
-    "required": ["reason", "category"],
-    "additionalProperties": False,
-}
-RESPONSE_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {"name": "route", "strict": True, "schema": SCHEMA},
-}
 SEEDS = {
     ("billing", "en"): [
         "My invoice shows a charge I do not recognise.",

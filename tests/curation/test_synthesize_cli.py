@@ -14,9 +14,10 @@ import pytest
 
 from tests.support.config import write_config
 from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.teacher import RESPONSE_FORMAT
 from tests.support.stored import completion, insert, open_services
 
-from .test_synthesize_api import DESCRIPTION, RESPONSE_FORMAT, SEEDS
+from .test_synthesize_api import DESCRIPTION, SEEDS
 
 EXE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "distillery")
 

@@ -15,21 +15,9 @@ from distillery.web.contexts import DatasetLine, DatasetPage, Layout
 from distillery.web.datasets import REJECTED_SHOWN, synthesis_report
 from distillery.web.render import environment
 from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.teacher import RESPONSE_FORMAT
 from tests.support.stored import completion, insert
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reason": {"type": "string"},
-        "category": {"type": "string", "enum": ["billing", "technical"]},
-    },
-    "required": ["reason", "category"],
-    "additionalProperties": False,
-}
-RESPONSE_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {"name": "route", "strict": True, "schema": SCHEMA},
-}
 SEEDS = {
     "billing": [
         "My invoice shows a charge I do not recognise.",

@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from distillery.cli.context import services
-from distillery.cli.options import key_values
+from distillery.cli.options import ConcurrencyOpt, MaxCallsOpt, MaxUsdOpt, key_values
 from distillery.cli.output import console, err_console, fail, print_json, progress_bars, table
 from distillery.datasets.service import DatasetsService
 from distillery.errors import DistilleryError, InvalidRequestError
@@ -388,16 +388,12 @@ def synthesize(
     inputs_per_call: Annotated[
         int, typer.Option(min=1, max=50, help="Inputs asked for per call.")
     ] = 10,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Teacher calls at once.")] = 4,
+    concurrency: ConcurrencyOpt = 4,
     max_rounds: Annotated[
         int, typer.Option(min=1, max=10, help="Rounds to fill the cells short of their quota.")
     ] = 3,
-    max_usd: Annotated[
-        float | None, typer.Option(help="Stop at this spend (needs the teacher's price).")
-    ] = None,
-    max_calls: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many teacher calls.")
-    ] = None,
+    max_usd: MaxUsdOpt = None,
+    max_calls: MaxCallsOpt = None,
     acknowledge_terms: Annotated[
         bool,
         typer.Option(help="Run although the teacher's terms restrict training (recorded)."),

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+# what a command that asks a teacher for data takes (synthesis, relabelling)
+MaxUsdOpt = Annotated[
+    float | None, typer.Option(help="Stop at this spend (needs the teacher's price).")
+]
+MaxCallsOpt = Annotated[int | None, typer.Option(min=1, help="Stop after this many teacher calls.")]
+ConcurrencyOpt = Annotated[int, typer.Option(min=1, max=64, help="Teacher calls at once.")]
 
 
 def key_values(items: list[str] | None, option: str = "--metadata") -> dict[str, str] | None:

@@ -10,7 +10,7 @@ import orjson
 import typer
 
 from distillery.cli.context import services
-from distillery.cli.options import key_values
+from distillery.cli.options import ConcurrencyOpt, MaxCallsOpt, MaxUsdOpt, key_values
 from distillery.cli.output import console, err_console, fail, print_json, progress_bars, table
 from distillery.errors import DistilleryError
 from distillery.progress import ProgressCallback
@@ -149,13 +149,9 @@ def relabel(
         str | None,
         typer.Option(help="Name of the review queue (default: 'relabel <teacher>')."),
     ] = None,
-    max_usd: Annotated[
-        float | None, typer.Option(help="Stop at this spend (needs the teacher's price).")
-    ] = None,
-    max_calls: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many teacher calls.")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Teacher calls at once.")] = 4,
+    max_usd: MaxUsdOpt = None,
+    max_calls: MaxCallsOpt = None,
+    concurrency: ConcurrencyOpt = 4,
     acknowledge_terms: Annotated[
         bool,
         typer.Option(help="Run although the teacher's terms restrict training (recorded)."),

@@ -101,7 +101,6 @@ class Seeds:
     system: str | None
     rows: list[SeedRow]  # train and validation: shown as examples, kept in the new version
     held_out: list[str]  # the test split's inputs: never duplicated
-    held_out_items: list[DatasetItem]
     settings: dict[str, Any]  # the production call's settings (response_format, temperature...)
     label_field: str | None
     labels: list[str]
@@ -239,7 +238,6 @@ def load_seeds(
         system=system,
         rows=rows,
         held_out=[t for t in held_out if t],
-        held_out_items=held,
         settings=settings,
         label_field=label_field if labels else spec.label_field,
         labels=labels,

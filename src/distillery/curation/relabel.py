@@ -53,9 +53,7 @@ from distillery.annotations.service import (
     AnnotationsService,
     CompletionsSource,
 )
-from distillery.capture.storable import storable
 from distillery.costs.prices import PriceTable
-from distillery.costs.usage import Usage
 from distillery.curation.plan import enum_fields, label_of, schema_of
 from distillery.curation.teacher import Budget, CapReached, Teacher, check_cap
 from distillery.datasets.guards import TermsOf, check_model_terms
@@ -357,9 +355,7 @@ class Relabel:
         teacher: Teacher,
         *,
         label_field: str | None,
-        prices: PriceTable,
         save: Callable[[list[NewCompletion]], None],
-        provider: str = "teacher",
         progress: ProgressCallback | None = None,
         relabel_id: str | None = None,
     ) -> None:
@@ -367,13 +363,10 @@ class Relabel:
         self.originals = list(originals)
         self.teacher = teacher
         self.label_field = label_field
-        self.prices = prices
         self.save = save
-        self.provider = provider
         self.progress = progress
         self.id = relabel_id or ids.new_id("relabel_")
         self.tally = Tally()
-        self._started = 0  # calls begun (a cap on calls counts the failed ones too)
         self._done = 0
         self._pending: list[NewCompletion] = []
         self._saving = asyncio.Lock()
@@ -389,7 +382,7 @@ class Relabel:
 
         async def worker() -> None:
             for index, original in work:  # shared: each input goes to one worker
-                if not self._reserve():
+                if not self.budget.allows():  # once a cap is reached, no call starts
                     return
                 await self._relabel_one(Outcome(index, original))
 
@@ -405,16 +398,6 @@ class Relabel:
         self.tally.shown.sort(key=lambda o: o.index)
         self.tally.disagreements.sort(key=lambda o: o.index)
         return self.tally
-
-    def _reserve(self) -> bool:
-        """Whether one more call may start (once a cap is reached, none does)."""
-        if not self.budget.allows():
-            return False
-        if self.budget.max_calls is not None and self._started >= self.budget.max_calls:
-            self.budget.reached = "max_calls"
-            return False
-        self._started += 1
-        return True
 
     async def _relabel_one(self, outcome: Outcome) -> None:
         request = {**outcome.original.request, "model": self.teacher.model}
@@ -477,37 +460,14 @@ class Relabel:
                 await asyncio.to_thread(self.save, batch)
 
     def _record(
-        self,
-        original: Original,
-        request: dict[str, Any],
-        answer: dict[str, Any],
-        latency_ms: float,
+        self, original: Original, request: dict[str, Any], answer: dict[str, Any], latency_ms: float
     ) -> NewCompletion:
         source = original.completion
         metadata = {"origin": "relabel", "relabel_of": source.id, "relabel_id": self.id}
         for key, kept_as in LINEAGE_KEYS.items():
             if key in source.metadata:
                 metadata[kept_as] = source.metadata[key]
-        usage = Usage.of(answer)
-        return NewCompletion(
-            # never the teacher's own id: a cache or a replayed teacher may answer with the
-            # original's
-            id=ids.new_id(ids.CHAT_COMPLETION),
-            created_at=int(time.time()),
-            model=self.teacher.model,
-            provider=self.provider,
-            status="completed",
-            stream=False,
-            request=request,
-            response=answer,
-            error=None,
-            metadata=metadata,
-            prompt_tokens=usage.prompt,
-            completion_tokens=usage.completion,
-            cached_tokens=usage.cached,
-            latency_ms=latency_ms,
-            cost_usd=self.prices.price(self.teacher.model, usage),
-        )
+        return self.teacher.record(request, answer, metadata=metadata, latency_ms=latency_ms)
 
 
 # -- the review queue ------------------------------------------------------------------------------
@@ -595,7 +555,7 @@ async def relabel(
 ) -> dict[str, Any]:
     """The estimate (``dry_run``) or the relabelling's result (see the module's doc)."""
     spec = body if isinstance(body, RelabelSpec) else parse_params(RelabelSpec, dict(body))
-    provider = providers.route(spec.teacher)  # 404 for a model nobody serves
+    providers.route(spec.teacher)  # 404 for a model nobody serves
     check_cap(prices, spec.teacher, spec.max_usd, "max_usd")
     report(progress, ProgressEvent("select", 0, None, message="selecting stored completions"))
     selection = await asyncio.to_thread(select, completions, spec)
@@ -658,9 +618,7 @@ async def relabel(
         originals,
         teacher,
         label_field=label_field,
-        prices=prices,
-        save=lambda batch: _save(completions, batch),
-        provider=getattr(provider, "name", "teacher"),
+        save=completions.insert_many,
         progress=progress,
     )
     tally = await run.run()
@@ -682,7 +640,3 @@ async def relabel(
         items=[o.view() for o in tally.shown],
     )
     return view
-
-
-def _save(completions: CompletionsRepo, batch: list[NewCompletion]) -> None:
-    completions.insert_many([storable(r) for r in batch])

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from distillery.costs.prices import PriceTable
     from distillery.datasets.service import DatasetsService
     from distillery.evals.service import EvalsService
-    from distillery.store.datasets import DatasetVersion
+    from distillery.store.datasets import DatasetItem, DatasetVersion
 
 
 class CurationService:
@@ -76,7 +76,7 @@ class CurationService:
     ) -> dict[str, Any]:
         """The estimate (``dry_run``) or the new dataset version with its curation report."""
         spec = body if isinstance(body, SynthesisSpec) else parse_params(SynthesisSpec, body)
-        provider = self.providers.route(spec.teacher)  # 404 for a model nobody serves
+        self.providers.route(spec.teacher)  # 404 for a model nobody serves
         check_cap(self.prices, spec.teacher, spec.max_usd, "max_usd")
         terms = check_model_terms(
             Counter({spec.teacher: spec.n}), self.terms, spec.acknowledge_terms
@@ -122,8 +122,6 @@ class CurationService:
             graders=graders,
             failing_inputs=failing,
             progress=progress,
-            provider=getattr(provider, "name", "teacher"),
-            prices=self.prices,
             store=_SyntheticRows(self.completions),
         )
         outcome = await run.run()
@@ -132,6 +130,7 @@ class CurationService:
             self._store_version,
             dataset.name,
             seed_version,
+            items,
             seeds,
             [(str(row.completion_id), row) for row in outcome.accepted],
             spec,
@@ -145,6 +144,7 @@ class CurationService:
         self,
         name: str,
         seed_version: DatasetVersion,
+        items: list[DatasetItem],
         seeds: Seeds,
         synthetic: list[tuple[str, Any]],
         spec: SynthesisSpec,
@@ -152,17 +152,9 @@ class CurationService:
         terms: dict[str, Any],
         progress: ProgressCallback | None,
     ) -> DatasetVersion:
-        kept = [r.item for r in seeds.rows] + seeds.held_out_items
-        others = {it.seq for it in kept}
-        kept += [
-            it
-            for it in self.datasets.repo.iter_items(seed_version.id, split=None)
-            if it.seq not in others  # seed rows without a user input still belong to the version
-        ]
-        kept.sort(key=lambda it: it.seq)
         candidates = [
             Candidate(it.completion_id, it.example, it.corrected, origin=it.origin, split=it.split)
-            for it in kept
+            for it in items  # every row of the seed version, in its split
         ]
         source = (spec.teacher, seeds.prompt, None)
         for completion_id, row in synthetic:

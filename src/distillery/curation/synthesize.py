@@ -45,9 +45,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from distillery import ids
-from distillery.capture.storable import storable
 from distillery.costs.prices import PriceTable
-from distillery.costs.usage import Usage
 from distillery.curation.plan import (
     LENGTHS,
     Cell,
@@ -169,8 +167,6 @@ class Synthesis:
         failing_inputs: Sequence[str] = (),
         progress: ProgressCallback | None = None,
         synthesis_id: str | None = None,
-        provider: str = "teacher",
-        prices: PriceTable | None = None,
         store: Store | None = None,
     ) -> None:
         self.spec = spec
@@ -181,8 +177,6 @@ class Synthesis:
         self.failing_inputs = list(failing_inputs)
         self.progress = progress
         self.id = synthesis_id or ids.new_id("synth_")
-        self.provider = provider
-        self.prices = prices or PriceTable()
         self.store = store
         self._unsaved: list[NewCompletion] = []
         self.rng = random.Random(spec.seed)
@@ -450,7 +444,12 @@ class Synthesis:
         finally:
             self._in_flight[row.cell] -= 1
         if row.status == "accepted":
-            record = storable(self._completion(row))
+            record = self.teacher.record(
+                row.request or {},
+                row.answer or {},
+                metadata=self.metadata(),
+                latency_ms=row.latency_ms,
+            )
             row.completion_id = record.id
             self._unsaved.append(record)
             if len(self._unsaved) >= SAVE_BATCH:
@@ -559,7 +558,7 @@ class Synthesis:
     def _report(self, started: float) -> dict[str, Any]:
         accepted = Counter(self._counted_cell(r) for r in self.rows if r.status == "accepted")
         rejected = [r for r in self.rows if r.status == "rejected"]
-        reasons = Counter(_reason_group(r.reason) for r in rejected)
+        reasons = Counter(r.reason or "unknown" for r in rejected)
         reasons.update(f.reason for f in self.failed_calls)
         budget = self.teacher.budget
         stopped = None
@@ -603,38 +602,11 @@ class Synthesis:
             out["synthesis_labels"] = self.seeds.label_field
         return out
 
-    def _completion(self, row: Row) -> NewCompletion:
-        """An accepted row as a stored completion of the teacher, marked synthetic. Its id is
-        always a new one: a teacher behind a cache or a replay may repeat an earlier answer's."""
-        answer = row.answer or {}
-        usage = Usage.of(answer)
-        return NewCompletion(
-            id=ids.new_id(ids.CHAT_COMPLETION),
-            created_at=int(time.time()),
-            model=self.teacher.model,
-            provider=self.provider,
-            status="completed",
-            stream=False,
-            request=row.request or {},
-            response=answer,
-            error=None,
-            metadata=self.metadata(),
-            prompt_tokens=usage.prompt,
-            completion_tokens=usage.completion,
-            cached_tokens=usage.cached,
-            latency_ms=row.latency_ms,
-            cost_usd=self.prices.price(self.teacher.model, usage),
-        )
-
     async def _save(self) -> None:
         """Store the accepted rows not stored yet (in one transaction, off the event loop)."""
         batch, self._unsaved = self._unsaved, []
         if batch and self.store is not None:
             await asyncio.to_thread(self.store.save, batch)
-
-
-def _reason_group(reason: str | None) -> str:
-    return reason or "unknown"
 
 
 def estimate(

@@ -10,21 +10,26 @@ the teacher (``costs.prices``): without one the job is refused before it starts
 
 :meth:`Teacher.ask_json` asks for a JSON answer in a given schema, retries once when the answer
 does not parse, and returns the raw text either way, so a curation report can show what came
-back.
+back. :meth:`Teacher.record` makes a stored completion of an answer it gave, the one way
+synthesis and relabelling keep what they asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery import ids
+from distillery.capture.storable import storable
 from distillery.costs.prices import PriceTable
 from distillery.costs.usage import Usage
 from distillery.errors import DistilleryError, InvalidRequestError
 from distillery.evals.graders.base import parse_json
 from distillery.providers.registry import ProviderRegistry
+from distillery.store.records import NewCompletion
 from distillery.wire.chat import output_text
 
 
@@ -179,3 +184,36 @@ class Teacher:
             except ValueError as exc:
                 error = f"not JSON: {exc}"
         return JsonAnswer(None, raw, attempt, error)
+
+    def record(
+        self,
+        request: dict[str, Any],
+        answer: dict[str, Any],
+        *,
+        metadata: dict[str, str],
+        latency_ms: float | None,
+    ) -> NewCompletion:
+        """One of the teacher's answers as a stored completion (storable as it is), priced at
+        the teacher's price. Its id is always a new one: a teacher behind a cache or a replay
+        may repeat an earlier answer's."""
+        usage = Usage.of(answer)
+        provider = self.providers.route(self.model)
+        return storable(
+            NewCompletion(
+                id=ids.new_id(ids.CHAT_COMPLETION),
+                created_at=int(time.time()),
+                model=self.model,
+                provider=getattr(provider, "name", "teacher"),
+                status="completed",
+                stream=False,
+                request=request,
+                response=answer,
+                error=None,
+                metadata=metadata,
+                prompt_tokens=usage.prompt,
+                completion_tokens=usage.completion,
+                cached_tokens=usage.cached,
+                latency_ms=latency_ms,
+                cost_usd=self.prices.price(self.model, usage),
+            )
+        )

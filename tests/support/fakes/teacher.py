@@ -28,6 +28,20 @@ from typing import Any
 
 import orjson
 
+# the task the fake teacher answers: route an inquiry, as {"reason", "category"}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string"},
+        "category": {"type": "string", "enum": ["billing", "technical"]},
+    },
+    "required": ["reason", "category"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "route", "strict": True, "schema": SCHEMA},
+}
 KEYWORDS = {
     "billing": ("invoice", "請求書"),
     "technical": ("error message", "エラー"),
