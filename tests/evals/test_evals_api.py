@@ -115,7 +115,11 @@ def test_eval_crud_and_shapes(client: openai.OpenAI, gateway: Any) -> None:
     [
         ([EXACT, {**FUZZY, "evaluation_metric": "nope"}], "testing_criteria[1].evaluation_metric"),
         ([{**EXACT, "operation": "contains"}], "testing_criteria[0].operation"),
-        ([{"type": "python", "name": "p", "source": "x"}], "testing_criteria[0].type"),
+        ([{"type": "python", "name": "p", "source": "x"}], "testing_criteria[0].source"),
+        (
+            [EXACT, {k: v for k, v in FUZZY.items() if k != "pass_threshold"}],
+            "testing_criteria[1].pass_threshold",
+        ),
         ([EXACT, EXACT], "testing_criteria[1].name"),
         ([], "testing_criteria"),
     ],

@@ -43,7 +43,7 @@ def test_route_validation(routes: Routes) -> None:
         ({**base, "percent": 101}, 400, "percent"),
         ({**base, "mode": "sideways"}, 400, "mode"),
         ({**base, "student": "gpt-4o"}, 400, None),
-        ({**base, "graders": [{"type": "python", "name": "x"}]}, 400, "graders[0].type"),
+        ({**base, "graders": [{"type": "python", "name": "x"}]}, 400, "graders[0].source"),
         ({**base, "match": {"model": "gpt-4o", "metadata": {"k" * 65: "v"}}}, 400, None),
     ]
     for body, status, param in bad:

@@ -68,6 +68,12 @@ from distillery.wire.evals import (
     RunDeleteResponse,
 )
 from distillery.wire.files import FileCreateParams, FileDeleted, FileObject
+from distillery.wire.graders import (
+    GraderRunParams,
+    GraderRunResponse,
+    GraderValidateParams,
+    GraderValidateResponse,
+)
 from distillery.wire.models import Model, ModelDeleted
 from distillery.wire.resources import (
     AnnotationItem,
@@ -203,6 +209,10 @@ OPERATIONS: dict[str, Doc] = {
     "GET /v1/fine_tuning/jobs/{job_id}/events": Doc(returns=FineTuningJobEvent, page=True),
     "GET /v1/fine_tuning/jobs/{job_id}/checkpoints": Doc(
         returns=FineTuningJobCheckpoint, page=True
+    ),
+    "POST /v1/fine_tuning/alpha/graders/run": Doc(GraderRunParams, returns=GraderRunResponse),
+    "POST /v1/fine_tuning/alpha/graders/validate": Doc(
+        GraderValidateParams, returns=GraderValidateResponse
     ),
     # evals
     "POST /v1/evals": Doc(EvalCreateParams, returns=Eval, errors=(404,)),

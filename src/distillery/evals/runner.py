@@ -88,11 +88,24 @@ def result_type(grader_type: str) -> str:
     return grader_type.replace("_", "-") + "-grader"
 
 
+# testing criteria that need a field their grader object leaves optional (OpenAI's
+# ``TestingCriterionTextSimilarity`` requires ``pass_threshold``; ``TextSimilarityGrader`` has none)
+CRITERIA_REQUIRE = {"text_similarity": "pass_threshold"}
+
+
 def build_graders(eval_body: Mapping[str, Any], judge: ProviderJudge | None) -> list[Grader]:
-    return [
-        build_grader(cfg, judge=judge, param=f"testing_criteria[{i}]")
-        for i, cfg in enumerate(eval_body.get("testing_criteria") or [])
-    ]
+    graders = []
+    for i, cfg in enumerate(eval_body.get("testing_criteria") or []):
+        graders.append(build_grader(cfg, judge=judge, param=f"testing_criteria[{i}]"))
+        required = CRITERIA_REQUIRE.get(str(cfg.get("type")))
+        if required is not None and required not in cfg:
+            param = f"testing_criteria[{i}].{required}"
+            raise InvalidRequestError(
+                f"Missing required parameter: '{param}'.",
+                param=param,
+                code="missing_required_parameter",
+            )
+    return graders
 
 
 def run_model(ds: Mapping[str, Any]) -> str | None:

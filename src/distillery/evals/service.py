@@ -102,6 +102,20 @@ class EvalsService:
         self.runner = Runner(self.repo, self.sources, providers, concurrency=concurrency)
         self._tasks: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
+    # -- graders on their own (``/v1/fine_tuning/alpha/graders``) -------------------------------
+
+    async def run_grader(self, body: Any) -> dict[str, Any]:
+        """Grade one sample with a grader object; model judges call the providers, as in runs."""
+        from distillery.evals.graders.run import run_request
+
+        return await run_request(body, judge=self.runner.judge)
+
+    def validate_grader(self, body: Any) -> dict[str, Any]:
+        """The grader object when it builds, else a 400 whose ``param`` names the problem."""
+        from distillery.evals.graders.run import validate_request
+
+        return validate_request(body)
+
     # -- evals -----------------------------------------------------------------------------------
 
     def create_eval(self, body: Any) -> dict[str, Any]:

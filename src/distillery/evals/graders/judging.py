@@ -24,7 +24,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from distillery.evals.graders.base import GraderError, JudgeClient, parse_json, preview
+from distillery.evals.graders.base import (
+    MODEL_PARSE_ERROR,
+    MODEL_REFUSAL_ERROR,
+    MODEL_SERVER_ERROR,
+    GraderError,
+    JudgeClient,
+    parse_json,
+    preview,
+)
 from distillery.settings import Settings
 from distillery.text.lang import contains_cjk
 
@@ -91,7 +99,9 @@ async def ask(
 ) -> JudgeAnswer:
     """Call the judge and return its text answer; every failure becomes a ``GraderError``."""
     if judge is None:
-        raise GraderError(f"no judge client is bound to call model {model!r}")
+        raise GraderError(
+            f"no judge client is bound to call model {model!r}", kind=MODEL_SERVER_ERROR
+        )
     params = sampling or GraderSamplingParams()
     try:
         completion = await judge.complete(
@@ -105,7 +115,7 @@ async def ask(
     except GraderError:
         raise
     except Exception as exc:
-        raise GraderError(f"judge model {model!r} failed: {exc}") from exc
+        raise GraderError(f"judge model {model!r} failed: {exc}", kind=MODEL_SERVER_ERROR) from exc
     return JudgeAnswer(content=answer_text(completion), usage=completion.get("usage") or {})
 
 
@@ -114,14 +124,16 @@ def answer_text(completion: Mapping[str, Any]) -> str:
     choices = completion.get("choices") or []
     message = choices[0].get("message") if choices and isinstance(choices[0], Mapping) else None
     if not isinstance(message, Mapping):
-        raise GraderError("judge returned no message")
+        raise GraderError("judge returned no message", kind=MODEL_PARSE_ERROR)
     if message.get("refusal"):
-        raise GraderError(f"judge refused: {preview(str(message['refusal']))}")
+        raise GraderError(
+            f"judge refused: {preview(str(message['refusal']))}", kind=MODEL_REFUSAL_ERROR
+        )
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     if not isinstance(content, str) or not content.strip():
-        raise GraderError("judge returned an empty answer")
+        raise GraderError("judge returned an empty answer", kind=MODEL_PARSE_ERROR)
     return content
 
 
@@ -151,7 +163,11 @@ def parse_choice(text: str, choices: Sequence[str]) -> str:
         choice = _line_choice(line, choices)
         if choice is not None:
             return choice
-    raise GraderError(f"judge answer names none of {list(choices)}: {preview(text)!r}", raw=text)
+    raise GraderError(
+        f"judge answer names none of {list(choices)}: {preview(text)!r}",
+        raw=text,
+        kind=MODEL_PARSE_ERROR,
+    )
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
@@ -218,7 +234,7 @@ def parse_score(content: str) -> tuple[float, Mapping[str, Any] | None]:
         match = _SCORE_LINE.match(line.strip())
         if match:
             return float(match.group(1)), obj
-    raise GraderError("judge answer has no score", raw=content)
+    raise GraderError("judge answer has no score", raw=content, kind=MODEL_PARSE_ERROR)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,14 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from distillery.evals.graders.base import Grade, GradeInput, GraderConfig, GraderError, JudgeClient
+from distillery.evals.graders.base import (
+    MODEL_PARSE_ERROR,
+    Grade,
+    GradeInput,
+    GraderConfig,
+    GraderError,
+    JudgeClient,
+)
 from distillery.evals.graders.judging import (
     Classification,
     GraderSamplingParams,
@@ -195,7 +202,11 @@ class ScoreModelGrader:
             response_format=json_result_format("score_result", value_schema, "score"),
         )
         if not low <= score <= high:
-            raise GraderError(f"judge score {score:g} is outside {[low, high]}", raw=answer.content)
+            raise GraderError(
+                f"judge score {score:g} is outside {[low, high]}",
+                raw=answer.content,
+                kind=MODEL_PARSE_ERROR,
+            )
         passed = None if cfg.pass_threshold is None else score >= cfg.pass_threshold
         return Grade(
             score=score,

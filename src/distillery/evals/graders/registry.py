@@ -1,10 +1,17 @@
-"""Build a grader from its config dict (one ``testing_criteria`` entry of an eval).
+"""Build a grader from its config dict (one ``testing_criteria`` entry of an eval, an RFT job's
+``method.reinforcement.grader``, a route's grader).
 
-OpenAI's types (``string_check``, ``text_similarity``, ``label_model``, ``score_model``) take
-exactly OpenAI's fields; distillery's own types use the same style. An invalid config or an
-unknown ``type`` raises ``InvalidRequestError`` whose ``param`` points at the offending field, e.g.
-``testing_criteria[2].evaluation_metric``. OpenAI's ``python`` and ``multi`` graders are refused:
-distillery runs no user code.
+OpenAI's types (``string_check``, ``text_similarity``, ``label_model``, ``score_model``,
+``python``, ``multi``) take exactly OpenAI's fields; distillery's own types use the same style. An
+invalid config or an unknown ``type`` raises ``InvalidRequestError`` whose ``param`` points at the
+offending field, e.g. ``testing_criteria[2].evaluation_metric``.
+
+- ``multi`` (``multi.py``) combines sub-graders of any other type with a ``calculate_output``
+  formula; its formula is checked here, at build time.
+- ``python`` (``python_grader.py``) runs the user's ``grade(sample, item)`` in a sandbox (network,
+  PID and IPC namespaces, resource limits, an audit hook). Its source is compiled (never run)
+  here; on a machine where the sandbox does not work the config is refused with a 400 that says
+  why (``python_grader.sandbox_available``).
 
 Model judges call ``judge``; without one they can be built (to validate an eval) but grading
 raises ``GraderError``. Embedding graders use ``embedder``, by default the local MiniLM model.
@@ -13,13 +20,11 @@ raises ``GraderError``. Embedding graders use ``embedder``, by default the local
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, TypeGuard, TypeVar, assert_never, get_args
-
-from pydantic import ValidationError
+from typing import Any, Literal, TypeGuard, assert_never, get_args
 
 from distillery.embedders import Embedder, default_embedder
 from distillery.errors import InvalidRequestError
-from distillery.evals.graders.base import Grader, GraderConfig, JudgeClient
+from distillery.evals.graders.base import Grader, JudgeClient, parse_config
 from distillery.evals.graders.json_checks import (
     JsonSchemaConfig,
     JsonSchemaGrader,
@@ -40,11 +45,12 @@ from distillery.evals.graders.llm_judge import (
     ScoreModelConfig,
     ScoreModelGrader,
 )
+from distillery.evals.graders.multi import build_multi
+from distillery.evals.graders.python_grader import build_python
 from distillery.evals.graders.semantic import SemanticSimilarityConfig, SemanticSimilarityGrader
 from distillery.evals.graders.sentiment import SentimentConfig, SentimentGrader
 from distillery.evals.graders.string_check import StringCheckConfig, StringCheckGrader
 from distillery.evals.graders.text_similarity import TextSimilarityConfig, TextSimilarityGrader
-from distillery.wire.params import invalid_request
 
 LocalGraderType = Literal[
     "string_check",
@@ -62,19 +68,13 @@ JudgedGraderType = Literal[
     "criteria_match",
     "custom_prompt",
 ]
-GraderType = Literal[LocalGraderType, JudgedGraderType]
-GRADER_TYPES: tuple[str, ...] = get_args(LocalGraderType) + get_args(JudgedGraderType)
-UNSUPPORTED_TYPES = ("python", "multi")
+CompositeGraderType = Literal["python", "multi"]  # user code; graders of graders
+GraderType = Literal[LocalGraderType, JudgedGraderType, CompositeGraderType]
+GRADER_TYPES: tuple[str, ...] = (
+    get_args(LocalGraderType) + get_args(JudgedGraderType) + get_args(CompositeGraderType)
+)
 
-C = TypeVar("C", bound=GraderConfig)
-
-
-def parse_config(cls: type[C], config: Mapping[str, Any], param: str) -> C:
-    """Validate ``config`` into ``cls``; the first problem becomes an ``InvalidRequestError``."""
-    try:
-        return cls.model_validate(dict(config))
-    except ValidationError as exc:
-        raise invalid_request(exc, prefix=param, what="grader config") from exc
+__all__ = ["GRADER_TYPES", "GraderType", "build_grader", "parse_config"]
 
 
 def _is_local(value: object) -> TypeGuard[LocalGraderType]:
@@ -100,10 +100,15 @@ def build_grader(
         return _build_local(grader_type, config, embedder, param)
     if _is_judged(grader_type):
         return _build_judged(grader_type, config, judge, param)
-    if grader_type in UNSUPPORTED_TYPES:
-        message = f"Grader type {grader_type!r} is not supported: distillery runs no user code."
-    else:
-        message = f"Unknown grader type {grader_type!r}; expected one of {', '.join(GRADER_TYPES)}."
+    if grader_type == "python":
+        return build_python(config, param)
+    if grader_type == "multi":
+
+        def build_sub(sub: Mapping[str, Any], where: str) -> Grader:
+            return build_grader(sub, judge=judge, embedder=embedder, param=where)
+
+        return build_multi(config, param, build_sub)
+    message = f"Unknown grader type {grader_type!r}; expected one of {', '.join(GRADER_TYPES)}."
     raise InvalidRequestError(message, param=f"{param}.type")
 
 

@@ -5,6 +5,9 @@
   ``{{sample.output_json.category}}``. Whitespace inside the braces is allowed.
 - A missing key (or a ``null``) renders as the empty string; a string renders as itself; any other
   value as JSON with non-ASCII characters kept (``ensure_ascii=False``).
+
+``item_references`` lists the item fields a grader config reads, so a job can check that its rows
+carry them before it starts.
 """
 
 from __future__ import annotations
@@ -66,6 +69,57 @@ def render(template: str, inp: GradeInput) -> str:
         return to_text(resolve(match.group(1), path, inp))
 
     return _PLACEHOLDER.sub(substitute, template)
+
+
+# grader config keys that are never rendered as templates
+_NOT_TEMPLATED = frozenset(
+    {"type", "name", "model", "schema", "labels", "passing_labels", "calculate_output"}
+)
+
+
+def item_references(config: Any) -> set[str]:
+    """Every top-level item field that a grader config reads through ``{{item.<field>...}}``.
+
+    Looks at every string of the config, in nested objects and lists (``input`` messages and
+    their content parts), and in a ``multi`` grader's sub-graders (in either shape). A ``python``
+    grader reads ``item[...]`` in code, which cannot be known: it adds nothing. ``{{item}}`` alone
+    (the whole row) names no field; a ``custom_prompt`` read from a ``prompt_file`` is not opened.
+    """
+    found: set[str] = set()
+    if isinstance(config, Mapping):
+        _collect_grader(config, found)
+    return found
+
+
+def _collect_grader(config: Mapping[str, Any], found: set[str]) -> None:
+    kind = config.get("type")
+    if kind == "python":
+        return
+    if kind == "multi":
+        graders = config.get("graders")
+        if isinstance(graders, Mapping):
+            subs = [graders] if isinstance(graders.get("type"), str) else list(graders.values())
+            for sub in subs:
+                if isinstance(sub, Mapping):
+                    _collect_grader(sub, found)
+        return
+    for key, value in config.items():
+        if key not in _NOT_TEMPLATED:
+            _collect(value, found)
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    if isinstance(value, str):
+        for match in _PLACEHOLDER.finditer(value):
+            path = [p for p in match.group(2).split(".") if p]
+            if match.group(1) == "item" and path:
+                found.add(path[0])
+    elif isinstance(value, Mapping):
+        for child in value.values():
+            _collect(child, found)
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        for child in value:
+            _collect(child, found)
 
 
 def fill_slots(template: str, values: Mapping[str, str]) -> str:

@@ -66,7 +66,9 @@ class TextSimilarityConfig(GraderConfig):
     input: str
     reference: str
     evaluation_metric: EvaluationMetric
-    pass_threshold: float
+    # required in an eval's testing_criteria (``evals.runner.build_graders`` checks it), not in
+    # OpenAI's grader object (RFT, a ``multi`` grader, the grader API): there ``passed`` is None
+    pass_threshold: float | None = None
 
 
 class _NoSynonyms:
