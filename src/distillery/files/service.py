@@ -230,6 +230,16 @@ class FilesService:
                 max_line_bytes=self.config.max_line_bytes,
             )
         if not report.ok:
+            missing = report.error_counts.get("example_missing_assistant_message", 0)
+            if set(report.error_counts) == {"example_missing_assistant_message"} and (
+                missing == report.n_lines
+            ):
+                # no line has an answer: OpenAI's reinforcement rows (prompts plus the fields
+                # a grader reads), checked against the grader when a job is created
+                return (
+                    "Warnings: no line has an assistant message; the file can train "
+                    "reinforcement jobs (method 'reinforcement') only."
+                )
             raise InvalidRequestError(
                 report.error_message(), param="file", code="invalid_file_format"
             )

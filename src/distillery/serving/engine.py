@@ -95,7 +95,10 @@ class GenerationEngine:
         adapter_memory_mb: int,
         threads: int | None = None,
         chat_template: str | None = None,
+        runtime: ModelRuntime | None = None,
     ) -> None:
+        """``runtime``: a model already loaded (``runtime.runtime_for``) instead of loading
+        ``source_path`` on the engine's thread."""
         self.model_name = model_name
         self._chat_template = chat_template  # the provider's setting; None: the model's own
         self._source_path = source_path
@@ -118,6 +121,7 @@ class GenerationEngine:
         self._thread = threading.Thread(
             target=self._run, name=f"distillery-engine-{model_name}", daemon=True
         )
+        self._given = runtime
         self.runtime: ModelRuntime | None = None  # set by _load
         self._adapter_snapshot: tuple[tuple[str, int], ...] = ()
         self._adapter_loads: dict[str, int] = {}
@@ -184,8 +188,16 @@ class GenerationEngine:
         digest = hashlib.sha256(f"{self.model_name}:{dtype}:{device}".encode()).hexdigest()
         return f"fp_{digest[:10]}"
 
+    def forget_prefixes(self) -> None:
+        """Drop the cached prompt prefixes: their KV is stale once the weights change (the
+        reinforcement trainer calls this after each optimizer step). Call while idle."""
+        with self._cv:
+            self._prefixes = PrefixCache(
+                max_tokens=self._prefixes.max_tokens, min_tokens=MIN_SHARED_PREFIX
+            )
+
     def _load(self) -> None:
-        runtime = load_runtime(
+        runtime = self._given or load_runtime(
             self.model_name,
             source_path=self._source_path,
             device=self._device_pref,
@@ -435,7 +447,7 @@ class GenerationEngine:
         delta = row.text.take_delta(final=True)
         if delta:
             self._emit(request, TextDelta(row.index, delta))
-        self._emit(request, ChoiceFinished(row.index, reason, row.generated))
+        self._emit(request, ChoiceFinished(row.index, reason, row.generated, row.text.ids))
         request.completion_tokens += row.generated
         request.done += 1
         self._release(batch, row)

@@ -33,6 +33,7 @@ class ChoiceFinished:
     index: int
     finish_reason: str
     completion_tokens: int
+    token_ids: tuple[int, ...] = ()  # the tokens generated (the one that stopped it excluded)
 
 
 @dataclass(frozen=True)

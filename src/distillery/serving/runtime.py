@@ -98,7 +98,7 @@ def load_runtime(
     """Load ``model_name`` (from ``source_path`` when given) for the engine."""
     import torch
 
-    from distillery import chat_templates, weights
+    from distillery import weights
 
     source = weights.resolve_source(model_name, source_path)
     device = weights.best_device(device)
@@ -108,6 +108,29 @@ def load_runtime(
     tokenizer = weights.load_tokenizer(source, chat_template=chat_template)
     model = weights.load_model(source, dtype=dtype, device=device)
     model.eval()  # type: ignore[no-untyped-call]
+    return runtime_for(
+        model_name, model, tokenizer, adapter_budget=adapter_budget, device=device, dtype=dtype
+    )
+
+
+def runtime_for(
+    model_name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    adapter_budget: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> ModelRuntime:
+    """The engine's view of a model already loaded: its figures measured, its attention set to
+    the engine's. The reinforcement trainer samples with the weights it is training this way (a
+    LoRA model's injected layers are part of ``model``)."""
+    import torch
+
+    from distillery import chat_templates
+
+    device = device or str(model.device)
+    dtype = dtype or str(model.dtype).removeprefix("torch.")
     config = model.config.get_text_config()
     windows = _check_architecture(model_name, model)
     context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or int(
@@ -130,7 +153,7 @@ def load_runtime(
     )
     kv_heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     kv_shape = (int(config.num_hidden_layers), kv_heads, head_dim)
-    element = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    element = torch.empty((), dtype=model.dtype).element_size()
     per_token = 2 * kv_shape[0] * kv_heads * head_dim * element
     kv_budget_tokens = _memory_budget(device) // per_token // 2
     return ModelRuntime(
@@ -147,7 +170,7 @@ def load_runtime(
         kv_shape=kv_shape,
         windows=windows,
         compiler=GrammarCompiler(tokenizer, sorted(eos)),
-        adapters=AdapterPool(model, budget_bytes=adapter_budget, dtype=getattr(torch, dtype)),
+        adapters=AdapterPool(model, budget_bytes=adapter_budget, dtype=model.dtype),
         head=exact_head(model, windows),
     )
 

@@ -283,6 +283,11 @@ class TextAccumulator:
         self.text = ""
         self.stopped = False
 
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The tokens pushed so far."""
+        return tuple(self._ids)
+
     def push(self, token: int) -> None:
         """Add a generated token; sets :attr:`stopped` when a stop string appears."""
         self._ids.append(token)

@@ -75,6 +75,10 @@ class FineTuneSpec:
     method: Mapping[str, Any] = field(default_factory=dict)  # the OpenAI `method` object
     extras: Mapping[str, Any] = field(default_factory=dict)  # the `distillery` extension field
     model_path: str | None = None  # the provider's configured weights for the base, if any
+    # a job on a fine-tuned model (``ft:...``, the reinforcement method): the base it was
+    # trained from and its adapter folder, which the run starts from
+    base_model: str | None = None
+    start_adapter: str | None = None
 
 
 @dataclass(frozen=True)

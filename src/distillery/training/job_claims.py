@@ -165,4 +165,6 @@ def spec_of(job: JobRecord, jobs_root: Path) -> FineTuneSpec:
         method=state.get("method") or {"type": "supervised", "supervised": {}},
         extras=state.get("extras") or {},
         model_path=state.get("model_path"),
+        base_model=state.get("base_model") if state.get("start_model") else None,
+        start_adapter=state.get("start_adapter"),
     )

@@ -85,6 +85,8 @@ def check_file(path: Path, minimum: int, param: str, *, deep: bool) -> JobError 
 def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
     """OpenAI's result file: a CSV of the metrics per step (purpose fine-tune-results)."""
     data = [e.body.get("data") or {} for e in jobs.all_events(job_id)]
+    if any("reward_mean" in d for d in data):
+        return _store_results(files, job_id, [("step_metrics.csv", reward_csv(data))])
     rows = [d for d in data if "step" in d and "train_loss" in d]
     if not rows:
         return []
@@ -107,6 +109,24 @@ def result_file(jobs: JobsRepo, files: FileSource, job_id: str) -> list[str]:
     selection = next((d["selection"] for d in data if isinstance(d.get("selection"), dict)), None)
     if selection is not None:
         outputs.append(("checkpoint_selection.csv", selection_csv(selection)))
+    return _store_results(files, job_id, outputs)
+
+
+REWARD_COLUMNS = ("step", "reward_mean", "reward_std", "kl", "valid_reward_mean")
+
+
+def reward_csv(data: list[dict[str, Any]]) -> str:
+    """A reinforcement job's metrics per step: the rewards, the KL, the validation reward."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REWARD_COLUMNS)
+    for d in data:
+        if d.get("step") and "reward_mean" in d:
+            writer.writerow([d.get(c) for c in REWARD_COLUMNS])
+    return out.getvalue()
+
+
+def _store_results(files: FileSource, job_id: str, outputs: list[tuple[str, str]]) -> list[str]:
     ids: list[str] = []
     for name, text in outputs:
         try:

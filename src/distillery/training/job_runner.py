@@ -217,7 +217,7 @@ class JobRunner:
                 return
         model = self.ledger.models.register(
             model_id,
-            base_model=job.body["model"],
+            base_model=str(job.state.get("base_model") or job.body["model"]),
             provider=self.provider,
             adapter_path=adapter,
             job_id=self.job_id,
@@ -306,7 +306,7 @@ class JobRunner:
         body = checkpoint_body(checkpoint_id, created, self.job_id, model_id, checkpoint)
         model = self.ledger.models.register(
             model_id,
-            base_model=job.body["model"],
+            base_model=str(job.state.get("base_model") or job.body["model"]),
             provider=self.provider,
             adapter_path=checkpoint.adapter_path,
             job_id=self.job_id,

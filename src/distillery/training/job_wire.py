@@ -138,13 +138,68 @@ def _number(name: str, value: Any, param: str) -> int | float | str:
     return float(value) if name == "learning_rate_multiplier" else value
 
 
-def parse_hyperparameters(value: Any, prefix: str) -> Hyperparameters:
+# each method's own hyperparameters beside the three shared ones (OpenAI's method objects)
+METHOD_HYPERPARAMETERS: dict[str, frozenset[str]] = {
+    "supervised": frozenset(),
+    "dpo": frozenset({"beta"}),
+    "reinforcement": frozenset(
+        {"compute_multiplier", "eval_interval", "eval_samples", "reasoning_effort"}
+    ),
+}
+_RFT_LIMITS: dict[str, tuple[float, float]] = {
+    "compute_multiplier": (0.00001, 10.0),
+    "eval_interval": (1, 1_000_000),
+    "eval_samples": (1, 1_000),
+}
+REASONING_EFFORTS = ("default", "low", "medium", "high")
+
+
+def _reinforcement_extra(name: str, value: Any, param: str) -> Any:
+    """One of the reinforcement method's own hyperparameters, checked as OpenAI's."""
+    if value is None or value == "auto":
+        return "auto"
+    if name == "reasoning_effort":
+        if value not in REASONING_EFFORTS:
+            raise InvalidRequestError(
+                f"Invalid '{param}': expected one of {', '.join(REASONING_EFFORTS)}.", param=param
+            )
+        return value
+    low, high = _RFT_LIMITS[name]
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    integer = name != "compute_multiplier"
+    if ok and integer:
+        ok = float(value).is_integer()
+    if not ok or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise InvalidRequestError(
+            f"Invalid '{param}': expected \"auto\" or {kind} between {low:g} and {high:g}, "
+            f"got {value!r}.",
+            param=param,
+        )
+    return int(value) if integer else float(value)
+
+
+def method_extras(method: str, value: Any, prefix: str) -> dict[str, Any]:
+    """The method's own hyperparameters in ``value`` (checked; absent ones left out)."""
+    if method != "reinforcement" or not isinstance(value, Mapping):
+        return {}
+    return {
+        k: _reinforcement_extra(k, value[k], f"{prefix}.{k}")
+        for k in sorted(METHOD_HYPERPARAMETERS["reinforcement"])
+        if k in value
+    }
+
+
+def parse_hyperparameters(value: Any, prefix: str, method: str = "supervised") -> Hyperparameters:
     """A ``hyperparameters`` object (at ``prefix`` in the body); absent ones are ``"auto"``."""
     if value is None:
         return Hyperparameters()
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"Invalid '{prefix}': expected an object.", param=prefix)
-    unknown = sorted(set(value) - set(_LIMITS) - {"beta"})
+    own = METHOD_HYPERPARAMETERS.get(method, frozenset())
+    unknown = sorted(
+        set(value) - set(_LIMITS) - own - ({"beta"} if method == "supervised" else set())
+    )
     if unknown:
         raise InvalidRequestError(
             f"Unrecognized hyperparameter '{unknown[0]}'.", param=f"{prefix}.{unknown[0]}"
@@ -169,7 +224,10 @@ def _method(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], Hyperparamete
     if not isinstance(section, Mapping):
         raise InvalidRequestError(f"Invalid 'method.{mtype}'.", param=f"method.{mtype}")
     prefix = f"method.{mtype}.hyperparameters"
-    hyper = parse_hyperparameters(section.get("hyperparameters"), prefix)
+    hyper = parse_hyperparameters(section.get("hyperparameters"), prefix, str(mtype))
+    method_extras(str(mtype), section.get("hyperparameters"), prefix)
+    if mtype == "reinforcement":
+        _check_reinforcement(section)
     if top:
         legacy = parse_hyperparameters(top, "hyperparameters")
         if section.get("hyperparameters") and legacy != hyper:
@@ -180,6 +238,37 @@ def _method(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], Hyperparamete
             )
         hyper = legacy
     return str(mtype), dict(section), hyper
+
+
+REINFORCEMENT_FIELDS = frozenset({"grader", "hyperparameters", "response_format"})
+
+
+def _check_reinforcement(section: Mapping[str, Any]) -> None:
+    """The shape of ``method.reinforcement`` (the grader itself is built by the backend)."""
+    unknown = sorted(set(section) - REINFORCEMENT_FIELDS)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unrecognized argument supplied: 'method.reinforcement.{unknown[0]}'.",
+            param=f"method.reinforcement.{unknown[0]}",
+        )
+    grader = section.get("grader")
+    if grader is None:
+        raise InvalidRequestError(
+            "Missing required parameter: 'method.reinforcement.grader'.",
+            param="method.reinforcement.grader",
+            code="missing_required_parameter",
+        )
+    if not isinstance(grader, Mapping):
+        raise InvalidRequestError(
+            "Invalid 'method.reinforcement.grader': expected a grader object.",
+            param="method.reinforcement.grader",
+        )
+    fmt = section.get("response_format")
+    if fmt is not None and not isinstance(fmt, Mapping):
+        raise InvalidRequestError(
+            "Invalid 'method.reinforcement.response_format': expected an object.",
+            param="method.reinforcement.response_format",
+        )
 
 
 def parse_create(body: Any) -> CreateRequest:
@@ -235,6 +324,9 @@ CHECKPOINT_METRICS = (
     "valid_mean_token_accuracy",
     "full_valid_loss",
     "full_valid_mean_token_accuracy",
+    # reinforcement jobs: the mean reward of the step's samples and of the validation prompts
+    "reward_mean",
+    "valid_reward_mean",
 )
 
 

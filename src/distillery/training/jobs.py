@@ -86,7 +86,9 @@ class FineTuningService:
     def create(self, body: Any) -> dict[str, Any]:
         """Check a ``POST /v1/fine_tuning/jobs`` body and record the job (``validating_files``)."""
         req = parse_create(body)
-        resolved = self.registry.resolve(req.model, backend=req.backend)
+        start = self._start_model(req.model)
+        base = start.base_model if start is not None else req.model
+        resolved = self.registry.resolve(base, backend=req.backend)
         training = input_file(self.files, req.training_file, "training_file")
         validation = (
             input_file(self.files, req.validation_file, "validation_file")
@@ -110,6 +112,8 @@ class FineTuningService:
             method={"type": req.method_type, req.method_type: req.method},
             extras=req.extras,
             model_path=resolved.model_path,
+            base_model=start.base_model if start is not None else None,
+            start_adapter=start.adapter_path if start is not None else None,
         )
         hyper = resolved.backend.validate(spec)
         created_at = int(time.time())
@@ -128,13 +132,34 @@ class FineTuningService:
                 "extras": req.extras,
                 "method": dict(spec.method),
                 "requested_hyperparameters": req.hyperparameters.to_dict(),
-                "model_id": fine_tuned_model_id(req.model, req.suffix, job_id),
+                "model_id": fine_tuned_model_id(base, req.suffix, job_id),
+                "base_model": base,
+                "start_model": req.model if start is not None else None,
+                "start_adapter": spec.start_adapter,
                 "restarts": 0,
             },
         )
         files = training.id + (f" and validation file: {validation.id}" if validation else "")
         self.ledger.event(job_id, f"Validating training file: {files}")
         return record.to_object()
+
+    def _start_model(self, model: str) -> FineTunedModel | None:
+        """The fine-tuned model a job starts from (``model`` an ``ft:`` id), else None."""
+        if not model.startswith("ft:"):
+            return None
+        found = self.models.get(model)
+        if found is None:
+            raise InvalidRequestError(
+                f"Model {model} does not exist.", param="model", code="model_not_found"
+            )
+        if not found.adapter_path:
+            raise InvalidRequestError(
+                f"Model {model} has no local weights to continue from (a provider's model); "
+                "fine-tune it with its provider.",
+                param="model",
+                code="model_not_available",
+            )
+        return found
 
     def create_from_paths(
         self,

@@ -208,11 +208,20 @@ class LocalBackend:
     # -- configuration ---------------------------------------------------------------------------
 
     def config(self, spec: FineTuneSpec) -> LocalSFTConfig:
+        """The run's config: a ``LocalSFTConfig``, or a ``LocalRFTConfig`` for the
+        reinforcement method."""
         method = str(spec.method.get("type") or "supervised")
-        if method != "supervised":
+        if method not in ("supervised", "reinforcement"):
             raise InvalidRequestError(
-                f"Method '{method}' is not available for local models; use 'supervised'.",
+                f"Method '{method}' is not available for local models; use 'supervised' or "
+                "'reinforcement'.",
                 param="method.type",
+            )
+        if method == "supervised" and spec.start_adapter:
+            raise InvalidRequestError(
+                f"A supervised job trains a base model; {spec.model} is a fine-tuned model. "
+                "Fine-tune its base model, or continue from it with the 'reinforcement' method.",
+                param="model",
             )
         reserved = sorted(set(spec.extras) & _RESERVED)
         if reserved:
@@ -224,23 +233,111 @@ class LocalBackend:
         values: dict[str, Any] = {
             **self.defaults,
             **spec.extras,
-            "base_model": spec.model,
+            "base_model": spec.base_model or spec.model,
             "base_model_path": spec.model_path,
-            "chat_template": self.provider.chat_template_for(spec.model) if self.provider else None,
+            "chat_template": self.provider.chat_template_for(spec.base_model or spec.model)
+            if self.provider
+            else None,
             "n_epochs": hyper.n_epochs,
             "batch_size": hyper.batch_size,
             "learning_rate_multiplier": hyper.learning_rate_multiplier,
             "seed": spec.seed,
         }
         try:
+            if method == "reinforcement":
+                return self._rft_config(spec, values)
             return LocalSFTConfig.model_validate(values)
         except ValidationError as exc:
             top = str(exc.errors()[0].get("loc", ("",))[0])
             prefix = "distillery" if top in spec.extras else None
             raise invalid_request(exc, prefix=prefix) from None
 
+    @staticmethod
+    def _rft_config(spec: FineTuneSpec, values: dict[str, Any]) -> LocalSFTConfig:
+        from distillery.training.local.rft_config import LocalRFTConfig
+
+        section = spec.method.get("reinforcement") or {}
+        hyper = section.get("hyperparameters") or {}
+        if int(values.get("devices") or 1) > 1:
+            raise InvalidRequestError(
+                "Reinforcement fine-tuning runs in one process; set 'distillery.devices' to 1.",
+                param="distillery.devices",
+            )
+        if values.get("method", "lora") != "lora":
+            raise InvalidRequestError(
+                "Reinforcement fine-tuning trains a LoRA adapter (its KL reference is the "
+                "adapter switched off); 'distillery.method' must be 'lora'.",
+                param="distillery.method",
+            )
+        if spec.start_adapter:
+            from distillery.serving.adapters import is_full_model
+
+            if is_full_model(spec.start_adapter):
+                raise InvalidRequestError(
+                    f"{spec.model} was fully fine-tuned; reinforcement fine-tuning continues "
+                    "from a LoRA student (its adapter is trained on, on the shared base).",
+                    param="model",
+                )
+        rft = {
+            "grader": section.get("grader"),
+            "response_format": section.get("response_format"),
+            "start_adapter": spec.start_adapter,
+            **{
+                k: hyper[k]
+                for k in ("compute_multiplier", "eval_interval", "eval_samples")
+                if k in hyper
+            },
+        }
+        return LocalRFTConfig.model_validate({**values, **rft})
+
     def validate(self, spec: FineTuneSpec) -> Hyperparameters:
-        resolved = self.config(spec).resolve_auto(spec.training_examples)
+        config = self.config(spec)
+        if str(spec.method.get("type")) == "reinforcement":
+            return self._validate_rft(spec, config)
+        resolved = config.resolve_auto(spec.training_examples)
+        return Hyperparameters(
+            n_epochs=int(resolved.n_epochs),
+            batch_size=int(resolved.batch_size),
+            learning_rate_multiplier=float(resolved.learning_rate_multiplier),
+        )
+
+    @staticmethod
+    def _validate_rft(spec: FineTuneSpec, config: LocalSFTConfig) -> Hyperparameters:
+        """The grader builds, the response format parses, and every row is a prompt that
+        carries the fields the grader reads: a 400 naming the param before any training."""
+        from distillery.evals.graders.registry import build_grader
+        from distillery.evals.graders.templating import item_references
+        from distillery.serving.constrained import parse_response_format
+        from distillery.training.local.rewards import judged_graders
+        from distillery.training.local.rft_config import LocalRFTConfig
+        from distillery.training.local.rft_data import check_prompts
+
+        assert isinstance(config, LocalRFTConfig)
+        param = "method.reinforcement.grader"
+        build_grader(config.grader, param=param)
+        judged = judged_graders(config.grader)
+        if judged:
+            raise InvalidRequestError(
+                f"The local reinforcement trainer grades without a judge model for now; the "
+                f"grader uses {judged[0]!r}. Use string_check, text_similarity, python, "
+                "json_schema, valid_json or a multi grader of those.",
+                param=param,
+                code="grader_not_supported",
+            )
+        try:
+            parse_response_format(config.response_format)
+        except InvalidRequestError as exc:
+            where = exc.param or "response_format"
+            raise InvalidRequestError(
+                exc.message, param=f"method.reinforcement.{where}", code=exc.code
+            ) from None
+        references = item_references(config.grader)
+        n_prompts = check_prompts(spec.training_path, references)
+        if spec.validation_path is not None:
+            check_prompts(
+                spec.validation_path, references, what="validation file", param="validation_file"
+            )
+        resolved = config.resolve_rft(n_prompts)
         return Hyperparameters(
             n_epochs=int(resolved.n_epochs),
             batch_size=int(resolved.batch_size),
@@ -381,12 +478,17 @@ class LocalBackend:
         training_file: str | Path,
         validation_file: str | Path | None = None,
     ) -> Path:
-        """Create ``job_dir`` and its ``job.json``."""
+        """Create ``job_dir`` and its ``job.json`` (a ``LocalRFTConfig`` makes it a
+        reinforcement run)."""
+        from distillery.training.local.rft_config import LocalRFTConfig
+
         path = Path(job_dir)
         path.mkdir(parents=True, exist_ok=True)
+        method = "reinforcement" if isinstance(config, LocalRFTConfig) else "supervised"
         write_json_atomic(
             path / JOB_FILE,
             {
+                "method": method,
                 "config": config.model_dump(mode="json"),
                 "training_file": str(Path(training_file).resolve()),
                 "validation_file": str(Path(validation_file).resolve())

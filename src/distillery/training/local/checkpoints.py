@@ -55,7 +55,8 @@ def save_weights(
 ) -> None:
     """The adapter (or whole model) and the tokenizer: each saved folder is servable."""
     if config.method == "lora":
-        model.save_pretrained(str(path))
+        # the trained adapter only (a reinforcement run also holds its frozen start adapter)
+        model.save_pretrained(str(path), selected_adapters=["default"])
     else:
         previous = causal_lm.config._attn_implementation
         causal_lm.set_attn_implementation("sdpa")

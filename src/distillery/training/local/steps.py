@@ -112,13 +112,7 @@ def target_loss(
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    batch = batch.to(device)
-    with autocast:
-        hidden = student.body(**batch.inputs, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.shape[-1])
-    positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
-    hidden = hidden.index_select(0, positions)
-    targets = batch.targets.index_select(0, positions)
+    hidden, targets = _target_hidden(student, batch, device=device, autocast=autocast)
     vocab = int(student.lm_head.weight.shape[0])
     chunk = max(64, LOGITS_CHUNK_ELEMENTS // max(1, vocab))
 
@@ -144,13 +138,56 @@ def target_loss(
     return total, int(hit_all.sum()), int(targets.numel())
 
 
-def _cross_entropy(
-    student: Student, logits: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy of fp32 ``logits`` (the model's logit scaling and soft-capping
-    applied) and whether each target is the argmax."""
+def target_logprobs(
+    student: Student,
+    batch: packing.ModelBatch,
+    *,
+    device: str,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> torch.Tensor:
+    """The log-probability of each target token (in order) under the model, with the same
+    chunked, recomputed head as :func:`target_loss` (the reinforcement trainer's policy term)."""
     import torch
-    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    hidden, targets = _target_hidden(student, batch, device=device, autocast=autocast)
+    vocab = int(student.lm_head.weight.shape[0])
+    chunk = max(64, LOGITS_CHUNK_ELEMENTS // max(1, vocab))
+
+    def chunk_logprobs(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            logits = student.lm_head(h)
+        return -_token_cross_entropy(student, logits.float(), t)
+
+    out: list[torch.Tensor] = []
+    for start in range(0, int(targets.numel()), chunk):
+        h, t = hidden[start : start + chunk], targets[start : start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            out.append(checkpoint(chunk_logprobs, h, t, use_reentrant=False))
+        else:
+            out.append(chunk_logprobs(h, t))
+    return torch.cat(out) if out else hidden.sum(-1)[:0]
+
+
+def _target_hidden(
+    student: Student,
+    batch: packing.ModelBatch,
+    *,
+    device: str,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The body's hidden states at the target positions and those targets."""
+    batch = batch.to(device)
+    with autocast:
+        hidden = student.body(**batch.inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    positions = (batch.targets != IGNORE_INDEX).nonzero().squeeze(1)
+    return hidden.index_select(0, positions), batch.targets.index_select(0, positions)
+
+
+def _scaled(student: Student, logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` with the model's logit scaling and soft-capping applied."""
+    import torch
 
     config = student.causal_lm.config
     if getattr(config, "logits_scaling", None):
@@ -158,5 +195,24 @@ def _cross_entropy(
     if getattr(config, "final_logit_softcapping", None):
         cap = config.final_logit_softcapping
         logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _token_cross_entropy(
+    student: Student, logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(_scaled(student, logits), targets, reduction="none")
+
+
+def _cross_entropy(
+    student: Student, logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of fp32 ``logits`` (the model's logit scaling and soft-capping
+    applied) and whether each target is the argmax."""
+    import torch.nn.functional as F
+
+    logits = _scaled(student, logits)
     loss = F.cross_entropy(logits, targets, reduction="sum")
     return loss, logits.detach().argmax(-1) == targets

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,9 @@ def autocast(device_type: str, use_bf16: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
+REFERENCE_ADAPTER = "reference"  # the frozen start adapter of a reinforcement run
+
+
 @dataclass
 class Student:
     """The model being trained and the parts the loop calls directly."""
@@ -98,7 +101,20 @@ def load_student(
     if use_packing:
         packing.register_packed_attention()
         model.set_attn_implementation(packing.PACKED_ATTENTION)
-    if lora:
+    start = getattr(cfg, "start_adapter", None)
+    if lora and start:
+        from peft import PeftModel
+
+        # the fine-tuned model the run starts from: its adapter is trained on, and a frozen
+        # copy of it (a few MB beside the shared base) is the reference the run stays close to
+        model = PeftModel.from_pretrained(model, start, is_trainable=True)
+        model.load_adapter(start, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        model.set_adapter("default")
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+        causal_lm = model.get_base_model()
+    elif lora:
         from peft import LoraConfig, get_peft_model
 
         peft_config = LoraConfig(
@@ -118,7 +134,9 @@ def load_student(
     else:
         torch.manual_seed(cfg.seed)
         causal_lm = model
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [
+        p for name, p in model.named_parameters() if p.requires_grad and not _reference(name)
+    ]
     return Student(
         model=model,
         causal_lm=causal_lm,
@@ -129,6 +147,28 @@ def load_student(
         n_params=sum(p.numel() for p in model.parameters()),
         use_packing=use_packing,
     )
+
+
+def _reference(name: str) -> bool:
+    return f".{REFERENCE_ADAPTER}." in name or name.endswith(f".{REFERENCE_ADAPTER}")
+
+
+@contextlib.contextmanager
+def reference_weights(student: Student) -> Iterator[None]:
+    """The model as the run started: the frozen start adapter, or no adapter at all."""
+    model = student.model
+    if REFERENCE_ADAPTER in getattr(model, "peft_config", {}):
+        model.set_adapter(REFERENCE_ADAPTER)
+        try:
+            yield
+        finally:
+            model.set_adapter("default")
+            for name, p in model.named_parameters():
+                if _reference(name):
+                    p.requires_grad_(False)
+        return
+    with model.disable_adapter():
+        yield
 
 
 def install_stop_hooks(body: Any, check_stop: Callable[[], None]) -> None:

@@ -3,7 +3,8 @@
 The job folder protocol (``backend.py`` is the parent's side of it):
 
 - input ``DIR/job.json``: ``{"config": LocalSFTConfig dict, "training_file": path,
-  "validation_file": path | null}``;
+  "validation_file": path | null}``; with ``"method": "reinforcement"`` the config is a
+  ``LocalRFTConfig`` and the run is reinforcement fine-tuning (``grpo.py``);
 - ``DIR/worker.pid``: this process's id, written first;
 - ``DIR/events.jsonl``: one JSON object per line, appended and flushed as they happen:
   ``{"type": "message"|"metrics"|"checkpoint", "level": "info"|"warn"|"error", "message": str,
@@ -158,6 +159,8 @@ def run_job(job_dir: Path, parallel: DataParallel | None = None) -> int:
     """Run the job in ``job_dir``; always writes ``result.json`` (rank 0 of several does);
     returns the exit code."""
     from distillery.training.local.config import LocalSFTConfig
+    from distillery.training.local.grpo import LocalRFTTrainer
+    from distillery.training.local.rft_config import LocalRFTConfig
     from distillery.training.local.trainer import LocalSFTTrainer, TrainingCancelled
 
     parallel = parallel or DataParallel()
@@ -184,19 +187,28 @@ def run_job(job_dir: Path, parallel: DataParallel | None = None) -> int:
             job = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise DistilleryError(f"cannot read {JOB_FILE}: {exc}", code="invalid_job") from exc
-        config = LocalSFTConfig.model_validate(job.get("config") or {})
         if not job.get("training_file"):
             raise DistilleryError(f"{JOB_FILE} names no training_file", code="invalid_job")
         events("message", "info", "Fine-tuning job started", {"pid": os.getpid()})
-        trainer = LocalSFTTrainer(
-            config,
-            job["training_file"],
-            job.get("validation_file"),
-            job_dir,
-            emit=events,
-            should_stop=stop,
-            parallel=parallel,
-        )
+        if job.get("method") == "reinforcement":
+            trainer = LocalRFTTrainer(
+                LocalRFTConfig.model_validate(job.get("config") or {}),
+                job["training_file"],
+                job.get("validation_file"),
+                job_dir,
+                emit=events,
+                should_stop=stop,
+            )
+        else:
+            trainer = LocalSFTTrainer(
+                LocalSFTConfig.model_validate(job.get("config") or {}),
+                job["training_file"],
+                job.get("validation_file"),
+                job_dir,
+                emit=events,
+                should_stop=stop,
+                parallel=parallel,
+            )
         outcome = trainer.run()
         result.update(
             status="succeeded",
