@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from tests.evals.runs_support import extra_provider_toml
+from tests.support.config import write_config
+from tests.support.fakes.openai_server import FakeOpenAI
 from tests.support.ft import upload, wait_for
+from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.training
 
@@ -198,3 +204,70 @@ def test_reinforcement_job_raises_the_reward_and_serves_its_model(client: openai
     wait_for(client, again.id, statuses=("running",))
     assert client.fine_tuning.jobs.cancel(again.id).status == "cancelled"
     assert wait_for(client, again.id).status == "cancelled"
+
+
+@pytest.fixture
+def judged_client(
+    home: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[openai.OpenAI]:
+    """A live gateway (SQLite) whose configuration also serves the fake's judge models."""
+    from distillery.app import build_services, create_app
+    from distillery.settings import Settings
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-test-secret-value-123456")
+    monkeypatch.setenv("FAKE_AZURE_KEY", "azure-secret-value-123456")
+    config = write_config(home, fake_openai, extra=extra_provider_toml(fake_openai))
+    services = build_services(
+        Settings(home=home, database_url=f"sqlite:///{home / 'd.db'}", config=config)
+    )
+    server = LiveServer(create_app(services)).start()
+    yield openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    server.stop()
+    services.store.close()
+
+
+def test_a_score_model_grader_calls_its_judge_from_the_training_process(
+    judged_client: openai.OpenAI, fake_openai: FakeOpenAI
+) -> None:
+    client = judged_client
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "judge-pass",
+        "input": [
+            {
+                "role": "user",
+                "content": "Is {{sample.output_text}} right for {{item.reference_answer}}?",
+            }
+        ],
+    }
+    training = _upload(client, _rows(4))
+    with pytest.raises(openai.BadRequestError) as err:  # a judge no provider serves
+        client.fine_tuning.jobs.create(
+            model=LOCAL, training_file=training, method=_method({**judge, "model": "judge-nope"})
+        )
+    assert err.value.body["param"] == "method.reinforcement.grader"  # type: ignore[index]
+    seen = len(fake_openai.requests)
+    job = client.fine_tuning.jobs.create(
+        model=LOCAL,
+        training_file=training,
+        method=_method(judge, n_epochs=1, batch_size=2, eval_interval=1),
+        extra_body={
+            "distillery": {
+                "group_size": 2,
+                "max_completion_tokens": 8,
+                "focus": "all",
+                "constant_reward_patience": 1,
+            }
+        },
+    )
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
+    steps = [e.data for e in events if e.type == "metrics" and (e.data or {}).get("step")]
+    # the scripted judge scores every answer 1.0: the reward is the judge's, and constant
+    assert steps and steps[0]["reward_mean"] == 1.0 and steps[0]["grading_errors"] == 0
+    assert any("Ending the run early" in e.message for e in events)
+    judged = [r for r in fake_openai.requests[seen:] if r.get("model") == "judge-pass"]
+    assert len(judged) >= 4  # 2 prompts x 2 samples, through the provider registry
+    assert "green" in json.dumps(judged[0]["messages"])  # the item reached the judge's prompt

@@ -36,6 +36,7 @@ from distillery.evals.datasources import (
     sampling_body,
 )
 from distillery.evals.graders.base import GradeInput, Grader, GraderError, sample_from_output
+from distillery.evals.graders.judging import ProviderJudge
 from distillery.evals.graders.registry import build_grader
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.registry import ProviderRegistry
@@ -48,34 +49,6 @@ ACTIVE = ("queued", "in_progress")
 TERMINAL = ("completed", "canceled", "failed")
 NO_ERROR: dict[str, str] = {"code": "", "message": ""}
 STATUS_POLL_S = 0.5
-
-
-class ProviderJudge:
-    """The ``JudgeClient`` of model graders: a chat completion through distillery's providers."""
-
-    def __init__(self, providers: ProviderRegistry) -> None:
-        self.providers = providers
-
-    async def complete(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        response_format: dict[str, Any] | None = None,
-        seed: int | None = None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_completion_tokens"] = max_tokens
-        if response_format is not None:
-            body["response_format"] = response_format
-        if seed is not None:
-            body["seed"] = seed
-        return await self.providers.route(model).create(body)
 
 
 def jsonable(value: Any) -> Any:

@@ -168,6 +168,9 @@ class TrainerContext:
     options: Any  # the kind's ``[training.backends.KIND]`` table, validated with its model
     training: TrainingConfig
     home: Path
+    # every configured provider: the judge models of a reinforcement job's graders are called
+    # through them from the training process
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class TrainingRegistry:
                 options=options,
                 training=self.training,
                 home=self.home,
+                providers=self.providers,
             )
         )
         self._built[(kind, provider)] = backend

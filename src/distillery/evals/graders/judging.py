@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +34,9 @@ from distillery.evals.graders.base import (
     preview,
 )
 from distillery.settings import Settings
+
+if TYPE_CHECKING:
+    from distillery.providers.registry import ProviderRegistry
 from distillery.text.lang import contains_cjk
 
 _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9]+)?")
@@ -297,3 +300,31 @@ async def classify(
         sampling=sampling,
     )
     return Classification(choice=choice, answer=answer)
+
+
+class ProviderJudge:
+    """The ``JudgeClient`` of model graders: a chat completion through distillery's providers."""
+
+    def __init__(self, providers: ProviderRegistry) -> None:
+        self.providers = providers
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_completion_tokens"] = max_tokens
+        if response_format is not None:
+            body["response_format"] = response_format
+        if seed is not None:
+            body["seed"] = seed
+        return await self.providers.route(model).create(body)

@@ -195,10 +195,13 @@ class LocalBackend:
         defaults: Mapping[str, Any] | None = None,
         concurrency: int = 1,
         provider: LocalProviderConfig | None = None,
+        providers: Mapping[str, ProviderConfig] | None = None,
     ) -> None:
-        """``provider``: the local provider serving the base models (its ``chat_template``)."""
+        """``provider``: the local provider serving the base models (its ``chat_template``);
+        ``providers``: every configured provider (a reinforcement job's judge models)."""
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
         self.provider = provider
+        self.providers = dict(providers or {})
         self.concurrency = concurrency
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._offsets: dict[str, tuple[int, int]] = {}  # handle -> (byte offset, lines read)
@@ -301,29 +304,26 @@ class LocalBackend:
             learning_rate_multiplier=float(resolved.learning_rate_multiplier),
         )
 
-    @staticmethod
-    def _validate_rft(spec: FineTuneSpec, config: LocalSFTConfig) -> Hyperparameters:
+    def _validate_rft(self, spec: FineTuneSpec, config: LocalSFTConfig) -> Hyperparameters:
         """The grader builds, the response format parses, and every row is a prompt that
         carries the fields the grader reads: a 400 naming the param before any training."""
         from distillery.evals.graders.registry import build_grader
         from distillery.evals.graders.templating import item_references
         from distillery.serving.constrained import parse_response_format
-        from distillery.training.local.rewards import judged_graders
+        from distillery.training.local.rewards import judge_models
         from distillery.training.local.rft_config import LocalRFTConfig
         from distillery.training.local.rft_data import check_prompts
 
         assert isinstance(config, LocalRFTConfig)
         param = "method.reinforcement.grader"
         build_grader(config.grader, param=param)
-        judged = judged_graders(config.grader)
-        if judged:
-            raise InvalidRequestError(
-                f"The local reinforcement trainer grades without a judge model for now; the "
-                f"grader uses {judged[0]!r}. Use string_check, text_similarity, python, "
-                "json_schema, valid_json or a multi grader of those.",
-                param=param,
-                code="grader_not_supported",
-            )
+        for model in judge_models(config.grader):
+            if not any(model in c.served_models() for c in self.providers.values()):
+                raise InvalidRequestError(
+                    f"The grader's judge model {model} is not served by any configured provider.",
+                    param=param,
+                    code="model_not_found",
+                )
         try:
             parse_response_format(config.response_format)
         except InvalidRequestError as exc:
@@ -355,12 +355,29 @@ class LocalBackend:
             # "auto" stays: the worker resolves it from the tokenized data (its DataShape)
             self.write_job(job_dir, self.config(spec), spec.training_path, spec.validation_path)
         try:
-            proc = self.start_worker(job_dir)
+            proc = self.start_worker(job_dir, env=self._judge_env(job_dir))
         except ConflictError:
             return handle
         with self._lock:
             self._procs[handle] = proc
         return handle
+
+    def _judge_env(self, job_dir: Path) -> dict[str, str] | None:
+        """The providers a reinforcement job's model graders call, for its training process.
+
+        They travel in the process's environment (``JUDGE_PROVIDERS_ENV``), never in a file:
+        a provider's table may hold secret headers."""
+        from distillery.training.local.rewards import JUDGE_PROVIDERS_ENV, judged_graders
+
+        try:
+            job = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        grader = (job.get("config") or {}).get("grader")
+        if job.get("method") != "reinforcement" or not judged_graders(grader):
+            return None
+        tables = {name: cfg.model_dump(mode="json") for name, cfg in self.providers.items()}
+        return {JUDGE_PROVIDERS_ENV: json.dumps(tables)}
 
     def poll(self, handle: str) -> JobProgress:
         job_dir = Path(handle)
@@ -601,7 +618,7 @@ def _build(context: TrainerContext) -> LocalBackend:
     assert isinstance(config, LocalProviderConfig)
     training = context.training
     defaults = {"device": training.device, "threads": training.threads, "devices": training.devices}
-    return LocalBackend(defaults=defaults, provider=config)
+    return LocalBackend(defaults=defaults, provider=config, providers=context.providers)
 
 
 LOCAL_TRAINER = TrainerKind(

@@ -48,7 +48,7 @@ from distillery.serving.constrained import parse_response_format
 from distillery.training.local.checkpoints import ADAPTER
 from distillery.training.local.data import IGNORE_INDEX, TokenizedExample
 from distillery.training.local.outputs import write_adapter, write_training_record
-from distillery.training.local.rewards import Reward, Rewards
+from distillery.training.local.rewards import EnvironmentJudge, Reward, Rewards
 from distillery.training.local.rft_config import LocalRFTConfig
 from distillery.training.local.rft_data import Prompt, load_prompts
 from distillery.training.local.rollouts import Group, Rollouts
@@ -154,7 +154,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             else []
         )
         self.config = cfg.resolve_rft(len(self.prompts))
-        self.rewards = Rewards(self.config.grader)
+        self.rewards = Rewards(self.config.grader, judge=EnvironmentJudge.from_environment())
 
     @property
     def selecting(self) -> bool:

@@ -12,6 +12,7 @@ reported in the step's event, so one bad grade never ends the job.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,58 @@ JUDGED_TYPES = frozenset(
 )
 PASS_SCORE = 1.0  # a grader without a pass threshold passes a sample with the full score
 GRADER_PARAM = "method.reinforcement.grader"
+
+
+JUDGE_PROVIDERS_ENV = "DISTILLERY_JUDGE_PROVIDERS"  # the providers' tables, as JSON
+JUDGE_CONCURRENCY = 16  # judge calls in flight at once (the provider batches them)
+
+
+def judge_models(config: Any) -> list[str]:
+    """The judge models the model graders in ``config`` call."""
+    if not isinstance(config, Mapping):
+        return []
+    found = (
+        [str(config["model"])] if config.get("type") in JUDGED_TYPES and config.get("model") else []
+    )
+    subs = config.get("graders")
+    if isinstance(subs, Mapping):
+        children = [subs] if "type" in subs else list(subs.values())
+        for child in children:
+            found.extend(judge_models(child))
+    return found
+
+
+class EnvironmentJudge:
+    """The judge of a training process: distillery's providers, built from the tables the
+    backend passed in ``JUDGE_PROVIDERS_ENV`` (``LocalBackend._judge_env``)."""
+
+    def __init__(self, tables: str, home: str | None = None) -> None:
+        from pathlib import Path
+
+        from distillery.evals.graders.judging import ProviderJudge
+        from distillery.providers.base import ProviderContext
+        from distillery.providers.registry import ProviderRegistry
+        from distillery.settings import Config
+
+        config = Config.model_validate({"providers": json.loads(tables)})
+        context = ProviderContext(home=Path(home or "."))
+        self.providers = ProviderRegistry.from_config(config.providers, context=context)
+        self._judge = ProviderJudge(self.providers)
+        self._slots = asyncio.Semaphore(JUDGE_CONCURRENCY)
+
+    async def complete(self, **kwargs: Any) -> dict[str, Any]:
+        async with self._slots:
+            return await self._judge.complete(**kwargs)
+
+    @classmethod
+    def from_environment(cls) -> EnvironmentJudge | None:
+        import os
+
+        tables = os.environ.get(JUDGE_PROVIDERS_ENV)
+        return cls(tables, os.environ.get("DISTILLERY_HOME")) if tables else None
+
+    async def aclose(self) -> None:
+        await self.providers.aclose()
 
 
 def judged_graders(config: Any) -> list[str]:
@@ -69,6 +122,7 @@ class Rewards:
         judge: JudgeClient | None = None,
     ) -> None:
         self.config = dict(grader)
+        self.judge = judge
         self.grader: Grader = build_grader(self.config, judge=judge, param=GRADER_PARAM)
         self.name = str(self.config.get("name") or self.config.get("type") or "grader")
         self._loop = asyncio.new_event_loop()
@@ -117,4 +171,7 @@ class Rewards:
         return Reward(0.0, {}, error=str(message)[:300])
 
     def close(self) -> None:
+        aclose = getattr(self.judge, "aclose", None)
+        if callable(aclose):
+            self._loop.run_until_complete(aclose())
         self._loop.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,31 +127,38 @@ class Rollouts:
         if self.stale:
             self.engine.forget_prefixes()
             self.stale = False
+
+        def prepare(i: int) -> PreparedRequest:
+            params = {
+                "n": n,
+                "temperature": temperature,
+                "max_completion_tokens": max_tokens,
+                "seed": seed * 100_003 + i,
+            }
+            messages = [dict(m) for m in prompts[i]]
+            return self.engine.prepare(messages, parse_sampling_params(params), response_format)
+
+        # enough requests in flight to keep the batch full, no more: each holds its grammar
+        # state per sample until it ends
+        in_flight = max(1, 2 * self.engine.max_batch_size // max(1, n))
         model = self.student.causal_lm
         model.set_attn_implementation(self._engine_attention)
         try:
             with self._engine_mode():
-                prepared = [
-                    self.engine.prepare(
-                        [dict(m) for m in messages],
-                        parse_sampling_params(
-                            {
-                                "n": n,
-                                "temperature": temperature,
-                                "max_completion_tokens": max_tokens,
-                                "seed": seed * 100_003 + i,
-                            }
-                        ),
-                        response_format,
-                    )
-                    for i, messages in enumerate(prompts)
-                ]
-                return self._loop.run_until_complete(self._run(prepared))
+                return self._loop.run_until_complete(self._run(prepare, len(prompts), in_flight))
         finally:
             model.set_attn_implementation(self._training_attention)
 
-    async def _run(self, prepared: list[PreparedRequest]) -> list[Group]:
-        return list(await asyncio.gather(*(self._one(p) for p in prepared)))
+    async def _run(
+        self, prepare: Callable[[int], PreparedRequest], count: int, in_flight: int
+    ) -> list[Group]:
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(i: int) -> Group:
+            async with slots:
+                return await self._one(prepare(i))
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
 
     async def _one(self, prepared: PreparedRequest) -> Group:
         from distillery.serving.events import RequestHandle
