@@ -259,8 +259,8 @@ class Services:
     @functools.cached_property
     def routes(self) -> RoutesService:
         """Routes, the parity gate and their stats (``distillery.routing.service``)."""
+        from distillery.evals.graders.judging import ProviderJudge
         from distillery.evals.graders.registry import build_grader
-        from distillery.evals.runner import ProviderJudge
         from distillery.routing.service import RoutesService
         from distillery.routing.table import RouteTable
         from distillery.store.routes import RoutesRepo
@@ -310,7 +310,7 @@ class Services:
     def judge_calibration(self) -> JudgeCalibration:
         """LLM judges calibrated against people's ratings (``distillery.evals.calibration``)."""
         from distillery.evals.calibration import JudgeCalibration
-        from distillery.evals.runner import ProviderJudge
+        from distillery.evals.graders.judging import ProviderJudge
         from distillery.store.calibrations import CalibrationsRepo
 
         return JudgeCalibration(

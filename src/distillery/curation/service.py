@@ -22,8 +22,8 @@ from distillery.datasets.build import BuildOptions, Candidate
 from distillery.datasets.guards import TermsOf, check_model_terms
 from distillery.embedders import Embedder, default_embedder
 from distillery.evals.graders.base import Grader
+from distillery.evals.graders.judging import ProviderJudge
 from distillery.evals.graders.registry import build_grader
-from distillery.evals.runner import ProviderJudge
 from distillery.progress import ProgressCallback
 from distillery.providers.registry import ProviderRegistry
 from distillery.store.completions import CompletionsRepo

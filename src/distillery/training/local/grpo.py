@@ -194,14 +194,17 @@ class LocalRFTTrainer(LocalSFTTrainer):
         cfg = self.config
         every = list(range(len(self.prompts)))
         if cfg.focus == "all":
+            if cfg.max_prompts is not None and cfg.max_prompts < len(every):
+                every = sorted(random.Random(cfg.seed).sample(every, cfg.max_prompts))
             return every, {}
+        n = cfg.focus_samples
         self.emit(
             "message",
-            f"Sampling {cfg.samples_per_prompt} answers to each of the {len(every)} prompts with "
-            "the start model, to train where it is wrong or unstable",
+            f"Sampling {n} answer(s) to each of the {len(every)} prompts with the start model, "
+            "to train where it is wrong or unstable",
         )
         scored = self._sample(
-            self.prompts, n=cfg.samples_per_prompt, temperature=cfg.temperature, seed=cfg.seed
+            self.prompts, n=n, temperature=cfg.temperature if n > 1 else 0.0, seed=cfg.seed
         )
         unsolved: list[int] = []
         solved: list[int] = []
@@ -209,17 +212,32 @@ class LocalRFTTrainer(LocalSFTTrainer):
             all_pass = all(r.passed and all(r.passed.values()) for r in group)
             spread = max(r.value for r in group) - min(r.value for r in group)
             (solved if all_pass and spread < CONSTANT_EPS else unsolved).append(i)
+        n_unsolved = len(unsolved)
         rng = random.Random(cfg.seed)
         kept_solved = rng.sample(solved, round(len(solved) * cfg.solved_share)) if solved else []
+        if cfg.max_prompts is not None and len(unsolved) + len(kept_solved) > cfg.max_prompts:
+            # the unsolved first, in the same share as before the cap
+            room = cfg.max_prompts
+            share = len(kept_solved) / max(1, len(unsolved) + len(kept_solved))
+            kept_solved = rng.sample(kept_solved, min(len(kept_solved), round(room * share)))
+            unsolved = rng.sample(unsolved, min(len(unsolved), room - len(kept_solved)))
         chosen = sorted(unsolved + kept_solved)
         if not chosen:  # everything solved: keep all, the run still guards what it knows
             chosen = every
-        baseline = {**scored.summary("train_"), "solved": len(solved), "unsolved": len(unsolved)}
+        baseline = {**scored.summary("train_"), "solved": len(solved), "unsolved": n_unsolved}
         self.emit(
             "message",
-            f"Training on {len(chosen)} of {len(every)} prompts: {len(unsolved)} the start model "
-            f"gets wrong or answers unevenly, {len(kept_solved)} of the {len(solved)} it solves",
-            {"focus": {**baseline, "kept_solved": len(kept_solved), "prompts": len(chosen)}},
+            f"Training on {len(chosen)} of {len(every)} prompts: {len(unsolved)} of the "
+            f"{n_unsolved} the start model gets wrong or answers unevenly, {len(kept_solved)} of "
+            f"the {len(solved)} it solves",
+            {
+                "focus": {
+                    **baseline,
+                    "kept_unsolved": len(unsolved),
+                    "kept_solved": len(kept_solved),
+                    "prompts": len(chosen),
+                }
+            },
         )
         return chosen, baseline
 

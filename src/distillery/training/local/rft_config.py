@@ -66,8 +66,21 @@ class LocalRFTConfig(LocalSFTConfig):
         description="unsolved: train on the prompts where the start model is wrong or unstable "
         "across samples (plus solved_share of the others); all: every prompt.",
     )
+    focus_samples: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Answers per prompt in the focus pass (1: one greedy answer, which finds "
+        "wrong prompts but not unstable ones; 2 find both at half the cost of a group of 4).",
+    )
     solved_share: float = Field(
         0.25, ge=0.0, le=1.0, description="Share of the solved prompts kept with focus=unsolved."
+    )
+    max_prompts: int | None = Field(
+        None,
+        ge=1,
+        description="Train on at most this many prompts (after the focus pass: the unsolved "
+        "ones first), to bound the run's time.",
     )
     constant_reward_patience: int = Field(
         3,
