@@ -41,6 +41,9 @@ system-deps: ## Debian packages used by the tests (PostgreSQL, Chromium)
 demo: $(STAMP) ## The main job, offline, on the embedded student
 	$(VENV)/bin/distillery demo
 
+demo-rft: $(STAMP) ## The main job with a reinforcement stage after the supervised student
+	$(VENV)/bin/distillery demo --rft
+
 # promptfoo drives distillery in tests/evals/test_promptfoo.py: npm ci from its package-lock.json
 PROMPTFOO := examples/promptfoo/node_modules/.installed
 $(PROMPTFOO): examples/promptfoo/package-lock.json
@@ -76,4 +79,4 @@ db-upgrade: $(STAMP) ## Apply database migrations
 docs: $(STAMP) ## Regenerate docs/api.md, docs/config.md and docs/cli.md from the code
 	$(PY) -m distillery.cli.docs
 
-.PHONY: help install lock upgrade system-deps demo test lint fmt bench serve db-upgrade docs
+.PHONY: help install lock upgrade system-deps demo demo-rft test lint fmt bench serve db-upgrade docs

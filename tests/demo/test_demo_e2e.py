@@ -50,6 +50,7 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
         "--epochs",
         "2",
         "--every-epoch",
+        "--rft",
         "--lora-r",
         "4",
         "--report",
@@ -60,14 +61,18 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     out = json.loads(proc.stdout)
     labels = [r["label"] for r in out["results"]]
-    assert labels == ["teacher (gpt-4o)", "base student", "distilled student"]
-    teacher, base, distilled = out["results"]
+    assert labels == ["teacher (gpt-4o)", "base student", "distilled student", "RFT student"]
+    teacher, base, distilled, rft = out["results"]
     expected_teacher, expected_corrections = _teacher_figures(train=24, test=6)
     assert teacher["accuracy"] == pytest.approx(expected_teacher)
     # the reviewers' corrections of the teacher's mistakes went through the annotation queue
     assert out["corrected_examples"] == expected_corrections > 0
     assert base["total"] == distilled["total"] == 6
     assert distilled["model"].startswith("ft:smollm2-135m-instruct:router:")
+    # the reinforcement stage started from the distilled student, and its model is evaluated
+    assert rft["total"] == 6 and rft["model"] == out["rft"]["model"]
+    assert rft["model"].startswith("ft:smollm2-135m-instruct:router-rft:")
+    assert out["rft"]["steps"] >= 1 and out["rft"]["reward_last"] is not None
     (epoch_1,) = out["checkpoints"]  # the last epoch's checkpoint is the distilled student
     assert epoch_1["model"].startswith(distilled["model"] + ":ckpt-step-")
     assert epoch_1["total"] == 6
@@ -77,7 +82,8 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     # the rollout: the 6 held-out questions sent to the recorded teacher through the gateway,
     # the route's phases counted from the routed requests, the gate's numbers shown
     rollout = out["rollout"]
-    assert rollout["recorded_teacher"] and rollout["student"] == distilled["model"]
+    best = rft if rft["accuracy"] >= distilled["accuracy"] else distilled
+    assert rollout["recorded_teacher"] and rollout["student"] == best["model"]
     sent = sum(s["requests"] for s in rollout["sent"])
     assert sum(p["requests"] for p in rollout["phases"]) == sent >= 6
     first = rollout["phases"][0]  # every request of the shadow phase was shadowed and graded
@@ -96,6 +102,7 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
     )
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     assert json.loads(again.stdout)["job_id"] == out["job_id"]
+    assert json.loads(again.stdout)["rft"]["job_id"] == out["rft"]["job_id"]
 
     # one command from the captured traffic to a gated student, none of the demo's own steps:
     # the teacher's answers with the reviewers' corrections, baselines, a job, the comparison
@@ -153,8 +160,10 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
         assert "gate" in page.locator("#rollout-gate").inner_text()
         assert page.locator("#rollout-mode").inner_text() == rollout["final_mode"]
         rows = page.locator("#results tbody tr")
-        assert rows.count() == 3
+        assert rows.count() == 4
         assert "distilled student" in rows.nth(2).inner_text()
+        assert "RFT student" in rows.nth(3).inner_text()
+        assert "Reinforcement stage" in page.locator("#rft-stage").inner_text()
         assert page.locator("#kpi-payback b").inner_text().strip() != ""
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -65,6 +65,14 @@ def demo(
             "back.",
         ),
     ] = True,
+    rft: Annotated[
+        bool,
+        typer.Option(
+            "--rft/--no-rft",
+            help="After the supervised student, a reinforcement fine-tuning stage with the "
+            "demo's graders as the reward (category, schema, the reason's language).",
+        ),
+    ] = False,
     gate_percent: Annotated[
         float | None,
         typer.Option(
@@ -99,6 +107,7 @@ def demo(
         test_limit=test_limit,
         requests_per_day=requests_per_day,
         evaluate_checkpoints=every_epoch,
+        rft=rft,
         rollout=rollout,
         rollout_options=RolloutOptions()
         if gate_percent is None
@@ -128,6 +137,7 @@ def demo(
                 "teacher_cost_per_1k": result.teacher_cost_per_1k,
                 "student_cost_per_1k": result.student_cost_per_1k,
                 "payback_days": result.payback_days,
+                "rft": result.rft.__dict__ if result.rft else None,
                 "rollout": rollout_summary(result.rollout) if result.rollout else None,
                 "html": str(path),
             }

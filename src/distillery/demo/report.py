@@ -14,7 +14,7 @@ from rich.table import Table
 
 from distillery.charts import bar_chart, line_chart
 from distillery.demo.rollout import RolloutReport
-from distillery.demo.run import DemoReport, RunResult
+from distillery.demo.run import RFT_LABEL, SFT_LABEL, DemoReport, RftSummary, RunResult
 from distillery.routing.timeline import chart as timeline_chart
 from distillery.routing.timeline import phase_label
 
@@ -43,6 +43,19 @@ def payback_text(report: DemoReport) -> str:
     return f"{report.payback_days:.1f} days"
 
 
+def rft_text(rft: RftSummary) -> str:
+    """One line on the reinforcement stage: how long, on what, and the reward's course."""
+    reward = "category, schema" + (", the reason's language" if rft.language_reward else "")
+    course = ""
+    if rft.reward_before is not None and rft.reward_last is not None:
+        course = f"; mean reward {rft.reward_before:.3f} before, {rft.reward_last:.3f} at the end"
+    prompts = f" on {rft.prompts} prompts" if rft.prompts else ""
+    return (
+        f"Reinforcement stage ({reward} as the reward): {rft.steps} steps{prompts} in "
+        f"{rft.seconds / 60:.1f} min{course}."
+    )
+
+
 def _short(label: str) -> str:
     return label.split(" (")[0]
 
@@ -60,12 +73,13 @@ def print_report(report: DemoReport, console: Console) -> None:
     checkpoints = [r for _, r in report.checkpoints]  # between the base and the final student
     for r in [*report.results[:2], *checkpoints, *report.results[2:]]:
         share = percent_of_teacher(report, r)
+        student = r.label in (SFT_LABEL, RFT_LABEL)  # one served student, before and after RFT
         cost = (
             report.teacher_cost_per_1k
             if r is report.results[0]
-            else (report.student_cost_per_1k if r.label == "distilled student" else None)
+            else (report.student_cost_per_1k if student else None)
         )
-        style = "bold" if r.label == "distilled student" else None
+        style = "bold" if r is report.results[-1] else None
         table.add_row(
             _short(r.label),
             _pct(r.accuracy),
@@ -105,6 +119,8 @@ def print_report(report: DemoReport, console: Console) -> None:
             + (f". {report.selection}" if report.selection else "."),
             overflow="fold",
         )
+    if report.rft is not None:
+        console.print(rft_text(report.rft), overflow="fold")
     console.print(
         f"Payback at {report.options.requests_per_day:,.0f} requests/day: "
         f"[bold]{payback_text(report)}[/bold] (saves {_money(report.daily_saving)}/day)."
@@ -309,6 +325,7 @@ def write_html(report: DemoReport, path: Path) -> Path:
             "timeline": Markup(timeline),
         },
         rollout=rollout,
+        rft_sentence=rft_text(report.rft) if report.rft is not None else None,
         interval=interval,
         gate_sentence=gate_sentence,
         event_sentence=event_sentence,

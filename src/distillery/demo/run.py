@@ -81,6 +81,61 @@ TESTING_CRITERIA: list[dict[str, Any]] = [
 
 
 @dataclass
+class RftOptions:
+    """The demo's reinforcement stage (the sweep behind these values is in RESULTS.md)."""
+
+    n_epochs: int = 1
+    batch_size: int = 8  # prompts per step
+    group_size: int = 4  # answers per prompt
+    learning_rate: float = 2e-5
+    kl_coef: float = 0.04
+    focus_samples: int = 1  # one greedy answer per training prompt finds the wrong ones
+    solved_share: float = 0.1
+    # at most this many prompts (the wrong ones first): 6 steps, about 5 minutes on 2 cores
+    max_prompts: int | None = 48
+
+
+def rft_grader(language: bool) -> dict[str, Any]:
+    """The demo's reward: the category equals the reviewed label, the answer matches the schema
+    and (``language``: with a sandbox for the python grader) the reason is written in the
+    question's language."""
+    graders: dict[str, Any] = {
+        "category": {
+            "type": "string_check",
+            "name": "category",
+            "input": "{{sample.output_json.category}}",
+            "reference": "{{item.label}}",
+            "operation": "eq",
+        },
+        "schema": {
+            "type": "json_schema",
+            "name": "schema",
+            "input": "{{sample.output_text}}",
+            "schema": response_schema(),
+        },
+    }
+    formula = "0.8 * category + 0.2 * schema"
+    if language:
+        graders["language"] = {"type": "python", "name": "language", "source": RFT_LANGUAGE}
+        formula = "0.7 * category + 0.15 * schema + 0.15 * language"
+    return {"type": "multi", "name": "route", "graders": graders, "calculate_output": formula}
+
+
+# the reason is in the question's language: Japanese characters in both, or in neither
+RFT_LANGUAGE = """
+import re
+
+JA = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
+
+
+def grade(sample, item):
+    question = item["messages"][-1]["content"]
+    reason = (sample.get("output_json") or {}).get("reason") or ""
+    return 1.0 if bool(JA.search(question)) == bool(JA.search(reason)) else 0.0
+"""
+
+
+@dataclass
 class DemoOptions:
     student: str = DEMO_STUDENT
     teacher: str | None = None  # a configured model: collect fresh teacher outputs live
@@ -105,6 +160,10 @@ class DemoOptions:
     report_dir: Path | None = None
     # also evaluate every epoch's checkpoint (the accuracy curve of `bench_distill.py`)
     evaluate_checkpoints: bool = False
+    # after the supervised student: a reinforcement (GRPO) stage with the demo's graders as
+    # rewards, which aims above the teacher (`distillery demo --rft`, `RftOptions`)
+    rft: bool = False
+    rft_options: RftOptions = field(default_factory=RftOptions)
     # after the report: move the held-out traffic to the student through a route
     rollout: bool = True
     rollout_options: RolloutOptions = field(default_factory=RolloutOptions)
@@ -124,6 +183,25 @@ class RunResult:
     completion_tokens_per_request: float
     seconds_per_request: float | None = None
     per_lang: dict[str, float] = field(default_factory=dict)
+
+
+RFT_LABEL = "RFT student"
+SFT_LABEL = "distilled student"
+
+
+@dataclass
+class RftSummary:
+    """The reinforcement stage: its job, its model and what the rewards did."""
+
+    job_id: str
+    model: str
+    seconds: float
+    steps: int
+    prompts: int | None  # prompts trained on after the focus pass
+    reward_before: float | None  # the supervised student's mean reward on the training prompts
+    reward_last: float | None  # the last step's mean reward
+    language_reward: bool  # whether the reward includes the reason's language (python grader)
+    rewards: list[tuple[int, float]] = field(default_factory=list)  # (step, mean reward)
 
 
 @dataclass
@@ -150,6 +228,7 @@ class DemoReport:
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # as the job resolved them
     selection: str | None = None  # which epoch's weights the job kept, and why
     rollout: RolloutReport | None = None
+    rft: RftSummary | None = None
 
     def result(self, label: str) -> RunResult:
         return next(r for r in self.results if r.label == label)
@@ -649,6 +728,117 @@ class Demo:
             raise RuntimeError(f"fine-tuning job {job.id} {job.status}: {job.error}")
         return job, sorted(losses.items())
 
+    # -- 5b. reinforce ---------------------------------------------------------------------------
+
+    def rft_rows(self, client: openai.OpenAI, train_file: str) -> bytes:
+        """The supervised training split as reinforcement rows: each prompt without its answer,
+        and the reviewed category as ``label`` (what the reward compares with)."""
+        lines = []
+        for line in client.files.content(train_file).text.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            messages = row["messages"]
+            answer = json.loads(messages[-1]["content"])
+            prompt = {"messages": messages[:-1], "label": answer["category"]}
+            lines.append(json.dumps(prompt, ensure_ascii=False))
+        return ("\n".join(lines) + "\n").encode()
+
+    def reinforce(self, client: openai.OpenAI, parent: Any, train_file: str) -> RftSummary:
+        """Reinforcement fine-tuning of the supervised student with the demo's graders as the
+        reward (a job of method ``reinforcement`` starting from the ``ft:`` student)."""
+        from distillery.evals.graders.python_grader import sandbox_available
+
+        opts = self.options.rft_options
+        language = sandbox_available()
+        raw = json.dumps([self.fp, opts.__dict__, language], sort_keys=True).encode()
+        meta = {"demo_rft": hashlib.sha256(raw).hexdigest()[:12]}
+        job = next(
+            (
+                j
+                for j in client.fine_tuning.jobs.list(limit=100, metadata=meta)
+                if j.status not in ("failed", "cancelled")
+            ),
+            None,
+        )
+        if job is None:
+            if not language:
+                self.say(
+                    "rft: no sandbox for the python grader: the reward leaves out the language"
+                )
+            rows = self.rft_rows(client, train_file)
+            upload = client.files.create(file=("rft-train.jsonl", rows), purpose="fine-tune")
+            method: Any = {
+                "type": "reinforcement",
+                "reinforcement": {
+                    "grader": rft_grader(language),
+                    "response_format": response_format(),
+                    "hyperparameters": {"n_epochs": opts.n_epochs, "batch_size": opts.batch_size},
+                },
+            }
+            job = client.fine_tuning.jobs.create(
+                model=parent.fine_tuned_model,
+                training_file=upload.id,
+                suffix="router-rft",
+                seed=42,
+                metadata=meta,
+                method=method,
+                extra_body={
+                    "distillery": {
+                        "learning_rate": opts.learning_rate,
+                        "group_size": opts.group_size,
+                        "kl_coef": opts.kl_coef,
+                        "focus_samples": opts.focus_samples,
+                        "solved_share": opts.solved_share,
+                        "max_prompts": opts.max_prompts,
+                        "max_completion_tokens": self.options.max_tokens,
+                    }
+                },
+            )
+            self.say(f"rft: started job {job.id} from {parent.fine_tuned_model}")
+        else:
+            self.say(f"rft: reusing job {job.id} ({job.status})")
+        rewards: dict[int, float] = {}
+        while True:
+            total: float | None = None
+            for ev in client.fine_tuning.jobs.list_events(job.id, limit=20).data:
+                data = ev.data if isinstance(ev.data, dict) else {}
+                if ev.type == "metrics" and data.get("step") and "reward_mean" in data:
+                    rewards[int(data["step"])] = float(data["reward_mean"])
+                    total = float(data.get("total_steps") or 0) or None
+            if rewards:
+                step = max(rewards)
+                info = {"reward": rewards[step]}
+                report(self.progress, ProgressEvent("reinforce", float(step), total, info=info))
+            job = client.fine_tuning.jobs.retrieve(job.id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(2.0)
+        prompts: int | None = None
+        before: float | None = None
+        for ev in client.fine_tuning.jobs.list_events(job.id, limit=100):  # every page, once
+            data = ev.data if isinstance(ev.data, dict) else {}
+            if ev.type == "metrics" and data.get("step") and "reward_mean" in data:
+                rewards[int(data["step"])] = float(data["reward_mean"])
+            focus = data.get("focus")
+            if isinstance(focus, dict):
+                prompts = int(focus.get("prompts") or 0) or None
+                before = focus.get("train_reward_mean")
+        if job.status != "succeeded" or not job.fine_tuned_model:
+            raise RuntimeError(f"reinforcement job {job.id} {job.status}: {job.error}")
+        curve = sorted(rewards.items())
+        return RftSummary(
+            job_id=job.id,
+            model=job.fine_tuned_model,
+            seconds=float((job.finished_at or job.created_at) - job.created_at),
+            steps=len(curve),
+            prompts=prompts,
+            reward_before=before,
+            reward_last=curve[-1][1] if curve else None,
+            language_reward=language,
+            rewards=curve,
+        )
+
     # -- the whole job ---------------------------------------------------------------------------
 
     @property
@@ -687,22 +877,26 @@ class Demo:
             train_file, val_file, n_train, n_val = self.dataset(http)
             job, losses = self.distill(client, train_file, val_file)
             assert job.fine_tuned_model is not None
-            distilled = self.evaluate(
-                client, eval_id, label="distilled student", model=job.fine_tuned_model
-            )
+            distilled = self.evaluate(client, eval_id, label=SFT_LABEL, model=job.fine_tuned_model)
+            rft: RftSummary | None = None
+            results = [teacher, base, distilled]
+            if self.options.rft:
+                rft = self.reinforce(client, job, train_file)
+                results.append(self.evaluate(client, eval_id, label=RFT_LABEL, model=rft.model))
             checkpoints = (
                 self.evaluate_checkpoints(client, eval_id, job)
                 if self.options.evaluate_checkpoints
                 else []
             )
             http.close()
-            report = self._report(
-                teacher_label, [teacher, base, distilled], job, losses, n_train, n_val
-            )
+            report = self._report(teacher_label, results, job, losses, n_train, n_val)
             report.corrected_examples = corrected
             report.checkpoints = checkpoints
+            report.rft = rft
             if self.options.rollout:
-                report.rollout = self.rollout(stack.url, job.fine_tuned_model, teacher, distilled)
+                # the better student goes through the gate (the RFT one when it is not worse)
+                best = results[-1] if results[-1].accuracy >= distilled.accuracy else distilled
+                report.rollout = self.rollout(stack.url, best.model, teacher, best)
         return report
 
     # -- 7. rollout ------------------------------------------------------------------------------
@@ -761,7 +955,7 @@ class Demo:
         n_train: int,
         n_val: int,
     ) -> DemoReport:
-        distilled = results[-1]
+        distilled = results[2]  # the served student costs the same after its RFT stage
         teacher_stored = list(self.services.stored_completions.iterate(metadata=self._meta("test")))
         teacher_cost = sum(c.cost_usd or 0.0 for c in teacher_stored)
         teacher_1k = 1000 * teacher_cost / max(len(teacher_stored), 1)
