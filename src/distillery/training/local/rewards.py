@@ -38,19 +38,22 @@ JUDGE_PROVIDERS_ENV = "DISTILLERY_JUDGE_PROVIDERS"  # the providers' tables, as 
 JUDGE_CONCURRENCY = 16  # judge calls in flight at once (the provider batches them)
 
 
-def judge_models(config: Any) -> list[str]:
-    """The judge models the model graders in ``config`` call."""
+def _judged(config: Any) -> list[Mapping[str, Any]]:
+    """The model-judged graders in ``config``, a ``multi`` grader's sub-graders included."""
     if not isinstance(config, Mapping):
         return []
-    found = (
-        [str(config["model"])] if config.get("type") in JUDGED_TYPES and config.get("model") else []
-    )
+    found = [config] if config.get("type") in JUDGED_TYPES else []
     subs = config.get("graders")
     if isinstance(subs, Mapping):
         children = [subs] if "type" in subs else list(subs.values())
         for child in children:
-            found.extend(judge_models(child))
+            found.extend(_judged(child))
     return found
+
+
+def judge_models(config: Any) -> list[str]:
+    """The judge models the model graders in ``config`` call."""
+    return [str(g["model"]) for g in _judged(config) if g.get("model")]
 
 
 class EnvironmentJudge:
@@ -88,15 +91,7 @@ class EnvironmentJudge:
 
 def judged_graders(config: Any) -> list[str]:
     """The types of the model-judged graders in ``config`` (a ``multi`` grader's included)."""
-    if not isinstance(config, Mapping):
-        return []
-    found = [str(config["type"])] if config.get("type") in JUDGED_TYPES else []
-    subs = config.get("graders")
-    if isinstance(subs, Mapping):
-        children = [subs] if "type" in subs else list(subs.values())
-        for child in children:
-            found.extend(judged_graders(child))
-    return found
+    return [str(g["type"]) for g in _judged(config)]
 
 
 @dataclass(frozen=True)
