@@ -176,6 +176,11 @@ def test_reinforcement_job_raises_the_reward_and_serves_its_model(client: openai
     after = [d["valid_reward_mean"] for d in steps if "valid_reward_mean" in d]
     assert before["valid_reward_mean"] == 0.0  # greedy: blue
     assert after and after[-1] > 0.5, after
+    # the step kept is the first to reach the best validation reward (events say which, and why)
+    selection = next(e.data["selection"] for e in events if "selection" in (e.data or {}))
+    curve = {p["step"]: p["valid_reward_mean"] for p in selection["curve"]}
+    assert curve[0] == 0.0 and max(curve.values()) == max(after)
+    assert selection["chosen_step"] == min(s for s, v in curve.items() if v == max(after))
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert checkpoints and "reward_mean" in checkpoints[0].metrics.model_dump(exclude_none=True)

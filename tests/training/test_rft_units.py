@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from distillery.errors import InvalidRequestError
 from distillery.evals.graders.python_grader import sandbox_available
-from distillery.training.local.grpo import advantages
+from distillery.training.local.grpo import LocalRFTTrainer, _Run, advantages
 from distillery.training.local.rewards import Rewards, judge_models, judged_graders
 from distillery.training.local.rft_config import LocalRFTConfig
 from distillery.training.local.rft_data import check_prompts
@@ -123,3 +124,69 @@ def test_auto_settings_follow_the_number_of_prompts() -> None:
     assert LocalRFTConfig(grader=CHECK, compute_multiplier=2.0).samples_per_prompt == 8
     with pytest.raises(ValueError):
         LocalRFTConfig(grader=CHECK, method="full", start_adapter="/x")
+
+
+class _Weights:
+    """What the best-step choice touches of a student: its trainable parameters."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.model = torch.nn.Linear(2, 1, bias=False)
+
+
+def _chooser(tmp_path: Path, scores: dict[int, float]) -> tuple[LocalRFTTrainer, list[Any]]:
+    """A trainer with no model behind it: the parameter's value is the step it was saved at."""
+    trainer = LocalRFTTrainer.__new__(LocalRFTTrainer)
+    events: list[Any] = []
+    trainer.output_dir = tmp_path
+    trainer.valid_prompts = ["a validation prompt"]  # type: ignore[list-item]
+    trainer.config = LocalRFTConfig(grader=CHECK)
+    trainer.student = _Weights()  # type: ignore[assignment]
+    trainer.emit = lambda kind, message, data=None, **_: events.append((message, data))  # type: ignore[method-assign]
+    trainer._evaluate = lambda step: {"valid_reward_mean": scores[step]}  # type: ignore[method-assign]
+    return trainer, events
+
+
+def _train_to(trainer: LocalRFTTrainer, run: _Run, step: int) -> None:
+    import torch
+
+    with torch.no_grad():
+        trainer.student.model.weight.fill_(float(step))
+    run.step = step
+
+
+@pytest.mark.parametrize(
+    ("scores", "evaluated", "kept"),
+    [
+        ({0: 0.5, 2: 0.8, 4: 0.6}, [0, 2, 4], 2),  # a better step, then a worse one
+        ({0: 0.5, 2: 0.4, 4: 0.5}, [0, 2, 4], 0),  # nothing beats the start: a tie keeps it
+        ({0: 0.5, 2: 0.6, 4: 0.7}, [0, 2, 4], 4),  # the last is the best
+        ({0: 0.5, 2: 0.6, 3: 0.9}, [0, 2], 3),  # ended between evaluations: evaluated once more
+    ],
+)
+def test_the_run_keeps_its_best_step_on_the_validation_prompts(
+    tmp_path: Path, scores: dict[int, float], evaluated: list[int], kept: int
+) -> None:
+    trainer, events = _chooser(tmp_path, scores)
+    run = _Run(total_steps=4, prompts=[0])
+    for step in evaluated:
+        _train_to(trainer, run, step)
+        trainer._track(run, step, scores[step])
+    _train_to(trainer, run, max(scores))
+    assert trainer._keep_best(run) == kept
+    assert float(trainer.student.model.weight.detach()[0, 0]) == kept  # those weights are back
+    selection = events[-1][1]["selection"]
+    assert selection["chosen_step"] == kept
+    assert [p["step"] for p in selection["curve"]] == sorted(scores)
+
+
+def test_a_best_replaced_after_the_last_checkpoint_is_chosen_again(tmp_path: Path) -> None:
+    trainer, events = _chooser(tmp_path, {0: 0.5, 2: 0.9})
+    run = _Run(total_steps=4, prompts=[0])
+    trainer._track(run, 0, 0.5)
+    resumed = _Run(total_steps=4, prompts=[0], best_step=0, curve=[(0, 0.5)])
+    _train_to(trainer, run, 2)
+    trainer._track(run, 2, 0.9)  # written after the checkpoint the run resumes from
+    trainer._check_best_after_resume(resumed)
+    assert resumed.best_step is None and "chosen again" in events[-1][0]

@@ -23,9 +23,12 @@ One optimizer step:
 Before the first step, with ``focus: unsolved`` (the default), each prompt is sampled once with
 the start model and the run keeps the prompts it gets wrong or answers unevenly, plus
 ``solved_share`` of those it already solves (so that it keeps what it knows): the compute goes
-where there is something to learn. The validation prompts (the validation file) are answered
-every ``eval_interval`` steps; each epoch ends with a checkpoint that a restarted run resumes
-from. Events: ``metrics`` per step with ``reward_mean``, ``reward_std``, ``pass_rate`` per grader,
+where there is something to learn ("auto" epochs and ``eval_interval`` then count the steps over
+the prompts kept). The validation prompts (the validation file) are answered greedily before the
+first step and every ``eval_interval`` steps; with ``checkpoint: best`` (the default) the run
+ends on the step that scored best on them, the start model when no step beat it (the best
+step's adapter, a few MB, waits in ``best/``), and says so with the curve. Each epoch ends with a
+checkpoint that a restarted run resumes from. Events: ``metrics`` per step with ``reward_mean``, ``reward_std``, ``pass_rate`` per grader,
 ``kl``, ``constant_groups`` and timings; ``valid_reward_mean`` and ``valid_pass_rate`` at each
 evaluation.
 """
@@ -62,6 +65,7 @@ from distillery.training.local.trainer import (
 )
 
 ADVANTAGE_EPS = 1e-4
+BEST_DIR = "best"  # the best step's trainable weights while the run goes on
 CONSTANT_EPS = 1e-6
 
 
@@ -79,6 +83,10 @@ class _Run:
     baseline: dict[str, Any] | None = None
     stopped: str | None = None
     last: dict[str, Any] = field(default_factory=dict)  # the latest step's rewards
+    # the validation curve (step, valid_reward_mean), step 0 being the start model, and the best
+    # step on it, whose trainable weights are kept in ``best/`` until the run ends
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
 
 
 @dataclass
@@ -138,6 +146,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             progress=progress,
         )
         self.response_format = parse_response_format(config.response_format)
+        self.requested = config  # "auto" resolves again for the prompts the focus pass keeps
         self.rollouts: Rollouts | None = None
         self.rewards: Rewards | None = None
 
@@ -153,6 +162,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             if self.validation_file is not None
             else []
         )
+        self.requested = cfg
         self.config = cfg.resolve_rft(len(self.prompts))
         self.rewards = Rewards(self.config.grader, judge=EnvironmentJudge.from_environment())
 
@@ -194,9 +204,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
         cfg = self.config
         every = list(range(len(self.prompts)))
         if cfg.focus == "all":
-            if cfg.max_prompts is not None and cfg.max_prompts < len(every):
-                every = sorted(random.Random(cfg.seed).sample(every, cfg.max_prompts))
-            return every, {}
+            return self._capped(every), {}
         n = cfg.focus_samples
         self.emit(
             "message",
@@ -223,7 +231,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             unsolved = rng.sample(unsolved, min(len(unsolved), room - len(kept_solved)))
         chosen = sorted(unsolved + kept_solved)
         if not chosen:  # everything solved: keep all, the run still guards what it knows
-            chosen = every
+            chosen = self._capped(every)
         baseline = {**scored.summary("train_"), "solved": len(solved), "unsolved": n_unsolved}
         self.emit(
             "message",
@@ -240,6 +248,13 @@ class LocalRFTTrainer(LocalSFTTrainer):
             },
         )
         return chosen, baseline
+
+    def _capped(self, indices: list[int]) -> list[int]:
+        """``indices``, or ``max_prompts`` of them drawn at random."""
+        cap = self.config.max_prompts
+        if cap is None or cap >= len(indices):
+            return indices
+        return sorted(random.Random(self.config.seed).sample(indices, cap))
 
     def _evaluate(self, step: int) -> dict[str, Any]:
         """Rewards on the validation prompts (greedy with one sample, as served)."""
@@ -348,6 +363,8 @@ class LocalRFTTrainer(LocalSFTTrainer):
             baseline = state.get("baseline")
         else:
             prompts, baseline = self._focus()
+        # "auto" epochs and eval_interval count the steps over the prompts trained on
+        self.config = cfg = self.requested.resolve_rft(len(prompts))
         steps_per_epoch = math.ceil(len(prompts) / int(cfg.batch_size))
         total = steps_per_epoch * int(cfg.n_epochs)
         self._make_optimizer(total)
@@ -355,7 +372,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             state = self._resume() or state
         state = state or {}
         self.training_seconds = float(state.get("training_seconds", 0.0))
-        return _Run(
+        run = _Run(
             total_steps=total,
             prompts=prompts,
             step=int(state.get("step", 0)),
@@ -365,7 +382,11 @@ class LocalRFTTrainer(LocalSFTTrainer):
             history=list(state.get("checkpoints", [])),
             baseline=baseline,
             stopped=state.get("stopped"),
+            curve=[(int(a), float(b)) for a, b in state.get("curve", [])],
+            best_step=state.get("best_step"),
         )
+        self._check_best_after_resume(run)
+        return run
 
     def _resume_state(self) -> dict[str, Any] | None:
         """The latest checkpoint's state without loading it (the prompts it trained on)."""
@@ -430,6 +451,9 @@ class LocalRFTTrainer(LocalSFTTrainer):
                     f"Before training: validation reward {run.baseline['valid_reward_mean']:.3f}",
                     {"step": 0, "total_steps": run.total_steps, **run.baseline},
                 )
+        start = run.baseline.get("valid_reward_mean") if run.baseline else None
+        if run.step == 0 and not run.curve and start is not None:
+            self._track(run, 0, float(start))
         for epoch in range(run.start_epoch, int(self.config.n_epochs) + 1):
             if run.stopped:
                 break
@@ -484,6 +508,8 @@ class LocalRFTTrainer(LocalSFTTrainer):
             }
             if run.step % int(cfg.eval_interval) == 0 or run.step == run.total_steps:
                 data.update(self._evaluate(run.step))
+                if data.get("valid_reward_mean") is not None:
+                    self._track(run, run.step, float(data["valid_reward_mean"]))
             run.last = {
                 k: data[k]
                 for k in (
@@ -540,6 +566,8 @@ class LocalRFTTrainer(LocalSFTTrainer):
                 "prompts": run.prompts,
                 "constant_steps": run.constant_steps,
                 "stopped": run.stopped,
+                "curve": run.curve,
+                "best_step": run.best_step,
             },
         )
         self.emit(
@@ -548,10 +576,106 @@ class LocalRFTTrainer(LocalSFTTrainer):
             {"epoch": epoch, "step": run.step, "path": str(path), "metrics": metrics},
         )
 
+    # -- the best step on the validation prompts -------------------------------------------------
+
+    @property
+    def choosing_best(self) -> bool:
+        """Whether the run keeps its best step on the validation prompts (else its last)."""
+        return bool(self.valid_prompts) and self.config.checkpoint == "best"
+
+    @property
+    def _best_file(self) -> Path:
+        return self.output_dir / BEST_DIR / "trainable.pt"
+
+    def _track(self, run: _Run, step: int, score: float) -> None:
+        """Add ``score`` to the validation curve; a new best keeps its trainable weights (the
+        adapter's few MB) in ``best/``, so that the run can end on them."""
+        import torch
+
+        best = dict(run.curve).get(run.best_step) if run.best_step is not None else None
+        run.curve.append((step, score))
+        if not self.choosing_best or (best is not None and score <= best + CONSTANT_EPS):
+            return
+        trainable = {
+            name: p.detach().to("cpu", copy=True)
+            for name, p in self.student.model.named_parameters()
+            if p.requires_grad
+        }
+        path = self._best_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"step": step, "weights": trainable}, tmp)
+        tmp.replace(path)
+        run.best_step = step
+
+    def _saved_best_step(self) -> int | None:
+        import torch
+
+        if not self._best_file.is_file():
+            return None
+        return int(torch.load(self._best_file, weights_only=True)["step"])
+
+    def _check_best_after_resume(self, run: _Run) -> None:
+        """A best found after the checkpoint the run resumed from replaced the checkpoint's best
+        on disk: the choice starts again from the resumed step."""
+        if run.best_step is None or self._saved_best_step() == run.best_step:
+            return
+        self.emit(
+            "message",
+            f"The weights of step {run.best_step} (the best before the restart) were replaced "
+            "after the last checkpoint; the best step is chosen again from here",
+            level="warn",
+        )
+        run.best_step = None
+
+    def _keep_best(self, run: _Run) -> int:
+        """Put the best step's weights back when it is not the last; returns the step kept."""
+        import torch
+
+        if not self.choosing_best:
+            return run.step
+        if run.curve and run.curve[-1][0] != run.step:  # ended between two evaluations
+            self._track(run, run.step, float(self._evaluate(run.step)["valid_reward_mean"]))
+        if run.best_step is None:
+            return run.step
+        chosen = run.best_step
+        scores = dict(run.curve)
+        curve = ", ".join(f"step {s}: {v:.3f}" for s, v in run.curve)
+        if chosen == run.step:
+            reason = f"Keeping the last step ({run.step}): the best on the validation prompts"
+        else:
+            saved = torch.load(self._best_file, weights_only=True)
+            params = dict(self.student.model.named_parameters())
+            with torch.no_grad():
+                for name, value in saved["weights"].items():
+                    params[name].copy_(value)
+            what = "the start model" if chosen == 0 else f"step {chosen}"
+            reason = (
+                f"Keeping {what} (validation reward {scores[chosen]:.3f}): no later step scored "
+                f"higher on the validation prompts (last step {run.step}: "
+                f"{scores.get(run.step, float('nan')):.3f})"
+            )
+        self.emit(
+            "message",
+            f"{reason}. Curve: {curve}",
+            {
+                "selection": {
+                    "measure": "valid_reward_mean",
+                    "curve": [{"step": s, "valid_reward_mean": v} for s, v in run.curve],
+                    "chosen_step": chosen,
+                    "reason": reason,
+                }
+            },
+            level="warn" if chosen == 0 else "info",
+        )
+        return chosen
+
     def _finish_rft(self, run: _Run) -> TrainingResult:
+        kept = self._keep_best(run)
         adapter = write_adapter(self.output_dir, self._save_weights)
         metrics = {
             "step": run.step,
+            "kept_step": kept,
             "training_seconds": self.training_seconds,
             "trained_tokens": run.trained_tokens,
             "baseline": run.baseline,

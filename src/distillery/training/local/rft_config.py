@@ -6,7 +6,8 @@ and the hyperparameters ``n_epochs``, ``batch_size``, ``learning_rate_multiplier
 ``distillery`` extension field may set the rest. How ``"auto"`` resolves:
 
 - ``batch_size``: prompts per optimizer step, 8 (at most the number of prompts);
-- ``n_epochs``: passes over the prompts, enough for about 24 steps in all (1 to 10 passes);
+- ``n_epochs``: passes over the prompts trained on (those the focus pass keeps), enough for
+  about 24 steps in all (1 to 10 passes);
 - ``learning_rate_multiplier``: 0.25 on the LoRA base rate of 2e-4 (5e-5; 0.25 on 2e-5 for full
   fine-tuning), a tenth of the supervised rate: each step's samples come from the model itself,
   and a large step away from it collapses the groups' variety that the method learns from;
