@@ -267,9 +267,9 @@ def choose_tokens(samplers: Sequence[RowSampler], logits: torch.Tensor) -> list[
     draws = torch.cat([torch.rand(1, generator=samplers[i].generator) for i in sampled])
     # a draw in (0, total]: the first token whose cumulative mass reaches it has mass > 0
     targets = (1.0 - draws).unsqueeze(1) * cumulative[:, -1:]
-    picked = torch.searchsorted(cumulative, targets).clamp_(max=probs.shape[1] - 1)
+    drawn = torch.searchsorted(cumulative, targets).clamp_(max=probs.shape[1] - 1)
     for j, i in enumerate(sampled):
-        out[i] = int(picked[j, 0])
+        out[i] = int(drawn[j, 0])
     return out
 
 
