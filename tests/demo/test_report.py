@@ -96,6 +96,8 @@ def test_the_report_shows_the_reinforcement_stage() -> None:
             reward_before=0.81,
             reward_last=0.93,
             language_reward=True,
+            validation=[(0, 0.9), (15, 0.95), (30, 0.94)],
+            kept_step=15,
         ),
     )
     console = Console(width=80, record=True, color_system=None)
@@ -107,3 +109,4 @@ def test_the_report_shows_the_reinforcement_stage() -> None:
     text = " ".join(" ".join(lines).split())
     assert "30 steps on 120 prompts in 14.0 min" in text
     assert "0.810 before, 0.930 at the end" in text and "the reason's language" in text
+    assert "Kept step 15: validation reward 0.900 before, 0.950 kept." in text

@@ -16,6 +16,7 @@ from distillery.distill.plan import (
     format_problem,
     infer_graders,
     measured_fields,
+    reward_grader,
     take_inventory,
 )
 from distillery.distill.report import CriterionRow, DistillReport, Miss, RunSummary
@@ -228,3 +229,23 @@ def test_the_report_names_the_criteria_and_examples_when_the_student_falls_short
     text = report.markdown()
     assert "| student | `student` | 40.0% (30.0%-40.0%) | 40.0% | 40.0% |" in text
     assert "経費は？ → expected" in text
+
+
+def test_the_graders_make_one_reward_for_reinforcement() -> None:
+    from distillery.evals.graders.registry import build_grader
+
+    check = {"type": "valid_json", "name": "valid_json", "input": "{{sample.output_text}}"}
+    assert reward_grader([check]) == check
+    field = {
+        "type": "string_check",
+        "input": "{{sample.output_json.category}}",
+        "reference": "{{item.reference_json.category}}",
+        "operation": "eq",
+    }
+    graders = [check, {**field, "name": "field-category"}, {**field, "name": "1st"}]
+    reward = reward_grader([*graders, {**field, "name": "field_category"}])
+    assert list(reward["graders"]) == ["valid_json", "field_category", "g_1st", "field_category_"]
+    assert reward["calculate_output"] == (
+        "(valid_json + field_category + g_1st + field_category_) / 4"
+    )
+    build_grader(reward, param="grader")  # the formula names every sub-grader

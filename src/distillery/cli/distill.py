@@ -66,6 +66,14 @@ def distill(
     report: Annotated[
         Path | None, typer.Option(help="Folder for report.md and report.json.")
     ] = None,
+    rft: Annotated[
+        bool,
+        typer.Option(
+            "--rft/--no-rft",
+            help="After the supervised student, reinforcement fine-tuning with the graders as "
+            "the reward (on the training prompts it gets wrong); the route gets the better one.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Snapshot a prompt's traffic, baseline the teacher and the base student, fine-tune, evaluate,
@@ -96,6 +104,7 @@ def distill(
         "max_tokens": max_tokens,
         "min_percent_of_teacher": gate_percent,
         "route_name": route_name,
+        "rft": rft,
     }
 
     def say(message: str) -> None:

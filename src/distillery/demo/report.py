@@ -50,9 +50,17 @@ def rft_text(rft: RftSummary) -> str:
     if rft.reward_before is not None and rft.reward_last is not None:
         course = f"; mean reward {rft.reward_before:.3f} before, {rft.reward_last:.3f} at the end"
     prompts = f" on {rft.prompts} prompts" if rft.prompts else ""
+    kept = ""
+    if rft.kept_step is not None and rft.validation:
+        scores = dict(rft.validation)
+        which = "the supervised student" if rft.kept_step == 0 else f"step {rft.kept_step}"
+        kept = (
+            f" Kept {which}: validation reward {scores[0]:.3f} before, "
+            f"{scores.get(rft.kept_step, float('nan')):.3f} kept."
+        )
     return (
         f"Reinforcement stage ({reward} as the reward): {rft.steps} steps{prompts} in "
-        f"{rft.seconds / 60:.1f} min{course}."
+        f"{rft.seconds / 60:.1f} min{course}.{kept}"
     )
 
 

@@ -202,6 +202,10 @@ class RftSummary:
     reward_last: float | None  # the last step's mean reward
     language_reward: bool  # whether the reward includes the reason's language (python grader)
     rewards: list[tuple[int, float]] = field(default_factory=list)  # (step, mean reward)
+    # the greedy reward on the validation split per evaluated step (0: the supervised student),
+    # and the step the job kept: the best on it
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    kept_step: int | None = None
 
 
 @dataclass
@@ -744,9 +748,13 @@ class Demo:
             lines.append(json.dumps(prompt, ensure_ascii=False))
         return ("\n".join(lines) + "\n").encode()
 
-    def reinforce(self, client: openai.OpenAI, parent: Any, train_file: str) -> RftSummary:
+    def reinforce(
+        self, client: openai.OpenAI, parent: Any, train_file: str, validation_file: str | None
+    ) -> RftSummary:
         """Reinforcement fine-tuning of the supervised student with the demo's graders as the
-        reward (a job of method ``reinforcement`` starting from the ``ft:`` student)."""
+        reward (a job of method ``reinforcement`` starting from the ``ft:`` student). The
+        supervised validation split is its validation file: the job keeps the step whose greedy
+        answers to it score best (the supervised student when no step beats it)."""
         from distillery.evals.graders.python_grader import sandbox_available
 
         opts = self.options.rft_options
@@ -768,6 +776,12 @@ class Demo:
                 )
             rows = self.rft_rows(client, train_file)
             upload = client.files.create(file=("rft-train.jsonl", rows), purpose="fine-tune")
+            valid: Any = openai.omit
+            if validation_file is not None:
+                valid_rows = self.rft_rows(client, validation_file)
+                valid = client.files.create(
+                    file=("rft-validation.jsonl", valid_rows), purpose="fine-tune"
+                ).id
             method: Any = {
                 "type": "reinforcement",
                 "reinforcement": {
@@ -779,6 +793,7 @@ class Demo:
             job = client.fine_tuning.jobs.create(
                 model=parent.fine_tuned_model,
                 training_file=upload.id,
+                validation_file=valid,
                 suffix="router-rft",
                 seed=42,
                 metadata=meta,
@@ -816,10 +831,18 @@ class Demo:
             time.sleep(2.0)
         prompts: int | None = None
         before: float | None = None
+        kept: int | None = None
+        validation: list[tuple[int, float]] = []
         for ev in client.fine_tuning.jobs.list_events(job.id, limit=100):  # every page, once
             data = ev.data if isinstance(ev.data, dict) else {}
             if ev.type == "metrics" and data.get("step") and "reward_mean" in data:
                 rewards[int(data["step"])] = float(data["reward_mean"])
+            selection = data.get("selection")
+            if isinstance(selection, dict):
+                kept = selection.get("chosen_step")
+                validation = [
+                    (int(p["step"]), float(p["valid_reward_mean"])) for p in selection["curve"]
+                ]
             focus = data.get("focus")
             if isinstance(focus, dict):
                 prompts = int(focus.get("prompts") or 0) or None
@@ -837,6 +860,8 @@ class Demo:
             reward_last=curve[-1][1] if curve else None,
             language_reward=language,
             rewards=curve,
+            validation=validation,
+            kept_step=kept,
         )
 
     # -- the whole job ---------------------------------------------------------------------------
@@ -881,7 +906,7 @@ class Demo:
             rft: RftSummary | None = None
             results = [teacher, base, distilled]
             if self.options.rft:
-                rft = self.reinforce(client, job, train_file)
+                rft = self.reinforce(client, job, train_file, val_file)
                 results.append(self.evaluate(client, eval_id, label=RFT_LABEL, model=rft.model))
             checkpoints = (
                 self.evaluate_checkpoints(client, eval_id, job)

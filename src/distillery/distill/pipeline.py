@@ -12,7 +12,11 @@
    reads the data and keeps the epoch the validation split scores best);
 5. **evaluate** the distilled student on the same test items and **compare** it with the
    teacher (bootstrap intervals over the items);
-6. **route**: the prompt's route in ``shadow`` with the comparison as its parity gate.
+5b. with ``rft``: **reinforce** the distilled student (a reinforcement job from its ``ft:``
+   model, the graders as the reward, trained on the training prompts it gets wrong or answers
+   unevenly, the step kept by the validation split) and evaluate it the same way;
+6. **route**: the prompt's route in ``shadow`` with the comparison as its parity gate, for the
+   better of the two students on the test split (the supervised one on a tie).
 
 The eval runs, the job and the route go through distillery's own API (``base_url``): the server
 runs them (its job worker trains, its eval runner generates). Every artifact is tagged with a
@@ -30,14 +34,21 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distillery.capture.importer import export_lines
 from distillery.costs.savings import payback, student_cost_per_1k, training_cost
-from distillery.distill.plan import Inventory, answer_of, measured_fields, take_inventory
-from distillery.distill.report import CriterionRow, DistillReport, Miss, RunSummary
+from distillery.distill.plan import (
+    Inventory,
+    answer_of,
+    measured_fields,
+    reward_grader,
+    take_inventory,
+)
+from distillery.distill.report import CriterionRow, DistillReport, Miss, RftStage, RunSummary
 from distillery.errors import ConflictError, DistilleryError, InvalidRequestError
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.providers.base import ProviderContext
@@ -97,6 +108,16 @@ class DistillOptions(BaseModel):
     requests_per_day: float | None = Field(
         default=None, ge=0, description="For payback; default: the prompt's traffic rate."
     )
+    rft: bool = Field(
+        default=False,
+        description="After the supervised student, reinforcement fine-tuning with the graders as "
+        "the reward, on the training prompts it gets wrong; the route gets the better student.",
+    )
+    rft_hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="OpenAI's reinforcement hyperparameters for that stage (n_epochs, "
+        "batch_size, compute_multiplier, ...); unset ones are auto.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -110,6 +131,20 @@ def slug(text: str, limit: int = 40) -> str:
     """A name part from free text: lowercase letters, digits and dashes."""
     out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return (out or hashlib.sha256(text.encode()).hexdigest()[:8])[:limit]
+
+
+@dataclass
+class RftRun:
+    """The reinforcement stage: its job, the trainer's account of the step it kept, its eval."""
+
+    job: dict[str, Any]
+    selection: str | None
+    run: dict[str, Any]
+
+
+def _pass_rate(run: Mapping[str, Any], comparison: Mapping[str, Any]) -> float:
+    side = next(s for s in comparison["overall"]["runs"] if s["run_id"] == run["id"])
+    return float(side["pass_rate"] or 0.0)
 
 
 class Interrupted(Exception):
@@ -179,7 +214,7 @@ class Distillation:
                 c: self.corrections[c] for c in inventory.usable if c in self.corrections
             },
             "graders": inventory.graders,
-            "options": o.model_dump(exclude={"requests_per_day"}),
+            "options": o.model_dump(exclude={"requests_per_day", "rft", "rft_hyperparameters"}),
         }
         raw = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
@@ -365,6 +400,8 @@ class Distillation:
                 for r in listed
                 if r.get("metadata") == run_meta
                 and r["status"] in ("completed", "in_progress", "queued")
+                # a run of another model in this role (an RFT student of another recipe): new run
+                and (model is None or (r.get("data_source") or {}).get("model") == model)
             ),
             None,
         )
@@ -447,6 +484,12 @@ class Distillation:
             self.say(f"distill: started job {job['id']}")
         else:
             self.say(f"distill: reusing job {job['id']} ({job['status']})")
+        return self._follow(job, "fine-tune")
+
+    def _follow(self, job: dict[str, Any], label: str) -> tuple[dict[str, Any], str | None]:
+        """Wait for ``job`` with a progress bar; the succeeded job and its trainer's account of
+        the checkpoint it kept."""
+        jobs = self.services.fine_tuning
         total: float | None = None
         while job["status"] not in ("succeeded", "failed", "cancelled"):
             self._check_stop()
@@ -456,18 +499,92 @@ class Distillation:
                 if ev.get("type") == "metrics" and "step" in data:
                     step = max(step, float(data["step"]))
                     total = float(data.get("total_steps") or 0) or total
-            report(self.progress, ProgressEvent("fine-tune", step, total))
+            report(self.progress, ProgressEvent(label, step, total))
             time.sleep(2.0)
             job = jobs.retrieve(job["id"])
         if job["status"] != "succeeded":
             raise RuntimeError(f"fine-tuning job {job['id']} {job['status']}: {job.get('error')}")
-        report(self.progress, ProgressEvent("fine-tune", total or 1.0, total or 1.0))
+        report(self.progress, ProgressEvent(label, total or 1.0, total or 1.0))
         selection: str | None = None
         for event in jobs.all_events(job["id"]):
             found = event.body.get("data")
             if isinstance(found, dict) and isinstance(found.get("selection"), dict):
                 selection = str(found["selection"].get("reason") or "") or None
         return job, selection
+
+    # -- 5b. reinforce ---------------------------------------------------------------------------
+
+    def rft_file(self, file_id: str | None, split: str) -> str | None:
+        """A split's fine-tuning file as reinforcement rows (made once): each prompt without its
+        answer, the answer as ``reference`` and, when it parses, ``reference_json``: the fields
+        the graders read, as the eval's items carry them."""
+        if file_id is None:
+            return None
+        filename = f"{self.dataset_name}-v1-{split}-rft.jsonl"
+        found = self._file(filename, "fine-tune")
+        if found is not None:
+            return found
+        lines = []
+        with self.services.files.open(file_id) as fh:
+            for raw in fh:
+                if not raw.strip():
+                    continue
+                messages = list(json.loads(raw)["messages"])
+                reference = str(messages.pop().get("content") or "")
+                row: dict[str, Any] = {"messages": messages, "reference": reference}
+                parsed = json_object(reference)
+                if parsed is not None:
+                    row["reference_json"] = parsed
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        return self.services.files.create(
+            io.BytesIO("".join(lines).encode()), filename=filename, purpose="fine-tune"
+        ).id
+
+    def reinforce(
+        self,
+        inventory: Inventory,
+        parent: Mapping[str, Any],
+        train_file: str,
+        validation_file: str | None,
+        max_tokens: int,
+    ) -> tuple[dict[str, Any], str | None]:
+        """The succeeded reinforcement job from the distilled student (started once per
+        fingerprint), and its account of the step it kept."""
+        jobs = self.services.fine_tuning
+        hyper = self.options.rft_hyperparameters
+        recipe = hashlib.sha256(json.dumps(hyper, sort_keys=True).encode()).hexdigest()[:8]
+        meta = {"distill_rft": f"{self.fp}-{recipe}"}
+        job = next(
+            (
+                j
+                for j in jobs.list(limit=100, metadata=meta).data
+                if j["status"] not in ("failed", "cancelled")
+            ),
+            None,
+        )
+        if job is None:
+            section: dict[str, Any] = {
+                "grader": reward_grader(inventory.graders),
+                "hyperparameters": dict(hyper),
+            }
+            if inventory.response_format is not None:
+                section["response_format"] = inventory.response_format
+            job = jobs.create(
+                {
+                    "model": str(parent["fine_tuned_model"]),
+                    "training_file": self.rft_file(train_file, "train"),
+                    "validation_file": self.rft_file(validation_file, "validation"),
+                    "suffix": slug(self.options.prompt, 14) + "-rft",
+                    "seed": 42,
+                    "metadata": meta,
+                    "method": {"type": "reinforcement", "reinforcement": section},
+                    "distillery": {"max_completion_tokens": max_tokens},
+                }
+            )
+            self.say(f"reinforce: started job {job['id']} from {parent['fine_tuned_model']}")
+        else:
+            self.say(f"reinforce: reusing job {job['id']} ({job['status']})")
+        return self._follow(job, "reinforce")
 
     # -- 6. route --------------------------------------------------------------------------------
 
@@ -618,25 +735,46 @@ class Distillation:
         student = self.evaluate(
             eval_id, items_file, role="student", model=student_model, max_tokens=max_tokens
         )
-        comparison = self.services.evals.compare(
-            [teacher["id"], base["id"], student["id"]], baseline=teacher["id"]
-        )
+        runs = [teacher, base, student]
+        rft: RftRun | None = None
+        rft_note: str | None = None
+        if o.rft and not isinstance(
+            self.services.fine_tuning.registry.resolve(o.student).backend, LocalBackend
+        ):
+            rft_note = "reinforcement fine-tuning runs on the local trainer only: skipped"
+        elif o.rft:
+            self.step("reinforce")
+            rft_job, rft_selection = self.reinforce(
+                inventory, job, train_file, validation_file, max_tokens
+            )
+            rft_model = str(rft_job["fine_tuned_model"])
+            rft_eval = self.evaluate(
+                eval_id, items_file, role="rft", model=rft_model, max_tokens=max_tokens
+            )
+            runs.append(rft_eval)
+            rft = RftRun(rft_job, rft_selection, rft_eval)
+        comparison = self.services.evals.compare([r["id"] for r in runs], baseline=teacher["id"])
+        routed, routed_model = student, student_model
+        if rft is not None and _pass_rate(rft.run, comparison) > _pass_rate(student, comparison):
+            routed, routed_model = rft.run, str(rft.job["fine_tuned_model"])
         self.step("route")
         teacher_note = self.serve_teacher(inventory)
         if teacher_note:
             self.say(f"route: {teacher_note}")
         route, route_note = self.route(
-            inventory, student_model, teacher["id"], student["id"], len(lines)
+            inventory, routed_model, teacher["id"], routed["id"], len(lines)
         )
         gate = self.services.routes.gate(route["id"]) if route is not None else {}
-        notes = [n for n in (teacher_note, route_note) if n]
+        notes = [n for n in (teacher_note, rft_note, route_note) if n]
         return self._report(
             inventory,
             counts=counts,
-            runs=(teacher, base, student),
+            runs=runs,
             comparison=comparison,
             job=job,
             selection=selection,
+            rft=rft,
+            routed=routed,
             route=route,
             gate=gate,
             started=started,
@@ -715,22 +853,44 @@ class Distillation:
         inventory: Inventory,
         *,
         counts: dict[str, int],
-        runs: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+        runs: list[dict[str, Any]],
         comparison: Mapping[str, Any],
         job: Mapping[str, Any],
         selection: str | None,
+        rft: RftRun | None,
+        routed: Mapping[str, Any],
         route: Mapping[str, Any] | None,
         gate: Mapping[str, Any],
         started: float,
         notes: list[str],
     ) -> DistillReport:
         o = self.options
-        teacher_run, base_run, student_run = runs
+        teacher_run, base_run, student_run = runs[:3]
         teacher = self._summary(teacher_run, "teacher", inventory.teacher, comparison)
         base = self._summary(base_run, "base student", o.student, comparison)
-        student = self._summary(
+        distilled = self._summary(
             student_run, "distilled student", str(job["fine_tuned_model"]), comparison
         )
+        summaries = [teacher, base, distilled]
+        stage: RftStage | None = None
+        student = distilled  # the one the route gates
+        if rft is not None:
+            rft_summary = self._summary(
+                rft.run, "RFT student", str(rft.job["fine_tuned_model"]), comparison
+            )
+            summaries.append(rft_summary)
+            if routed["id"] == rft.run["id"]:
+                student = rft_summary
+            stage = RftStage(
+                job_id=str(rft.job["id"]),
+                fine_tuned_model=str(rft.job["fine_tuned_model"]),
+                hyperparameters=dict(rft.job.get("hyperparameters") or {}),
+                selection=rft.selection,
+                training_seconds=float(
+                    (rft.job.get("finished_at") or rft.job["created_at"]) - rft.job["created_at"]
+                ),
+                routed=student is rft_summary,
+            )
         criteria = [
             CriterionRow(
                 name,
@@ -762,7 +922,7 @@ class Distillation:
             )
         saving = payback(
             teacher_model=inventory.teacher,
-            student_model=str(job["fine_tuned_model"]),
+            student_model=student.model,
             teacher_cost_per_1k=teacher_1k,
             student_cost_per_1k=student_1k,
             requests_per_day=per_day,
@@ -775,7 +935,7 @@ class Distillation:
             splits=counts,
             dataset=self.dataset_name,
             graders=inventory.graders,
-            runs=[teacher, base, student],
+            runs=summaries,
             criteria=criteria,
             misses=self._misses(teacher.run_id, student.run_id),
             job_id=str(job["id"]),
@@ -796,6 +956,7 @@ class Distillation:
             min_percent_of_teacher=o.min_percent_of_teacher,
             seconds=time.time() - started,
             notes=notes,
+            rft=stage,
         )
 
 

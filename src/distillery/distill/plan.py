@@ -223,6 +223,27 @@ def infer_graders(
     return graders, label_field
 
 
+def reward_grader(graders: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The graders as one reinforcement reward: the grader itself when there is one, else a
+    ``multi`` grader whose reward is their mean (each keeps its name in the job's pass rates)."""
+    if len(graders) == 1:
+        return dict(graders[0])
+    keys: dict[str, Any] = {}
+    for grader in graders:
+        key = re.sub(r"\W", "_", str(grader["name"])) or "grader"
+        if not key[0].isalpha():
+            key = "g_" + key
+        while key in keys:
+            key += "_"
+        keys[key] = dict(grader)
+    return {
+        "type": "multi",
+        "name": "reward",
+        "graders": keys,
+        "calculate_output": f"({' + '.join(keys)}) / {len(keys)}",
+    }
+
+
 def measured_fields(graders: Sequence[Mapping[str, Any]]) -> list[str]:
     """The answer's JSON fields that the graders compare exactly (a ``string_check`` of
     ``{{sample.output_json.<field>}}``), in order: what a local trainer's validation measure

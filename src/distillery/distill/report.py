@@ -42,6 +42,18 @@ class CriterionRow:
 
 
 @dataclass
+class RftStage:
+    """The reinforcement stage after the distilled student (``rft``)."""
+
+    job_id: str
+    fine_tuned_model: str
+    hyperparameters: dict[str, Any]
+    selection: str | None  # the step it kept, and why
+    training_seconds: float
+    routed: bool  # whether the route gates the RFT student (it scored higher on the test split)
+
+
+@dataclass
 class Miss:
     completion_id: str
     question: str
@@ -58,7 +70,7 @@ class DistillReport:
     splits: dict[str, int]
     dataset: str
     graders: list[dict[str, Any]]
-    runs: list[RunSummary]  # teacher, base student, distilled student
+    runs: list[RunSummary]  # teacher, base student, distilled student (, RFT student)
     criteria: list[CriterionRow]
     misses: list[Miss]
     job_id: str
@@ -80,6 +92,13 @@ class DistillReport:
     seconds: float
     notes: list[str] = field(default_factory=list)  # the route's teacher, a route left alone
     files: dict[str, str] = field(default_factory=dict)  # report.json / report.md paths
+    rft: RftStage | None = None
+
+    @property
+    def student(self) -> RunSummary:
+        """The student the route gates: the RFT student when it scored higher, else the
+        distilled one."""
+        return self.runs[3] if self.rft is not None and self.rft.routed else self.runs[2]
 
     @property
     def kept_base(self) -> bool:
@@ -91,7 +110,7 @@ class DistillReport:
         return bool(self.gate.get("allowed"))
 
     def verdict(self) -> str:
-        student = self.runs[-1]
+        student = self.student
         share = student.percent_of_teacher
         ci = student.percent_of_teacher_ci
         where = f"{_pct(share)} of the teacher" + (
@@ -141,7 +160,6 @@ class DistillReport:
         return out
 
     def markdown(self) -> str:
-        teacher, base, student = self.runs
         inv = self.inventory
         lines = [
             f"# Distillation of prompt `{self.prompt}`",
@@ -174,7 +192,7 @@ class DistillReport:
             + " |",
             "|---|---|---|---|" + "---|" * len(self.criteria),
         ]
-        for run in (teacher, base, student):
+        for run in self.runs:
             ci = run.pass_rate_ci
             rate = _rate(run.pass_rate) + (f" ({_rate(ci[0])}-{_rate(ci[1])})" if ci else "")
             share = _pct(run.percent_of_teacher) if run.percent_of_teacher is not None else "-"
@@ -189,6 +207,21 @@ class DistillReport:
         ]
         if self.selection:
             lines.append(f"- {self.selection}")
+        if self.rft is not None:
+            rft = self.rft
+            lines.append(
+                f"- reinforcement job `{rft.job_id}` from the distilled student, the graders as "
+                f"the reward: {', '.join(f'{k} {v}' for k, v in rft.hyperparameters.items())}; "
+                f"{rft.training_seconds / 60:.1f} min"
+            )
+            if rft.selection:
+                lines.append(f"- {rft.selection}")
+            lines.append(
+                "- the route gates the RFT student (higher on the test split)"
+                if rft.routed
+                else "- the route gates the distilled student (the RFT student did not score "
+                "higher on the test split)"
+            )
         lines += [
             "",
             "## Cost",
