@@ -11,7 +11,7 @@ import pytest
 
 from distillery.errors import InvalidRequestError
 from distillery.evals.graders.python_grader import sandbox_available
-from distillery.training.local.grpo import LocalRFTTrainer, _Run, advantages
+from distillery.training.local.grpo import LocalRFTTrainer, _Run, advantages, focus_prompts
 from distillery.training.local.rewards import Rewards, judge_models, judged_graders
 from distillery.training.local.rft_config import LocalRFTConfig
 from distillery.training.local.rft_data import check_prompts
@@ -190,3 +190,22 @@ def test_a_best_replaced_after_the_last_checkpoint_is_chosen_again(tmp_path: Pat
     trainer._track(run, 2, 0.9)  # written after the checkpoint the run resumes from
     trainer._check_best_after_resume(resumed)
     assert resumed.best_step is None and "chosen again" in events[-1][0]
+
+
+def test_a_capped_focus_takes_the_unsolved_first() -> None:
+    import random
+
+    unsolved, solved = list(range(38)), list(range(100, 597))
+
+    def focus(cap: int | None, share: float = 0.1) -> tuple[int, int]:
+        kept = focus_prompts(
+            unsolved, solved, solved_share=share, max_prompts=cap, rng=random.Random(1)
+        )
+        assert len(set(kept[0]) | set(kept[1])) == len(kept[0]) + len(kept[1])
+        return len(kept[0]), len(kept[1])
+
+    assert focus(None) == (38, 50)  # every unsolved, a tenth of the solved
+    assert focus(32) == (29, 3)  # the cap: a tenth of the room for the solved
+    assert focus(48) == (38, 10)  # the unsolved all fit: the solved fill the rest
+    assert focus(48, share=0.0) == (38, 0)
+    assert focus_prompts([], solved, solved_share=0.1, max_prompts=8, rng=random.Random(1))[1]

@@ -120,6 +120,26 @@ def advantages(rewards: Sequence[float]) -> list[float]:
     return [(r - mean) / (std + ADVANTAGE_EPS) for r in rewards]
 
 
+def focus_prompts(
+    unsolved: list[int],
+    solved: list[int],
+    *,
+    solved_share: float,
+    max_prompts: int | None,
+    rng: random.Random,
+) -> tuple[list[int], list[int]]:
+    """The unsolved and solved prompts a run trains on: every unsolved one and ``solved_share``
+    of the solved ones; under a ``max_prompts`` cap the unsolved come first (the solved keep
+    ``solved_share`` of the room, and what the unsolved leave)."""
+    kept_solved = rng.sample(solved, round(len(solved) * solved_share)) if solved else []
+    if max_prompts is None or len(unsolved) + len(kept_solved) <= max_prompts:
+        return list(unsolved), kept_solved
+    unsolved = rng.sample(
+        unsolved, min(len(unsolved), max_prompts - round(max_prompts * solved_share))
+    )
+    return unsolved, rng.sample(kept_solved, min(len(kept_solved), max_prompts - len(unsolved)))
+
+
 class LocalRFTTrainer(LocalSFTTrainer):
     """GRPO on the prompts of a reinforcement training file, writing into ``output_dir``."""
 
@@ -221,14 +241,13 @@ class LocalRFTTrainer(LocalSFTTrainer):
             spread = max(r.value for r in group) - min(r.value for r in group)
             (solved if all_pass and spread < CONSTANT_EPS else unsolved).append(i)
         n_unsolved = len(unsolved)
-        rng = random.Random(cfg.seed)
-        kept_solved = rng.sample(solved, round(len(solved) * cfg.solved_share)) if solved else []
-        if cfg.max_prompts is not None and len(unsolved) + len(kept_solved) > cfg.max_prompts:
-            # the unsolved first, in the same share as before the cap
-            room = cfg.max_prompts
-            share = len(kept_solved) / max(1, len(unsolved) + len(kept_solved))
-            kept_solved = rng.sample(kept_solved, min(len(kept_solved), round(room * share)))
-            unsolved = rng.sample(unsolved, min(len(unsolved), room - len(kept_solved)))
+        unsolved, kept_solved = focus_prompts(
+            unsolved,
+            solved,
+            solved_share=cfg.solved_share,
+            max_prompts=cfg.max_prompts,
+            rng=random.Random(cfg.seed),
+        )
         chosen = sorted(unsolved + kept_solved)
         if not chosen:  # everything solved: keep all, the run still guards what it knows
             chosen = self._capped(every)
