@@ -84,15 +84,17 @@ TESTING_CRITERIA: list[dict[str, Any]] = [
 class RftOptions:
     """The demo's reinforcement stage (the sweep behind these values is in RESULTS.md)."""
 
-    n_epochs: int = 1
+    n_epochs: int = 2
     batch_size: int = 8  # prompts per step
-    group_size: int = 4  # answers per prompt
-    learning_rate: float = 2e-5
+    group_size: int = 8  # answers per prompt: 64 a step, the engine's batch
+    # 2e-5 (a fifth of this) left the student where it was after 6 steps; 1e-4 moved the
+    # validation reward from 0.902 to 0.935 in 4 steps (the step the job keeps)
+    learning_rate: float = 1e-4
     kl_coef: float = 0.04
     focus_samples: int = 1  # one greedy answer per training prompt finds the wrong ones
     solved_share: float = 0.1
-    # at most this many prompts (the wrong ones first): 6 steps, about 5 minutes on 2 cores
-    max_prompts: int | None = 48
+    # at most this many prompts (the wrong ones first): 8 steps, the stage about 10 minutes
+    max_prompts: int | None = 32
 
 
 def rft_grader(language: bool) -> dict[str, Any]:
