@@ -57,6 +57,12 @@ def test_demo_runs_end_to_end_and_its_report_renders(home: Path, tmp_path: Path)
         "2",
         "--every-epoch",
         "--rft",
+        "--rft-epochs",  # one pass of 4 answers to at most 8 prompts: the stage, not its recipe
+        "1",
+        "--rft-group-size",
+        "4",
+        "--rft-max-prompts",
+        "8",
         "--lora-r",
         "4",
         "--report",

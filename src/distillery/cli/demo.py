@@ -73,6 +73,18 @@ def demo(
             "demo's graders as the reward (category, schema, the reason's language).",
         ),
     ] = False,
+    rft_epochs: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="Passes of the RFT stage over its prompts [default: 2]."),
+    ] = None,
+    rft_group_size: Annotated[
+        int | None,
+        typer.Option(min=2, max=64, help="Answers per prompt in the RFT stage [default: 8]."),
+    ] = None,
+    rft_max_prompts: Annotated[
+        int | None,
+        typer.Option(min=1, help="Prompts the RFT stage trains on at most [default: 32]."),
+    ] = None,
     gate_percent: Annotated[
         float | None,
         typer.Option(
@@ -89,7 +101,7 @@ def demo(
     data."""
     from distillery.demo.report import print_report, rollout_summary, write_html
     from distillery.demo.rollout import RolloutOptions
-    from distillery.demo.run import Demo, DemoOptions
+    from distillery.demo.run import Demo, DemoOptions, RftOptions
 
     svc = services()
     recipe = {
@@ -98,6 +110,15 @@ def demo(
         "batch_size": batch_size,
         "lora_r": lora_r,
         "method": method.value if method is not None else None,
+    }
+    rft_recipe = {
+        k: v
+        for k, v in {
+            "n_epochs": rft_epochs,
+            "group_size": rft_group_size,
+            "max_prompts": rft_max_prompts,
+        }.items()
+        if v is not None
     }
     options = DemoOptions(
         student=student,
@@ -108,6 +129,7 @@ def demo(
         requests_per_day=requests_per_day,
         evaluate_checkpoints=every_epoch,
         rft=rft,
+        rft_options=RftOptions(**rft_recipe),  # type: ignore[arg-type]
         rollout=rollout,
         rollout_options=RolloutOptions()
         if gate_percent is None
