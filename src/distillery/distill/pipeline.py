@@ -142,9 +142,13 @@ class RftRun:
     run: dict[str, Any]
 
 
+def _side(run: Mapping[str, Any], comparison: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``run``'s side of an eval comparison."""
+    return next(s for s in comparison["overall"]["runs"] if s["run_id"] == run["id"])  # type: ignore[no-any-return]
+
+
 def _pass_rate(run: Mapping[str, Any], comparison: Mapping[str, Any]) -> float:
-    side = next(s for s in comparison["overall"]["runs"] if s["run_id"] == run["id"])
-    return float(side["pass_rate"] or 0.0)
+    return float(_side(run, comparison)["pass_rate"] or 0.0)
 
 
 class Interrupted(Exception):
@@ -441,14 +445,7 @@ class Distillation:
         o = self.options
         jobs = self.services.fine_tuning
         meta = {"distill": self.fp}
-        job = next(
-            (
-                j
-                for j in jobs.list(limit=100, metadata=meta).data
-                if j["status"] not in ("failed", "cancelled")
-            ),
-            None,
-        )
+        job = self._live_job(meta)
         if job is None:
             # local training's own options, sent only when set (a provider's fine-tuning API,
             # which trains its own way, refuses them)
@@ -485,6 +482,17 @@ class Distillation:
         else:
             self.say(f"distill: reusing job {job['id']} ({job['status']})")
         return self._follow(job, "fine-tune")
+
+    def _live_job(self, meta: dict[str, str]) -> dict[str, Any] | None:
+        """The job tagged ``meta`` that has not failed or been cancelled, if any."""
+        return next(
+            (
+                j
+                for j in self.services.fine_tuning.list(limit=100, metadata=meta).data
+                if j["status"] not in ("failed", "cancelled")
+            ),
+            None,
+        )
 
     def _follow(self, job: dict[str, Any], label: str) -> tuple[dict[str, Any], str | None]:
         """Wait for ``job`` with a progress bar; the succeeded job and its trainer's account of
@@ -554,14 +562,7 @@ class Distillation:
         hyper = self.options.rft_hyperparameters
         recipe = hashlib.sha256(json.dumps(hyper, sort_keys=True).encode()).hexdigest()[:8]
         meta = {"distill_rft": f"{self.fp}-{recipe}"}
-        job = next(
-            (
-                j
-                for j in jobs.list(limit=100, metadata=meta).data
-                if j["status"] not in ("failed", "cancelled")
-            ),
-            None,
-        )
+        job = self._live_job(meta)
         if job is None:
             section: dict[str, Any] = {
                 "grader": reward_grader(inventory.graders),
@@ -786,7 +787,7 @@ class Distillation:
     def _summary(
         self, run: Mapping[str, Any], label: str, model: str, comparison: Mapping[str, Any]
     ) -> RunSummary:
-        side = next(s for s in comparison["overall"]["runs"] if s["run_id"] == run["id"])
+        side = _side(run, comparison)
         criteria = {
             c["testing_criteria"].rsplit("-", 1)[0]: c["passed"] / max(c["passed"] + c["failed"], 1)
             for c in run.get("per_testing_criteria_results") or []

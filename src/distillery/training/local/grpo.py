@@ -28,8 +28,8 @@ the prompts kept). The validation prompts (the validation file) are answered gre
 first step and every ``eval_interval`` steps; with ``checkpoint: best`` (the default) the run
 ends on the step that scored best on them, the start model when no step beat it (the best
 step's adapter, a few MB, waits in ``best/``), and says so with the curve. Each epoch ends with a
-checkpoint that a restarted run resumes from. Events: ``metrics`` per step with ``reward_mean``, ``reward_std``, ``pass_rate`` per grader,
-``kl``, ``constant_groups`` and timings; ``valid_reward_mean`` and ``valid_pass_rate`` at each
+checkpoint that a restarted run resumes from. Events: ``metrics`` per step with ``reward_mean``,
+``reward_std``, ``pass_rate`` per grader, ``kl``, ``constant_groups`` and timings; ``valid_reward_mean`` and ``valid_pass_rate`` at each
 evaluation.
 """
 
@@ -166,7 +166,6 @@ class LocalRFTTrainer(LocalSFTTrainer):
             progress=progress,
         )
         self.response_format = parse_response_format(config.response_format)
-        self.requested = config  # "auto" resolves again for the prompts the focus pass keeps
         self.rollouts: Rollouts | None = None
         self.rewards: Rewards | None = None
 
@@ -182,7 +181,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             if self.validation_file is not None
             else []
         )
-        self.requested = cfg
+        self.requested = cfg  # "auto" resolves again for the prompts the focus pass keeps
         self.config = cfg.resolve_rft(len(self.prompts))
         self.rewards = Rewards(self.config.grader, judge=EnvironmentJudge.from_environment())
 
