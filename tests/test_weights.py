@@ -96,3 +96,29 @@ def test_a_conversion_parses_its_gguf_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert config.model_type == "llama" and tokenizer.decode(tokenizer("hello").input_ids)
     AutoConfig.from_pretrained(str(source.path), gguf_file=source.gguf_file)
     assert len(built) == 2  # outside a conversion every load parses again
+
+
+def test_a_frozen_head_never_copies_its_weight_per_row(tmp_path: Path) -> None:
+    """The last position of a batch (``logits_to_keep=1``) reaches ``lm_head`` as a strided
+    slice; unless it is made contiguous, ``torch.matmul`` broadcasts the frozen weight to every
+    row (5.4 GB for 16 rows of Gemma 3 270M)."""
+    import torch
+    from torch.profiler import profile
+
+    from tests.support.tiny_models import tiny_gemma_dir
+
+    source = weights.ModelSource("tiny", tiny_gemma_dir(tmp_path / "tiny"))
+    model = weights.load_model(source, dtype="bfloat16")  # float32 takes a strided kernel
+    model.requires_grad_(False)
+    head = model.get_output_embeddings()
+    weight_bytes = head.weight.numel() * head.weight.element_size()
+    ids = torch.randint(3, 400, (16, 12))
+    with torch.no_grad(), profile(profile_memory=True) as prof:
+        logits = model(input_ids=ids, logits_to_keep=1).logits
+    assert logits.shape == (16, 1, 400)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest < weight_bytes, (largest, weight_bytes)
+    # the hook changes no value: the head of the whole sequence, last column
+    with torch.no_grad():
+        whole = model(input_ids=ids).logits[:, -1:]
+    torch.testing.assert_close(whole, logits, atol=2e-2, rtol=2e-2)
