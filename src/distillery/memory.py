@@ -7,9 +7,13 @@ On Linux both figures come from ``/proc/self/status``: ``VmRSS`` (resident now) 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 _STATUS = Path("/proc/self/status")
 
@@ -35,3 +39,25 @@ def resident_memory() -> dict[str, float | None]:
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = round(maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
     return {"rss_mb": sizes.get("VmRSS"), "peak_rss_mb": peak}
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the memory the allocator holds free back to the system (glibc's ``malloc_trim``).
+
+    glibc serves the large, short-lived buffers of a training step or a decoding batch from its
+    heaps and keeps them after they are freed, so a process's resident size climbs step after
+    step although its live tensors do not: a reinforcement job on Gemma 3 270M grew by about
+    1.3 GB a step (from 2 to 9.7 GB in 8 steps) while its tensors stayed under 0.6 GB. The
+    trainers call this between the phases of a step; where there is no glibc it does nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

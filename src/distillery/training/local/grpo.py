@@ -46,6 +46,7 @@ from typing import Any
 
 from distillery import weights
 from distillery.errors import DistilleryError
+from distillery.memory import release_free_memory
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.serving.constrained import parse_response_format
 from distillery.training.local.checkpoints import ADAPTER
@@ -212,6 +213,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             self.check_stop()  # a stop requested mid-decoding fails the engine's batch
             raise
         self.check_stop()
+        release_free_memory()  # the decoding batches' buffers (before an update's)
         items = [p.item for p, g in zip(prompts, groups, strict=True) for _ in g.samples]
         texts = [s.text for g in groups for s in g.samples]
         flat = self.rewards.score(items, texts)
@@ -501,6 +503,7 @@ class LocalRFTTrainer(LocalSFTTrainer):
             update: dict[str, float] = {}
             if examples:
                 update = self._update(examples, weights_)
+                release_free_memory()
                 run.constant_steps = 0
             else:
                 run.constant_steps += 1

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillery import weights
+from distillery.memory import release_free_memory
 from distillery.progress import ProgressCallback, ProgressEvent, report
 from distillery.training.local import packing
 from distillery.training.local.checkpoints import (
@@ -357,6 +358,7 @@ class LocalSFTTrainer:
                 finished=settled,
             )
             totals = score_answers(self.measure, [ex.answer for ex in examples], answers)
+            release_free_memory()
         elif self.scorer is not None and hits:
             flat = torch.cat(hits).tolist()
             vectors, start = [], 0
@@ -534,6 +536,7 @@ class LocalSFTTrainer:
             learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
             t0 = time.perf_counter()
             stats = self._train_step(examples)
+            release_free_memory()
             seconds = time.perf_counter() - t0
             self.training_seconds += seconds
             self.step_timings.append((stats.tokens, seconds))
