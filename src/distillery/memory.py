@@ -56,7 +56,7 @@ def release_free_memory() -> None:
     glibc serves the large, short-lived buffers of a training step or a decoding batch from its
     heaps and keeps them after they are freed, so a process's resident size climbs step after
     step although its live tensors do not: a reinforcement job on Gemma 3 270M grew by about
-    1.3 GB a step (from 2 to 9.7 GB in 8 steps) while its tensors stayed under 0.6 GB. The
+    1.3 GB a step (to 7.7 GB over the demo's 8 steps) while its tensors stayed under 0.6 GB. The
     trainers call this between the phases of a step; where there is no glibc it does nothing."""
     trim = _malloc_trim()
     if trim is not None:
